@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Rule classification by bitvectors over value classes (bpf-iptables' Linear
+ * Bit Vector Search). For every field the compiler splits the value space
+ * into classes whose values match the same rules. A packet maps each used
+ * field's value to its class, ANDs the classes' rule bitvectors, and the
+ * lowest set bit is the first matching rule. A summary word (one bit per
+ * non-empty 64-rule word) lets the search skip words that are empty in any
+ * field, so the cost follows the number of candidate words, not of rules.
+ *
+ * Bitvector layout, per class: n_summary summary words, then n_words words.
+ */
+#ifndef BPFWALL_CLASSIFY_H
+#define BPFWALL_CLASSIFY_H
+
+#include "shared.h"
+#include "parse.h"
+
+const volatile struct bpfwall_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFWALL_CLASS_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} class_of SEC(".maps");
+
+/* value_size and max_entries are set by the loader for each generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 8);
+} bitvectors SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_lpm4_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} src4 SEC(".maps"), dst4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_lpm6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} src6 SEC(".maps"), dst6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u32); /* ifindex */
+	__type(value, __u32); /* class */
+} iface_class SEC(".maps");
+
+/*
+ * Index of the lowest set bit of a non-zero word. BPF has no count-trailing-
+ * zeros, and branches here would multiply the verifier's states in the search
+ * loop, so: popcount (SWAR) of the bits below the lowest set one.
+ */
+static __always_inline __u64 lowest_bit(__u64 x)
+{
+	__u64 y = (x & -x) - 1;
+
+	y = y - ((y >> 1) & 0x5555555555555555ULL);
+	y = (y & 0x3333333333333333ULL) + ((y >> 2) & 0x3333333333333333ULL);
+	y = (y + (y >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
+	return (y * 0x0101010101010101ULL) >> 56;
+}
+
+static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
+{
+	__u32 *cls = bpf_map_lookup_elem(&class_of, &slot);
+
+	if (!cls)
+		return 0;
+	return bpf_map_lookup_elem(&bitvectors, cls);
+}
+
+static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
+						      void *trie4, void *trie6)
+{
+	__u32 *cls;
+
+	if (pkt->is_ipv6) {
+		struct bpfwall_lpm6_key k6 = { .prefixlen = 128 };
+
+		__builtin_memcpy(k6.addr, addr, 16);
+		cls = bpf_map_lookup_elem(trie6, &k6);
+	} else {
+		struct bpfwall_lpm4_key k4 = { .prefixlen = 32 };
+
+		__builtin_memcpy(k4.addr, addr, 4);
+		cls = bpf_map_lookup_elem(trie4, &k4);
+	}
+	/* Every trie holds a /0 entry, so a miss means a broken generation. */
+	if (!cls)
+		return 0;
+	return bpf_map_lookup_elem(&bitvectors, cls);
+}
+
+struct field_vectors {
+	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp;
+};
+
+/* AND of word i over every used field. Unused fields are constants false
+ * to the verifier, so their branches vanish from the JITed program. */
+static __always_inline __u64 and_word(const struct field_vectors *v, __u32 fields, __u64 i)
+{
+	__u64 acc = ~0ULL;
+
+	if (fields & (1 << BPFWALL_F_IFACE))
+		acc &= v->iface[i];
+	if (fields & (1 << BPFWALL_F_PROTO))
+		acc &= v->proto[i];
+	if (fields & (1 << BPFWALL_F_SRC))
+		acc &= v->src[i];
+	if (fields & (1 << BPFWALL_F_DST))
+		acc &= v->dst[i];
+	if (fields & (1 << BPFWALL_F_SPORT))
+		acc &= v->sport[i];
+	if (fields & (1 << BPFWALL_F_DPORT))
+		acc &= v->dport[i];
+	if (fields & (1 << BPFWALL_F_TCPFLAGS))
+		acc &= v->flags[i];
+	if (fields & (1 << BPFWALL_F_ICMP))
+		acc &= v->icmp[i];
+	return acc;
+}
+
+#define LOOKUP_FIELD(dst, expr)          \
+	do {                             \
+		(dst) = (expr);          \
+		if (!(dst))              \
+			return BPFWALL_NO_RULE; \
+	} while (0)
+
+/*
+ * Index of the first rule that matches pkt, or BPFWALL_NO_RULE. A global
+ * function: the verifier checks it once, not once per parser outcome.
+ */
+__noinline int classify(const struct packet *pkt, __u32 ifindex)
+{
+	const __u32 fields = cfg.fields;
+	const __u32 n_words = cfg.n_words;
+	const __u32 n_summary = cfg.n_summary;
+	struct field_vectors v = {};
+	__u32 s, k;
+
+	if (!pkt)
+		return BPFWALL_NO_RULE;
+	if (fields & (1 << BPFWALL_F_IFACE)) {
+		__u32 *cls = bpf_map_lookup_elem(&iface_class, &ifindex);
+		__u32 dflt = cfg.iface_default_class;
+
+		LOOKUP_FIELD(v.iface, bpf_map_lookup_elem(&bitvectors, cls ? cls : &dflt));
+	}
+	if (fields & (1 << BPFWALL_F_PROTO))
+		LOOKUP_FIELD(v.proto, bitvector_of_slot(BPFWALL_PROTO_BASE +
+							pkt->is_ipv6 * 256 + pkt->proto));
+	if (fields & (1 << BPFWALL_F_SRC))
+		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6));
+	if (fields & (1 << BPFWALL_F_DST))
+		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6));
+	if (fields & ((1 << BPFWALL_F_SPORT) | (1 << BPFWALL_F_DPORT))) {
+		int ports = pkt->has_l4 && proto_has_ports(pkt->proto);
+		__u32 sport = ports ? pkt->sport : BPFWALL_PORT_ABSENT;
+		__u32 dport = ports ? pkt->dport : BPFWALL_PORT_ABSENT;
+
+		if (fields & (1 << BPFWALL_F_SPORT))
+			LOOKUP_FIELD(v.sport, bitvector_of_slot(BPFWALL_SPORT_BASE + sport));
+		if (fields & (1 << BPFWALL_F_DPORT))
+			LOOKUP_FIELD(v.dport, bitvector_of_slot(BPFWALL_DPORT_BASE + dport));
+	}
+	if (fields & (1 << BPFWALL_F_TCPFLAGS)) {
+		__u32 flags = pkt->has_l4 && pkt->proto == IPPROTO_TCP ? pkt->tcp_flags :
+									 BPFWALL_TCPFLAGS_ABSENT;
+
+		LOOKUP_FIELD(v.flags, bitvector_of_slot(BPFWALL_TCPFLAGS_BASE + flags));
+	}
+	if (fields & (1 << BPFWALL_F_ICMP)) {
+		__u32 icmp = BPFWALL_ICMP_ABSENT;
+
+		if (pkt->has_l4 && proto_is_icmp(pkt))
+			icmp = (__u32)pkt->is_ipv6 << 16 | (__u32)pkt->icmp_type << 8 |
+			       pkt->icmp_code;
+		LOOKUP_FIELD(v.icmp, bitvector_of_slot(BPFWALL_ICMP_BASE + icmp));
+	}
+
+	for (s = 0; s < BPFWALL_MAX_SUMMARY && s < n_summary; s++) {
+		__u64 candidates = and_word(&v, fields, s);
+
+		for (k = 0; k < 64 && candidates; k++) {
+			__u64 word = s * 64 + lowest_bit(candidates);
+			__u64 idx = n_summary + word;
+			__u64 hits;
+
+			/* The verifier must see this bound on the very register
+			 * that indexes the bitvectors; keep clang from copying it. */
+			barrier_var(idx);
+			if (idx >= n_summary + n_words)
+				break;
+			barrier_var(idx);
+			hits = and_word(&v, fields, idx);
+			if (hits)
+				return word * 64 + lowest_bit(hits);
+			candidates &= candidates - 1;
+		}
+	}
+	return BPFWALL_NO_RULE;
+}
+
+#endif

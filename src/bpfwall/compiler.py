@@ -1,0 +1,237 @@
+"""Ruleset -> the tables the data plane reads (bitvectors over value classes).
+
+For each field the value space is split into classes whose values match the
+same set of rules; each class gets one rule bitvector (bit i = rule i). A
+packet's rule is the lowest bit of the AND of its classes' bitvectors. Equal
+bitvectors share one class id across fields, so the bitvector table holds each
+distinct rule set once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from array import array
+from dataclasses import dataclass, field
+
+from . import shared
+from .ruleset import Network, Rule, Ruleset
+
+@dataclass
+class Compiled:
+    """Everything a generation of the data plane is loaded with."""
+
+    rules: list[Rule]
+    config: shared.Config
+    class_of: array  # CLASS_SLOTS u32: slot -> class id (unused fields left 0)
+    bitvectors: list[int]  # class id -> rule bitset
+    tries: dict[str, list[tuple[Network, int]]]  # src4/src6/dst4/dst6 -> (prefix, class id)
+    iface_classes: dict[str, int]  # interface name -> class id
+    actions: list[int]
+    n_words: int
+    n_summary: int
+    fields_used: set[int] = field(default_factory=set)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.bitvectors)
+
+    def bitvector_bytes(self) -> bytes:
+        """Every class's bitvector as the data plane reads it: summary words, then words."""
+        size = self.n_words * 8
+        out = bytearray()
+        for bits in self.bitvectors:
+            words = bits.to_bytes(size, "little")
+            summary = 0
+            for w in range(self.n_words):
+                if words[w * 8 : w * 8 + 8] != b"\0" * 8:
+                    summary |= 1 << w
+            out += summary.to_bytes(self.n_summary * 8, "little") + words
+        return bytes(out)
+
+
+class _Classes:
+    """Interns rule bitsets into class ids."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int] = {}
+        self.bitsets: list[int] = []
+
+    def id_of(self, bits: int) -> int:
+        cid = self.ids.get(bits)
+        if cid is None:
+            cid = self.ids[bits] = len(self.bitsets)
+            self.bitsets.append(bits)
+        return cid
+
+
+def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
+    rules = [r for r in ruleset.rules if r.direction == direction]
+    if len(rules) > shared.MAX_RULES:
+        raise ValueError(f"{len(rules)} rules: at most {shared.MAX_RULES} per direction")
+    n = len(rules)
+    classes = _Classes()
+    class_of = array("I", bytes(4 * shared.CLASS_SLOTS))
+    used: set[int] = set()
+
+    def array_field(fid: int, base: int, slots: int, cond) -> None:
+        """Fills class_of[base:base+slots] from each rule's intervals over the slots."""
+        conds = [cond(r) for r in rules]
+        if all(c is None for c in conds):
+            return
+        used.add(fid)
+        intervals: list[tuple[int, int, int]] = []  # (lo, hi, rule)
+        for i, c in enumerate(conds):
+            if c is None:
+                intervals.append((0, slots - 1, i))
+            else:
+                intervals.extend((lo, hi, i) for lo, hi in _merge(c))
+        for lo, hi, cid in _sweep(intervals, slots, classes):
+            class_of[base + lo : base + hi + 1] = array("I", [cid]) * (hi - lo + 1)
+
+    array_field(shared.F_PROTO, shared.PROTO_BASE, shared.PROTO_SLOTS, _proto_intervals)
+    array_field(shared.F_SPORT, shared.SPORT_BASE, shared.PORT_SLOTS, lambda r: r.sport)
+    array_field(shared.F_DPORT, shared.DPORT_BASE, shared.PORT_SLOTS, lambda r: r.dport)
+    array_field(shared.F_TCPFLAGS, shared.TCPFLAGS_BASE, shared.TCPFLAGS_SLOTS, _tcp_flag_intervals)
+    array_field(shared.F_ICMP, shared.ICMP_BASE, shared.ICMP_SLOTS, _icmp_intervals)
+
+    tries: dict[str, list[tuple[Network, int]]] = {}
+    for fid, key in ((shared.F_SRC, "src"), (shared.F_DST, "dst")):
+        conds = [getattr(r, key) for r in rules]
+        if all(c is None for c in conds):
+            for fam in (4, 6):
+                tries[f"{key}{fam}"] = []
+            continue
+        used.add(fid)
+        wildcard = sum(1 << i for i, c in enumerate(conds) if c is None)
+        for fam in (4, 6):
+            tries[f"{key}{fam}"] = _address_classes(conds, fam, wildcard, classes)
+
+    iface_classes: dict[str, int] = {}
+    iface_default = 0
+    if any(r.interfaces is not None for r in rules):
+        used.add(shared.F_IFACE)
+        wildcard = sum(1 << i for i, r in enumerate(rules) if r.interfaces is None)
+        iface_default = classes.id_of(wildcard)
+        names = sorted({name for r in rules for name in (r.interfaces or ())})
+        for name in names:
+            bits = wildcard | sum(1 << i for i, r in enumerate(rules)
+                                  if r.interfaces and name in r.interfaces)
+            iface_classes[name] = classes.id_of(bits)
+
+    if not used:
+        # With no field in use every AND would be all ones; the protocol field
+        # (every rule matches every protocol) keeps the search to real rules.
+        array_field(shared.F_PROTO, shared.PROTO_BASE, shared.PROTO_SLOTS,
+                    lambda r: [(0, shared.PROTO_SLOTS - 1)])
+        if not rules:
+            used.add(shared.F_PROTO)
+            class_of[0 : shared.PROTO_SLOTS] = array("I", [classes.id_of(0)]) * shared.PROTO_SLOTS
+
+    n_words = max(1, (n + 63) // 64)
+    n_summary = (n_words + 63) // 64
+    cfg = shared.Config(
+        fields=sum(1 << f for f in used),
+        n_rules=n,
+        n_words=n_words,
+        n_summary=n_summary,
+        policy_ingress=shared.ACTIONS[ruleset.policy["ingress"]],
+        policy_egress=shared.ACTIONS[ruleset.policy["egress"]],
+        iface_default_class=iface_default,
+    )
+    return Compiled(
+        rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
+        iface_classes=iface_classes, actions=[shared.ACTIONS[r.action] for r in rules],
+        n_words=n_words, n_summary=n_summary, fields_used=used,
+    )
+
+
+def _merge(intervals) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for lo, hi in sorted(intervals):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi])
+    return [(lo, hi) for lo, hi in out]
+
+
+def _sweep(intervals: list[tuple[int, int, int]], slots: int, classes: _Classes):
+    """Yields (lo, hi, class id) segments covering [0, slots) from per-rule intervals."""
+    events: dict[int, list[tuple[int, int]]] = {}
+    for lo, hi, rule in intervals:
+        events.setdefault(lo, []).append((1, rule))
+        events.setdefault(hi + 1, []).append((-1, rule))
+    points = sorted(p for p in events if p < slots)
+    if not points or points[0] != 0:
+        points.insert(0, 0)
+    bits = 0
+    for k, pos in enumerate(points):
+        for delta, rule in events.get(pos, ()):
+            if delta > 0:
+                bits |= 1 << rule
+            else:
+                bits &= ~(1 << rule)
+        end = points[k + 1] - 1 if k + 1 < len(points) else slots - 1
+        yield pos, end, classes.id_of(bits)
+
+
+def _proto_intervals(r: Rule):
+    pairs = r.proto_slots()
+    if pairs is None:
+        return None
+    return [((1 if fam == 6 else 0) * 256 + p,) * 2 for fam, p in pairs]
+
+
+def _tcp_flag_intervals(r: Rule):
+    if r.tcp_flags is None:
+        return None
+    mask, value = r.tcp_flags
+    return [(f, f) for f in range(256) if f & mask == value]
+
+
+def _icmp_intervals(r: Rule):
+    if r.icmp is None:
+        return None
+    out = []
+    for m in r.icmp:
+        fam = (1 if m.family == 6 else 0) << 16
+        types = [m.type] if m.type is not None else range(256)
+        for t in types:
+            if m.code is None:
+                out.append((fam | t << 8, fam | t << 8 | 0xFF))
+            else:
+                out.append(((fam | t << 8 | m.code),) * 2)
+    return out
+
+
+def _address_classes(conds, family: int, wildcard: int, classes: _Classes):
+    """Prefixes of one family with the class of every address whose longest match they are.
+
+    An address's rules are those of every prefix that contains it, and those
+    prefixes are exactly the ancestors of its longest match. Walking prefixes in
+    address order with a stack of open ancestors gives each its parent in one pass.
+    """
+    own: dict[tuple[int, int], int] = {}
+    for i, nets in enumerate(conds):
+        if nets is None:
+            continue
+        for net in nets:
+            if net.version == family:
+                key = (int(net.network_address), net.prefixlen)
+                own[key] = own.get(key, 0) | (1 << i)
+    bits_total = 32 if family == 4 else 128
+    root_bits = wildcard | own.pop((0, 0), 0)
+    root: Network = ipaddress.IPv4Network((0, 0)) if family == 4 else ipaddress.IPv6Network((0, 0))
+    out: list[tuple[Network, int]] = [(root, classes.id_of(root_bits))]
+    stack: list[tuple[int, int, int]] = []  # (start, end, bits)
+    for (start, plen) in sorted(own):
+        end = start + (1 << (bits_total - plen)) - 1
+        while stack and stack[-1][1] < start:
+            stack.pop()
+        parent = stack[-1][2] if stack else root_bits
+        bits = parent | own[(start, plen)]
+        stack.append((start, end, bits))
+        net = (ipaddress.IPv4Network((start, plen)) if family == 4
+               else ipaddress.IPv6Network((start, plen)))
+        out.append((net, classes.id_of(bits)))
+    return out

@@ -1,0 +1,477 @@
+"""The rule file: load, validate, and normalise into a Ruleset, or fail with FILE:LINE.
+
+Structure (which keys exist, their types and enumerations) is checked by
+pydantic models; values (CIDRs, ports, names, sets) by the parsers below, so
+that every problem is one line naming the file and line it comes from.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import names, yamlsrc
+from .errors import InputError
+from .ruleset import IcmpMatch, Network, PortRange, Rule, Ruleset
+
+RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+IFACE_NAME = re.compile(r"^[^/\s:]{1,15}$")
+SET_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ESSENTIAL_RULE = "*essential-icmpv6"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SetModel(_Strict):
+    type: Literal["cidr", "port"]
+    elements: list[Any] = []
+    files: list[str] = []
+
+
+class PolicyModel(_Strict):
+    ingress: Literal["accept", "drop"] = "accept"
+    egress: Literal["accept", "drop"] = "accept"
+
+
+class ConntrackModel(_Strict):
+    max_entries: int = 262144
+    timeouts: dict[str, Any] = {}
+
+
+class RuleModel(_Strict):
+    name: str
+    action: Literal["accept", "drop", "reject", "ban"]
+    direction: Literal["ingress", "egress"] = "ingress"
+    interfaces: Any = None
+    family: Literal["ipv4", "ipv6"] | None = None
+    src: Any = None
+    dst: Any = None
+    proto: Any = None
+    sport: Any = None
+    dport: Any = None
+    tcp_flags: str | None = None
+    icmp_type: Any = None
+    icmp_code: Any = None
+    ct: Any = None
+    ban_for: Any = None
+    log: Any = None
+    limit: Any = None
+
+
+class FileModel(_Strict):
+    version: Literal[1]
+    interfaces: list[str] = []
+    policy: PolicyModel | None = None
+    sets: dict[str, SetModel] = {}
+    rules: list[RuleModel] = []
+    conntrack: ConntrackModel | None = None
+
+
+# Keys of the rule language that later work brings to the data plane.
+NOT_YET = {
+    "ct": "connection tracking (ct) is not implemented yet",
+    "log": "packet logging (log) is not implemented yet",
+    "limit": "rate limits (limit) are not implemented yet",
+    "ban_for": "bans (ban_for) are not implemented yet",
+}
+
+
+class _Problems:
+    """Collects problems as FILE:LINE lines, resolving a key path to its line."""
+
+    def __init__(self, filename: str, lines: dict[yamlsrc.Path, int]) -> None:
+        self.filename = filename
+        self.lines = lines
+        self.items: list[str] = []
+
+    def line_of(self, path: yamlsrc.Path) -> int:
+        path = tuple(path)
+        while path and path not in self.lines:
+            path = path[:-1]
+        return self.lines.get(path, 1)
+
+    def add(self, path: yamlsrc.Path, message: str) -> None:
+        self.items.append(f"{self.filename}:{self.line_of(path)}: {_dotted(path)}{message}")
+
+    def add_raw(self, message: str) -> None:
+        self.items.append(message)
+
+
+def _dotted(path: yamlsrc.Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return f"{out}: " if out else ""
+
+
+def load(path: str) -> Ruleset:
+    """Reads and validates a rule file; raises InputError listing every problem."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    return loads(text, path)
+
+
+def loads(text: str, filename: str = "<rules>") -> Ruleset:
+    data, lines = yamlsrc.parse(text, filename)
+    problems = _Problems(filename, lines)
+    if data is None:
+        raise InputError(f"{filename}:1: the rule file is empty (it needs at least 'version: 1')")
+    if not isinstance(data, dict):
+        raise InputError(f"{filename}:1: the rule file must be a mapping of keys")
+    try:
+        model = FileModel.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            problems.add(err["loc"], _pydantic_message(err))
+        raise InputError(problems.items) from None
+    ruleset = _Normaliser(model, data, problems, filename).run()
+    if problems.items:
+        raise InputError(problems.items)
+    return ruleset
+
+
+def _pydantic_message(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if kind.endswith("_type") or kind == "literal_error":
+        return f"{msg}, got {err.get('input')!r}"
+    return msg
+
+
+class _Normaliser:
+    def __init__(self, model: FileModel, raw: dict[str, Any], problems: _Problems, filename: str):
+        self.model = model
+        self.raw = raw
+        self.p = problems
+        self.filename = filename
+        self.base_dir = os.path.dirname(os.path.abspath(filename))
+        self.cidr_sets: dict[str, list[Network]] = {}
+        self.port_sets: dict[str, list[PortRange]] = {}
+
+    def run(self) -> Ruleset:
+        m = self.model
+        for i, name in enumerate(m.interfaces):
+            if not IFACE_NAME.match(name):
+                self.p.add(("interfaces", i), f"'{name}' is not an interface name")
+        for name, s in m.sets.items():
+            self._load_set(name, s)
+        if not m.rules and m.policy is None:
+            self.p.add(("rules",), "no rules and no policy: the file would do nothing")
+        rules: list[Rule] = []
+        seen: dict[str, int] = {}
+        for i, rm in enumerate(m.rules):
+            rule = self._rule(i, rm)
+            if rm.name in seen:
+                self.p.add(("rules", i, "name"), f"duplicate rule name '{rm.name}' (first at line "
+                           f"{self.p.line_of(('rules', seen[rm.name]))})")
+            seen.setdefault(rm.name, i)
+            if rule is not None:
+                rules.append(rule)
+        policy = (m.policy or PolicyModel()).model_dump()
+        if policy["ingress"] == "drop":
+            rules.append(Rule(
+                name=ESSENTIAL_RULE, action="accept", protos=frozenset({names.ICMPV6}),
+                icmp=tuple(IcmpMatch(6, t, None) for t in names.ESSENTIAL_ICMPV6_TYPES),
+                implicit=True,
+            ))
+        sets_meta = {
+            n: {"type": s.type, "size": len(self.cidr_sets.get(n) or self.port_sets.get(n) or [])}
+            for n, s in m.sets.items()
+        }
+        return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
+                       sets=sets_meta, source=os.path.abspath(self.filename))
+
+    # --- sets ----------------------------------------------------------------------------
+
+    def _load_set(self, name: str, s: SetModel) -> None:
+        path = ("sets", name)
+        if not SET_NAME.match(name):
+            self.p.add(path, f"'{name}' is not a valid set name")
+        entries: list[tuple[Any, str]] = []  # (value, where)
+        for i, e in enumerate(s.elements):
+            entries.append((e, f"{self.filename}:{self.p.line_of(path + ('elements', i))}"))
+        for i, f in enumerate(s.files):
+            full = os.path.join(self.base_dir, f)
+            try:
+                with open(full, encoding="utf-8") as fh:
+                    for n, line in enumerate(fh, 1):
+                        value = line.split("#", 1)[0].strip()
+                        if value:
+                            entries.append((value, f"{full}:{n}"))
+            except (OSError, UnicodeDecodeError) as exc:
+                self.p.add(path + ("files", i),
+                           f"cannot read set file {full}: {getattr(exc, 'strerror', None) or exc}")
+        if s.type == "cidr":
+            nets = []
+            for value, where in entries:
+                net, err = parse_cidr(value)
+                if err:
+                    self.p.add_raw(f"{where}: set '{name}': {err}")
+                else:
+                    nets.append(net)
+            self.cidr_sets[name] = nets
+        else:
+            ports = []
+            for value, where in entries:
+                rng, err = parse_port_range(value)
+                if err:
+                    self.p.add_raw(f"{where}: set '{name}': {err}")
+                else:
+                    ports.append(rng)
+            self.port_sets[name] = ports
+
+    # --- rules ---------------------------------------------------------------------------
+
+    def _rule(self, i: int, rm: RuleModel) -> Rule | None:
+        path: yamlsrc.Path = ("rules", i)
+        before = len(self.p.items)
+        if not RULE_NAME.match(rm.name):
+            self.p.add(path + ("name",), f"'{rm.name}' is not a valid rule name "
+                       "(1-32 of A-Z a-z 0-9 _ . -)")
+        for key, why in NOT_YET.items():
+            if getattr(rm, key) is not None:
+                self.p.add(path + (key,), why)
+        if rm.action == "ban":
+            self.p.add(path + ("action",), "action ban is not implemented yet")
+        if rm.direction == "egress":
+            self.p.add(path + ("direction",), "egress rules are not implemented yet")
+
+        interfaces = None
+        if rm.interfaces is not None:
+            interfaces = tuple(self._names(rm.interfaces, path + ("interfaces",)))
+        families = None
+        if rm.family is not None:
+            families = frozenset({4 if rm.family == "ipv4" else 6})
+        used_sets: list[str] = []
+        src = self._addresses(rm.src, path + ("src",), used_sets)
+        dst = self._addresses(rm.dst, path + ("dst",), used_sets)
+        for key, nets in (("src", src), ("dst", dst)):
+            if nets is not None and families is not None:
+                if not any(n.version in families for n in nets):
+                    self.p.add(path + (key,), f"no address of family {rm.family}: the rule can "
+                               "never match")
+        if src is not None and dst is not None and src and dst:
+            if not {n.version for n in src} & {n.version for n in dst}:
+                self.p.add(path + ("dst",), "src and dst have no address family in common: the "
+                           "rule can never match")
+        protos = self._protos(rm.proto, path + ("proto",))
+        sport = self._ports(rm.sport, path + ("sport",), protos, used_sets)
+        dport = self._ports(rm.dport, path + ("dport",), protos, used_sets)
+        tcp_flags = self._tcp_flags(rm.tcp_flags, path + ("tcp_flags",), protos)
+        icmp = self._icmp(rm, path, protos, families)
+        if len(self.p.items) > before:
+            return None
+        return Rule(
+            name=rm.name, action=rm.action, direction=rm.direction, line=self.p.line_of(path),
+            interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
+            sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, sets=tuple(used_sets),
+        )
+
+    def _names(self, value: Any, path: yamlsrc.Path) -> list[str]:
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for item in items:
+            if not isinstance(item, str) or not IFACE_NAME.match(item):
+                self.p.add(path, f"{item!r} is not an interface name")
+            else:
+                out.append(item)
+        if not items:
+            self.p.add(path, "empty list")
+        return out
+
+    def _addresses(self, value: Any, path: yamlsrc.Path, used: list[str]) -> tuple[Network, ...] | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            self.p.add(path, "empty list: leave the key out to match any address")
+            return None
+        out: list[Network] = []
+        for j, item in enumerate(items):
+            where = path + (j,) if isinstance(value, list) else path
+            if isinstance(item, str) and item.startswith("@"):
+                name = item[1:]
+                if name in self.cidr_sets:
+                    out.extend(self.cidr_sets[name])
+                    used.append(name)
+                elif name in self.port_sets:
+                    self.p.add(where, f"set '{name}' holds ports, not addresses")
+                else:
+                    self.p.add(where, f"unknown set '{name}'")
+                continue
+            net, err = parse_cidr(item)
+            if err:
+                self.p.add(where, err)
+            else:
+                out.append(net)
+        return tuple(out)
+
+    def _protos(self, value: Any, path: yamlsrc.Path) -> frozenset[int] | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        out = set()
+        for item in items:
+            if isinstance(item, bool):
+                self.p.add(path, f"{item!r} is not a protocol")
+            elif isinstance(item, int):
+                if 0 <= item <= 255:
+                    out.add(item)
+                else:
+                    self.p.add(path, f"protocol number {item} is out of range (0-255)")
+            elif isinstance(item, str) and item.lower() in names.PROTOCOLS:
+                out.add(names.PROTOCOLS[item.lower()])
+            else:
+                self.p.add(path, f"unknown protocol {item!r} (known: "
+                           f"{', '.join(names.PROTOCOLS)}, or a number)")
+        if not items:
+            self.p.add(path, "empty list")
+        return frozenset(out)
+
+    def _ports(self, value: Any, path: yamlsrc.Path, protos: frozenset[int] | None,
+               used: list[str]) -> tuple[PortRange, ...] | None:
+        if value is None:
+            return None
+        if not protos or not protos <= names.PORT_PROTOCOLS:
+            self.p.add(path, "ports need proto tcp, udp or sctp (and only those)")
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            self.p.add(path, "empty list: leave the key out to match any port")
+        out: list[PortRange] = []
+        for j, item in enumerate(items):
+            where = path + (j,) if isinstance(value, list) else path
+            if isinstance(item, str) and item.startswith("@"):
+                name = item[1:]
+                if name in self.port_sets:
+                    out.extend(self.port_sets[name])
+                    used.append(name)
+                elif name in self.cidr_sets:
+                    self.p.add(where, f"set '{name}' holds addresses, not ports")
+                else:
+                    self.p.add(where, f"unknown set '{name}'")
+                continue
+            rng, err = parse_port_range(item)
+            if err:
+                self.p.add(where, err)
+            else:
+                out.append(rng)
+        return tuple(out)
+
+    def _tcp_flags(self, value: str | None, path: yamlsrc.Path,
+                   protos: frozenset[int] | None) -> tuple[int, int] | None:
+        if value is None:
+            return None
+        if protos != frozenset({names.TCP}):
+            self.p.add(path, "tcp_flags needs proto tcp (and only tcp)")
+        mask = val = 0
+        for part in value.split(","):
+            part = part.strip().lower()
+            negate = part.startswith("!")
+            flag = part.lstrip("!").strip()
+            if flag not in names.TCP_FLAGS:
+                self.p.add(path, f"unknown TCP flag {flag!r} (known: {', '.join(names.TCP_FLAGS)})")
+                continue
+            bit = names.TCP_FLAGS[flag]
+            if mask & bit and bool(val & bit) == negate:
+                self.p.add(path, f"flag {flag} is both required and forbidden")
+            mask |= bit
+            if not negate:
+                val |= bit
+        return mask, val
+
+    def _icmp(self, rm: RuleModel, path: yamlsrc.Path, protos: frozenset[int] | None,
+              families: frozenset[int] | None) -> tuple[IcmpMatch, ...] | None:
+        if rm.icmp_type is None and rm.icmp_code is None:
+            return None
+        icmp_fams = {names.ICMP: 4, names.ICMPV6: 6}
+        if not protos or not protos <= set(icmp_fams):
+            key = "icmp_type" if rm.icmp_type is not None else "icmp_code"
+            self.p.add(path + (key,), "needs proto icmp or icmpv6 (and only those)")
+            return None
+        fams = [icmp_fams[p] for p in sorted(protos) if families is None or icmp_fams[p] in families]
+        if not fams:
+            self.p.add(path + ("family",), "family excludes every ICMP protocol of the rule")
+            return None
+        type_tables = {4: names.ICMP_TYPES, 6: names.ICMPV6_TYPES}
+        code_tables = {4: names.ICMP_CODES, 6: names.ICMPV6_CODES}
+        types = self._icmp_values(rm.icmp_type, path + ("icmp_type",), fams, type_tables, "type")
+        codes = self._icmp_values(rm.icmp_code, path + ("icmp_code",), fams, code_tables, "code")
+        out = []
+        for f in fams:
+            for t in types[f] if rm.icmp_type is not None else [None]:
+                for c in codes[f] if rm.icmp_code is not None else [None]:
+                    out.append(IcmpMatch(f, t, c))
+        return tuple(out)
+
+    def _icmp_values(self, value: Any, path: yamlsrc.Path, fams: list[int],
+                     tables: dict[int, dict[str, int]], what: str) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {f: [] for f in fams}
+        if value is None:
+            return out
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            if isinstance(item, int) and not isinstance(item, bool):
+                if not 0 <= item <= 255:
+                    self.p.add(path, f"ICMP {what} {item} is out of range (0-255)")
+                    continue
+                for f in fams:
+                    out[f].append(item)
+                continue
+            name = str(item).lower()
+            found = [f for f in fams if name in tables[f]]
+            if not found:
+                known = sorted(set().union(*(tables[f] for f in fams)))
+                self.p.add(path, f"unknown ICMP {what} {item!r} (known: {', '.join(known)}, or a number)")
+            for f in found:
+                out[f].append(tables[f][name])
+        return out
+
+
+def parse_cidr(value: Any) -> tuple[Network | None, str | None]:
+    """An address or CIDR, IPv4 or IPv6; host bits must be clear."""
+    if not isinstance(value, str):
+        return None, f"{value!r} is not an address or CIDR"
+    text = value.strip()
+    try:
+        return ipaddress.ip_network(text, strict=True), None
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None, f"'{value}' is not an address or CIDR"
+    return None, f"'{value}' has host bits set (did you mean {loose}?)"
+
+
+def parse_port_range(value: Any) -> tuple[PortRange | None, str | None]:
+    """A port (22), a range ('8000-8100'), as an int or a string."""
+    if isinstance(value, bool):
+        return None, f"{value!r} is not a port"
+    if isinstance(value, int):
+        lo = hi = value
+    elif isinstance(value, str):
+        parts = value.strip().split("-")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+            return None, f"'{value}' is not a port or a range lo-hi"
+        lo, hi = int(parts[0]), int(parts[-1])
+    else:
+        return None, f"{value!r} is not a port or a range lo-hi"
+    for p in (lo, hi):
+        if not 0 <= p <= 65535:
+            return None, f"port {p} is out of range (0-65535)"
+    if lo > hi:
+        return None, f"range {value} is backwards"
+    return (lo, hi), None

@@ -1,0 +1,184 @@
+"""One generation: a freshly loaded copy of the BPF object with its rule tables filled.
+
+Each apply loads a new generation and swaps it onto the interfaces' links,
+so the tables a packet reads always belong to one rule set.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import c_uint8, c_uint32, sizeof
+
+from . import libbpf, shared
+from .compiler import Compiled
+from .errors import RuntimeFailure
+from .ruleset import Network
+
+PROGRAM = "bpfwall_ingress"
+PINNED_MAPS = ("counters", "trace")
+
+
+def object_path() -> str:
+    """The compiled data plane: $BPFWALL_OBJECT, else the copy shipped in the package."""
+    path = os.environ.get("BPFWALL_OBJECT") or os.path.join(
+        os.path.dirname(__file__), "bpf", "bpfwall.bpf.o"
+    )
+    if not os.path.exists(path):
+        raise RuntimeFailure(f"BPF object {path} is missing: run 'make build'")
+    return path
+
+
+class Generation:
+    def __init__(self, prog_fd: int, map_fds: dict[str, int], obj: libbpf.BpfObject | None = None):
+        self.prog_fd = prog_fd
+        self.map_fds = map_fds
+        self._obj = obj
+        self._ncpus = libbpf.num_possible_cpus()
+
+    # --- loading ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None) -> Generation:
+        """Loads the object sized for `compiled` and fills its tables.
+
+        ifindexes maps the interface names that rules mention to their index
+        in the namespace the program will run in; names absent from it never match.
+        """
+        obj = libbpf.BpfObject(object_path())
+        try:
+            obj.set_initial_value(".rodata", bytes(compiled.config))
+            obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
+            obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
+            for name, entries in compiled.tries.items():
+                obj.set_max_entries(name, max(1, len(entries)))
+            obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
+            try:
+                obj.load()
+            except libbpf.BpfError as exc:
+                tail = "\n".join(exc.log.strip().splitlines()[-12:])
+                raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
+            gen = cls(obj.prog_fd(PROGRAM), {}, obj)
+            for name in ("class_of", "bitvectors", "src4", "src6", "dst4", "dst6", "iface_class",
+                         "rule_action", "counters", "trace"):
+                gen.map_fds[name] = obj.map_fd(name)
+            gen._fill(compiled, ifindexes or {})
+            return gen
+        except BaseException:
+            obj.close()
+            raise
+
+    def _fill(self, c: Compiled, ifindexes: dict[str, int]) -> None:
+        n = shared.CLASS_SLOTS
+        keys = (c_uint32 * n)(*range(n))
+        values = (c_uint32 * n).from_buffer_copy(c.class_of.tobytes())
+        libbpf.map_update_batch(self.map_fds["class_of"], keys, values, n)
+
+        n = c.n_classes
+        vsize = (c.n_summary + c.n_words) * 8
+        keys = (c_uint32 * n)(*range(n))
+        values = (c_uint8 * (n * vsize)).from_buffer_copy(c.bitvector_bytes())
+        libbpf.map_update_batch(self.map_fds["bitvectors"], keys, values, n)
+
+        for name, entries in c.tries.items():
+            fd = self.map_fds[name]
+            for net, cid in entries:
+                libbpf.map_update(fd, _lpm_key(net), c_uint32(cid))
+
+        for ifname, cid in c.iface_classes.items():
+            if ifname in ifindexes:
+                libbpf.map_update(self.map_fds["iface_class"], c_uint32(ifindexes[ifname]), c_uint32(cid))
+
+        n = len(c.actions)
+        if n:
+            keys = (c_uint32 * n)(*range(n))
+            values = (c_uint32 * n)(*c.actions)
+            libbpf.map_update_batch(self.map_fds["rule_action"], keys, values, n)
+
+    # --- pinning ---------------------------------------------------------------------------
+
+    def pin(self, directory: str) -> None:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        libbpf.obj_pin(self.prog_fd, os.path.join(directory, "prog"))
+        for name in PINNED_MAPS:
+            libbpf.obj_pin(self.map_fds[name], os.path.join(directory, name))
+
+    @classmethod
+    def open_pinned(cls, directory: str) -> Generation:
+        try:
+            prog_fd = libbpf.obj_get(os.path.join(directory, "prog"))
+            maps = {name: libbpf.obj_get(os.path.join(directory, name)) for name in PINNED_MAPS}
+        except libbpf.BpfError as exc:
+            raise RuntimeFailure(f"the pinned data plane in {directory} is unreadable: {exc}") from None
+        return cls(prog_fd, maps)
+
+    def close(self) -> None:
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        else:
+            for fd in [self.prog_fd, *self.map_fds.values()]:
+                os.close(fd)
+        self.map_fds = {}
+
+    def __enter__(self) -> Generation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def counters(self) -> list[tuple[int, int]]:
+        """(packets, bytes) per counter slot, summed over CPUs."""
+        n = shared.N_COUNTERS
+        keys = (c_uint32 * n)()
+        values = (shared.Counter * (n * self._ncpus))()
+        got = libbpf.map_lookup_batch(self.map_fds["counters"], keys, values, n)
+        out = [(0, 0)] * n
+        for i in range(got):
+            pk = by = 0
+            for cpu in range(self._ncpus):
+                c = values[i * self._ncpus + cpu]
+                pk += c.packets
+                by += c.bytes
+            out[keys[i]] = (pk, by)
+        return out
+
+    def trace(self, cpu: int) -> shared.Trace:
+        """The last decision the program made on `cpu`."""
+        values = (shared.Trace * self._ncpus)()
+        libbpf.map_lookup(self.map_fds["trace"], c_uint32(0), values)
+        return values[cpu]
+
+    def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
+        return libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
+
+    def judge(self, packet: bytes, ifindex: int = 0) -> tuple[int, shared.Trace, bytes]:
+        """Runs one packet on CPU 0 and returns (XDP verdict, the trace it left, packet out).
+
+        Live traffic on CPU 0 can overwrite the trace between the run and the
+        read; the trace's length and interface let us notice, and we retry.
+        """
+        old = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        try:
+            for _ in range(20):
+                before = self.trace(0).seq
+                verdict, out, _ = self.test_run(packet, ifindex)
+                t = self.trace(0)
+                if t.seq == (before + 1) & 0xFFFFFFFF and t.pkt_len == len(packet):
+                    return verdict, t, out
+            raise RuntimeFailure("could not isolate the test packet from live traffic on CPU 0")
+        finally:
+            os.sched_setaffinity(0, old)
+
+
+def _lpm_key(net: Network) -> ctypes.Structure:
+    raw = net.network_address.packed
+    if net.version == 4:
+        return shared.Lpm4Key(net.prefixlen, (c_uint8 * 4)(*raw))
+    return shared.Lpm6Key(net.prefixlen, (c_uint8 * 16)(*raw))
+
+
+assert sizeof(shared.Config) == 32

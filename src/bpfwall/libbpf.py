@@ -1,0 +1,403 @@
+"""ctypes binding of the system libbpf (libbpf1 1.1): the calls bpfwall uses, nothing more.
+
+Every wrapper raises BpfError with the failing call and errno, so callers
+never inspect return codes. libbpf's own log (the verifier's included) is
+captured and attached to load errors instead of being printed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from ctypes import (
+    POINTER,
+    Structure,
+    byref,
+    c_char,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_uint,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+    sizeof,
+)
+
+BPF_XDP = 37
+BPF_TCX_EGRESS = 47
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+
+
+class BpfError(OSError):
+    """A libbpf call failed; .errno holds the error number."""
+
+    def __init__(self, call: str, err: int, log: str = "") -> None:
+        err = abs(err)
+        msg = f"{call}: {os.strerror(err)}"
+        super().__init__(err, msg)
+        self.call = call
+        self.log = log
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def _load_library() -> ctypes.CDLL:
+    name = ctypes.util.find_library("bpf") or "libbpf.so.1"
+    try:
+        return ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise ImportError(f"cannot load libbpf ({name}): install the libbpf1 package") from exc
+
+
+_lib = _load_library()
+_libc = ctypes.CDLL(None, use_errno=True)
+
+# --- libbpf's print callback: capture, do not print -------------------------------------
+
+_PRINT_FN = ctypes.CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_log_lines: list[str] = []
+
+
+def _capture(level: int, fmt: bytes, va_list: int) -> int:
+    buf = ctypes.create_string_buffer(1 << 20)
+    _libc.vsnprintf(buf, len(buf), fmt, c_void_p(va_list))
+    _log_lines.append(buf.value.decode(errors="replace"))
+    del _log_lines[:-400]  # the verifier's tail is what explains a failure
+    return 0
+
+
+_print_cb = _PRINT_FN(_capture)
+_lib.libbpf_set_print.argtypes = [_PRINT_FN]
+_lib.libbpf_set_print.restype = c_void_p
+_lib.libbpf_set_print(_print_cb)
+
+
+def take_log() -> str:
+    text = "".join(_log_lines)
+    _log_lines.clear()
+    return text
+
+
+# --- option structs (layouts of libbpf 1.1's headers) ------------------------------------
+
+
+class TestRunOpts(Structure):
+    _fields_ = [
+        ("sz", c_size_t),
+        ("data_in", c_void_p),
+        ("data_out", c_void_p),
+        ("data_size_in", c_uint32),
+        ("data_size_out", c_uint32),
+        ("ctx_in", c_void_p),
+        ("ctx_out", c_void_p),
+        ("ctx_size_in", c_uint32),
+        ("ctx_size_out", c_uint32),
+        ("retval", c_uint32),
+        ("repeat", c_int),
+        ("duration", c_uint32),
+        ("flags", c_uint32),
+        ("cpu", c_uint32),
+        ("batch_size", c_uint32),
+    ]
+
+
+class LinkCreateOpts(Structure):
+    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("_pad", c_uint32), ("_union", c_uint64 * 4)]
+
+
+class LinkUpdateOpts(Structure):
+    _fields_ = [("sz", c_size_t), ("flags", c_uint32), ("old_prog_fd", c_uint32)]
+
+
+class MapBatchOpts(Structure):
+    _fields_ = [("sz", c_size_t), ("elem_flags", c_uint64), ("flags", c_uint64)]
+
+
+class XdpMd(Structure):
+    """struct xdp_md as BPF_PROG_TEST_RUN takes it for ctx_in."""
+
+    _fields_ = [
+        ("data", c_uint32),
+        ("data_end", c_uint32),
+        ("data_meta", c_uint32),
+        ("ingress_ifindex", c_uint32),
+        ("rx_queue_index", c_uint32),
+        ("egress_ifindex", c_uint32),
+    ]
+
+
+class LinkInfo(Structure):
+    """The head of struct bpf_link_info; for XDP and tcx links the union starts with ifindex."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("prog_id", c_uint32),
+        ("_pad", c_uint32),
+        ("ifindex", c_uint32),
+        ("attach_type", c_uint32),
+        ("_rest", c_uint64 * 6),
+    ]
+
+
+class ProgInfo(Structure):
+    """The head of struct bpf_prog_info, up to the fields bpfwall reads."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("tag", c_char * 8),
+        ("jited_prog_len", c_uint32),
+        ("xlated_prog_len", c_uint32),
+        ("jited_prog_insns", c_uint64),
+        ("xlated_prog_insns", c_uint64),
+        ("load_time", c_uint64),
+        ("created_by_uid", c_uint32),
+        ("nr_map_ids", c_uint32),
+        ("map_ids", c_uint64),
+        ("name", c_char * 16),
+    ]
+
+
+def _fn(name: str, restype, argtypes):
+    f = getattr(_lib, name)
+    f.restype = restype
+    f.argtypes = argtypes
+    return f
+
+
+_open_file = _fn("bpf_object__open_file", c_void_p, [c_char_p, c_void_p])
+_obj_load = _fn("bpf_object__load", c_int, [c_void_p])
+_obj_close = _fn("bpf_object__close", None, [c_void_p])
+_find_map = _fn("bpf_object__find_map_by_name", c_void_p, [c_void_p, c_char_p])
+_find_prog = _fn("bpf_object__find_program_by_name", c_void_p, [c_void_p, c_char_p])
+_map_set_max_entries = _fn("bpf_map__set_max_entries", c_int, [c_void_p, c_uint32])
+_map_set_value_size = _fn("bpf_map__set_value_size", c_int, [c_void_p, c_uint32])
+_map_set_initial_value = _fn("bpf_map__set_initial_value", c_int, [c_void_p, c_void_p, c_size_t])
+_map_fd = _fn("bpf_map__fd", c_int, [c_void_p])
+_prog_fd = _fn("bpf_program__fd", c_int, [c_void_p])
+_obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
+_obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
+_update_elem = _fn("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64])
+_lookup_elem = _fn("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p])
+_delete_elem = _fn("bpf_map_delete_elem", c_int, [c_int, c_void_p])
+_get_next_key = _fn("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p])
+_update_batch = _fn(
+    "bpf_map_update_batch", c_int, [c_int, c_void_p, c_void_p, POINTER(c_uint32), c_void_p]
+)
+_lookup_batch = _fn(
+    "bpf_map_lookup_batch",
+    c_int,
+    [c_int, c_void_p, c_void_p, c_void_p, c_void_p, POINTER(c_uint32), c_void_p],
+)
+_link_create = _fn("bpf_link_create", c_int, [c_int, c_int, c_int, c_void_p])
+_link_update = _fn("bpf_link_update", c_int, [c_int, c_int, c_void_p])
+_link_detach = _fn("bpf_link_detach", c_int, [c_int])
+_test_run = _fn("bpf_prog_test_run_opts", c_int, [c_int, c_void_p])
+_get_info = _fn("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, POINTER(c_uint32)])
+_prog_fd_by_id = _fn("bpf_prog_get_fd_by_id", c_int, [c_uint32])
+_map_fd_by_id = _fn("bpf_map_get_fd_by_id", c_int, [c_uint32])
+_num_cpus = _fn("libbpf_num_possible_cpus", c_int, [])
+
+
+def _check(call: str, ret: int) -> int:
+    if ret < 0:
+        raise BpfError(call, ctypes.get_errno() or -ret)
+    return ret
+
+
+def num_possible_cpus() -> int:
+    return _check("libbpf_num_possible_cpus", _num_cpus())
+
+
+class BpfObject:
+    """An opened BPF object file: size its maps, set .rodata, then load() it."""
+
+    def __init__(self, path: str) -> None:
+        take_log()
+        ptr = _open_file(path.encode(), None)
+        if not ptr:
+            raise BpfError(f"open {path}", ctypes.get_errno() or errno.EINVAL, take_log())
+        self._ptr: int | None = ptr
+
+    def _map(self, name: str) -> int:
+        m = _find_map(self._ptr, name.encode())
+        if not m:
+            raise KeyError(f"BPF object has no map {name!r}")
+        return m
+
+    def set_max_entries(self, name: str, n: int) -> None:
+        _check(f"set max_entries of {name}", _map_set_max_entries(self._map(name), n))
+
+    def set_value_size(self, name: str, n: int) -> None:
+        _check(f"set value_size of {name}", _map_set_value_size(self._map(name), n))
+
+    def set_initial_value(self, name: str, data: bytes) -> None:
+        buf = ctypes.create_string_buffer(data, len(data))
+        _check(f"set initial value of {name}", _map_set_initial_value(self._map(name), buf, len(data)))
+
+    def load(self) -> None:
+        ret = _obj_load(self._ptr)
+        if ret < 0:
+            raise BpfError("load BPF object", -ret, take_log())
+        take_log()
+
+    def map_fd(self, name: str) -> int:
+        return _check(f"fd of map {name}", _map_fd(self._map(name)))
+
+    def prog_fd(self, name: str) -> int:
+        p = _find_prog(self._ptr, name.encode())
+        if not p:
+            raise KeyError(f"BPF object has no program {name!r}")
+        return _check(f"fd of program {name}", _prog_fd(p))
+
+    def close(self) -> None:
+        """Closes the object's fds; pinned objects and links live on."""
+        if self._ptr:
+            _obj_close(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> BpfObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(f"pin {path}", _obj_pin(fd, path.encode()))
+
+
+def obj_get(path: str) -> int:
+    return _check(f"open pin {path}", _obj_get(path.encode()))
+
+
+def map_update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = 0) -> None:
+    _check("map update", _update_elem(fd, byref(key), byref(value), flags))
+
+
+def map_lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
+    """Fills value; False if the key is absent."""
+    ret = _lookup_elem(fd, byref(key), byref(value))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return False
+        raise BpfError("map lookup", err)
+    return True
+
+
+def map_delete(fd: int, key: ctypes._CData) -> bool:
+    ret = _delete_elem(fd, byref(key))
+    if ret < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return False
+        raise BpfError("map delete", err)
+    return True
+
+
+def map_keys(fd: int, key_type: type) -> list:
+    """Every key of a hash-like map, in the kernel's order."""
+    keys = []
+    cur, nxt = key_type(), key_type()
+    ptr = None
+    while _get_next_key(fd, ptr, byref(nxt)) == 0:
+        keys.append(key_type.from_buffer_copy(nxt))
+        ctypes.memmove(byref(cur), byref(nxt), sizeof(key_type))
+        ptr = byref(cur)
+    err = ctypes.get_errno()
+    if err not in (0, errno.ENOENT):
+        raise BpfError("map get_next_key", err)
+    return keys
+
+
+def map_update_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int) -> None:
+    """One syscall for count elements (array and hash maps)."""
+    opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
+    done = 0
+    while done < count:
+        n = c_uint32(count - done)
+        ks = ctypes.byref(keys, done * sizeof(keys._type_))
+        vs = ctypes.byref(values, done * (sizeof(values) // len(values)))
+        ret = _update_batch(fd, ks, vs, byref(n), byref(opts))
+        done += n.value
+        if ret < 0:
+            raise BpfError("map update_batch", ctypes.get_errno())
+
+
+def map_lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int) -> int:
+    """Reads up to count elements of an array map from its start; returns how many."""
+    opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
+    out_batch = c_uint32()
+    n = c_uint32(count)
+    ret = _lookup_batch(fd, None, byref(out_batch), keys, values, byref(n), byref(opts))
+    if ret < 0 and ctypes.get_errno() != errno.ENOENT:
+        raise BpfError("map lookup_batch", ctypes.get_errno())
+    return n.value
+
+
+def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:
+    opts = LinkCreateOpts(sz=sizeof(LinkCreateOpts), flags=flags)
+    return _check("bpf_link_create", _link_create(prog_fd, target, attach_type, byref(opts)))
+
+
+def link_update(link_fd: int, prog_fd: int) -> None:
+    """Atomically points an existing link at another program."""
+    opts = LinkUpdateOpts(sz=sizeof(LinkUpdateOpts))
+    _check("bpf_link_update", _link_update(link_fd, prog_fd, byref(opts)))
+
+
+def link_detach(link_fd: int) -> None:
+    _check("bpf_link_detach", _link_detach(link_fd))
+
+
+def link_info(fd: int) -> LinkInfo:
+    info = LinkInfo()
+    n = c_uint32(sizeof(info))
+    _check("link info", _get_info(fd, byref(info), byref(n)))
+    return info
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = ProgInfo()
+    n = c_uint32(sizeof(info))
+    _check("prog info", _get_info(fd, byref(info), byref(n)))
+    return info
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    return _check(f"open program id {prog_id}", _prog_fd_by_id(prog_id))
+
+
+def test_run_xdp(
+    prog_fd: int, packet: bytes, ifindex: int = 0, repeat: int = 1
+) -> tuple[int, bytes, int]:
+    """BPF_PROG_TEST_RUN: returns (XDP verdict, packet out, mean ns per run)."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    out = ctypes.create_string_buffer(len(packet) + 512)
+    opts = TestRunOpts(
+        sz=sizeof(TestRunOpts),
+        data_in=ctypes.cast(data_in, c_void_p),
+        data_size_in=len(packet),
+        data_out=ctypes.cast(out, c_void_p),
+        data_size_out=len(out),
+        repeat=repeat,
+    )
+    ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ifindex)
+    if ifindex:
+        opts.ctx_in = ctypes.cast(byref(ctx), c_void_p)
+        opts.ctx_size_in = sizeof(ctx)
+    _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
+    return opts.retval, out.raw[: opts.data_size_out], opts.duration
+
+
+def close(fd: int) -> None:
+    os.close(fd)
+
+

@@ -1,0 +1,111 @@
+"""The normalised rule set that the compiler, the reference model and the CLI work on.
+
+A condition that is None does not constrain its field. Every value here is
+already validated: names resolved to numbers, sets expanded, CIDRs parsed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+PortRange = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class IcmpMatch:
+    """One ICMP condition: family (4 or 6), type or None for any, code or None for any."""
+
+    family: int
+    type: int | None
+    code: int | None
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    action: str  # accept | drop | reject
+    direction: str = "ingress"
+    line: int = 0
+    interfaces: tuple[str, ...] | None = None
+    families: frozenset[int] | None = None  # {4}, {6}
+    protos: frozenset[int] | None = None
+    src: tuple[Network, ...] | None = None
+    dst: tuple[Network, ...] | None = None
+    sport: tuple[PortRange, ...] | None = None
+    dport: tuple[PortRange, ...] | None = None
+    tcp_flags: tuple[int, int] | None = None  # (mask, value): flags & mask == value
+    icmp: tuple[IcmpMatch, ...] | None = None
+    sets: tuple[str, ...] = ()  # the named sets it references, for display
+    implicit: bool = False  # added by bpfwall, not written by the user
+
+    def proto_slots(self) -> set[tuple[int, int]] | None:
+        """(family, protocol) pairs the rule accepts, or None for any."""
+        if self.families is None and self.protos is None:
+            return None
+        fams = self.families or {4, 6}
+        protos = self.protos if self.protos is not None else range(256)
+        return {(f, p) for f in fams for p in protos}
+
+
+@dataclass
+class Ruleset:
+    rules: list[Rule]
+    policy: dict[str, str] = field(default_factory=lambda: {"ingress": "accept", "egress": "accept"})
+    interfaces: list[str] = field(default_factory=list)
+    sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = ""
+
+    def ingress(self) -> list[Rule]:
+        return [r for r in self.rules if r.direction == "ingress"]
+
+    def to_json(self) -> dict[str, Any]:
+        def rule_json(r: Rule) -> dict[str, Any]:
+            d = asdict(r)
+            for key in ("src", "dst"):
+                if d[key] is not None:
+                    d[key] = [str(n) for n in d[key]]
+            for key in ("families", "protos"):
+                if d[key] is not None:
+                    d[key] = sorted(d[key])
+            return d
+
+        return {
+            "rules": [rule_json(r) for r in self.rules],
+            "policy": self.policy,
+            "interfaces": self.interfaces,
+            "sets": self.sets,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Ruleset:
+        rules = []
+        for d in data["rules"]:
+            d = dict(d)
+            for key in ("src", "dst"):
+                if d[key] is not None:
+                    d[key] = tuple(ipaddress.ip_network(n) for n in d[key])
+            for key in ("families", "protos"):
+                if d[key] is not None:
+                    d[key] = frozenset(d[key])
+            for key in ("interfaces", "sets"):
+                if d[key] is not None:
+                    d[key] = tuple(d[key])
+            for key in ("sport", "dport"):
+                if d[key] is not None:
+                    d[key] = tuple(tuple(p) for p in d[key])
+            if d["tcp_flags"] is not None:
+                d["tcp_flags"] = tuple(d["tcp_flags"])
+            if d["icmp"] is not None:
+                d["icmp"] = tuple(IcmpMatch(**m) for m in d["icmp"])
+            rules.append(Rule(**d))
+        return cls(
+            rules=rules,
+            policy=data["policy"],
+            interfaces=data["interfaces"],
+            sets=data["sets"],
+            source=data["source"],
+        )

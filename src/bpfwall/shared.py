@@ -1,0 +1,95 @@
+"""Python twins of bpf/shared.h: constants and ctypes structs.
+
+tests/unit/test_shared.py checks the constants against the header and
+tests/dataplane/test_btf.py checks each struct against the compiled object's BTF.
+"""
+
+from __future__ import annotations
+
+from ctypes import Structure, c_uint8, c_uint32, c_uint64
+
+MAX_RULES = 16384
+MAX_WORDS = MAX_RULES // 64
+MAX_SUMMARY = MAX_WORDS // 64
+NO_RULE = 0xFFFFFFFF
+
+F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP = range(8)
+N_FIELDS = 8
+
+PROTO_SLOTS = 512
+PORT_SLOTS = 65537
+PORT_ABSENT = 65536
+TCPFLAGS_SLOTS = 257
+TCPFLAGS_ABSENT = 256
+ICMP_SLOTS = 131073
+ICMP_ABSENT = 131072
+
+PROTO_BASE = 0
+SPORT_BASE = PROTO_BASE + PROTO_SLOTS
+DPORT_BASE = SPORT_BASE + PORT_SLOTS
+TCPFLAGS_BASE = DPORT_BASE + PORT_SLOTS
+ICMP_BASE = TCPFLAGS_BASE + TCPFLAGS_SLOTS
+CLASS_SLOTS = ICMP_BASE + ICMP_SLOTS
+
+ACT_ACCEPT, ACT_DROP, ACT_REJECT = 0, 1, 2
+ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT}
+
+CNT_POLICY_INGRESS = MAX_RULES
+CNT_POLICY_EGRESS = MAX_RULES + 1
+CNT_MALFORMED = MAX_RULES + 2
+CNT_NOT_IP = MAX_RULES + 3
+CNT_REJECT_SENT = MAX_RULES + 4
+CNT_REJECT_FAILED = MAX_RULES + 5
+N_COUNTERS = MAX_RULES + 6
+
+BY_RULE, BY_POLICY, BY_MALFORMED, BY_NOT_IP = range(4)
+
+# XDP verdicts
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
+XDP_VERDICTS = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
+
+
+class Config(Structure):
+    _fields_ = [
+        ("fields", c_uint32),
+        ("n_rules", c_uint32),
+        ("n_words", c_uint32),
+        ("n_summary", c_uint32),
+        ("policy_ingress", c_uint32),
+        ("policy_egress", c_uint32),
+        ("iface_default_class", c_uint32),
+        ("pad", c_uint32),
+    ]
+
+
+class Lpm4Key(Structure):
+    _fields_ = [("prefixlen", c_uint32), ("addr", c_uint8 * 4)]
+
+
+class Lpm6Key(Structure):
+    _fields_ = [("prefixlen", c_uint32), ("addr", c_uint8 * 16)]
+
+
+class Counter(Structure):
+    _fields_ = [("packets", c_uint64), ("bytes", c_uint64)]
+
+
+class Trace(Structure):
+    _fields_ = [
+        ("rule", c_uint32),
+        ("decision", c_uint32),
+        ("action", c_uint32),
+        ("ifindex", c_uint32),
+        ("pkt_len", c_uint32),
+        ("seq", c_uint32),
+    ]
+
+
+# C struct name -> ctypes twin, for the BTF test.
+STRUCTS: dict[str, type[Structure]] = {
+    "bpfwall_config": Config,
+    "bpfwall_lpm4_key": Lpm4Key,
+    "bpfwall_lpm6_key": Lpm6Key,
+    "bpfwall_counter": Counter,
+    "bpfwall_trace": Trace,
+}

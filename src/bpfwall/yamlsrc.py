@@ -1,0 +1,74 @@
+"""YAML to plain Python values, remembering the line of every key and list item.
+
+PyYAML's composer gives nodes with marks; walking them ourselves keeps those
+lines, so every later error can name FILE:LINE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+Path = tuple[Any, ...]
+
+
+def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
+    """Returns (value, lines) where lines maps a path of keys and indexes to a 1-based line."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise InputError(f"{filename}:{line}: YAML syntax: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{filename}:1: YAML: {exc}") from None
+    lines: dict[Path, int] = {}
+    if node is None:
+        return None, lines
+    problems: list[str] = []
+    value = _build(loader, node, (), lines, filename, problems)
+    loader.dispose()
+    if problems:
+        raise InputError(problems)
+    return value, lines
+
+
+def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, lines: dict[Path, int],
+           filename: str, problems: list[str]) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _scalar(loader, key_node, filename, problems)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                problems.append(f"{filename}:{line}: a key must be a name, not {key!r}")
+                continue
+            if key in out:
+                problems.append(f"{filename}:{line}: duplicate key '{key}'")
+                continue
+            lines[path + (key,)] = line
+            out[key] = _build(loader, value_node, path + (key,), lines, filename, problems)
+            lines[path + (key,)] = line  # the key's line, not its value's
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [
+            _build(loader, item, path + (i,), lines, filename, problems)
+            for i, item in enumerate(node.value)
+        ]
+    return _scalar(loader, node, filename, problems)
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node, filename: str, problems: list[str]) -> Any:
+    if not isinstance(node, yaml.ScalarNode):
+        problems.append(f"{filename}:{node.start_mark.line + 1}: expected a plain value here")
+        return None
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:
+        problems.append(f"{filename}:{node.start_mark.line + 1}: {exc}")
+        return None
