@@ -1,0 +1,323 @@
+"""bpfwall's command line: parses arguments, calls the modules, prints.
+
+Exit status: 0 success, 1 runtime failure, 2 bad input. Errors are one line a
+problem on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from . import compiler, config, libbpf, names, netns, packets, reference, shared
+from . import stats as stats_mod
+from .dataplane import Scope
+from .errors import BpfwallError, InputError, RuntimeFailure
+
+out = Console(highlight=False)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            for line in exc.problems:
+                click.echo(line, err=True)
+            sys.exit(2)
+        except BpfwallError as exc:
+            lines = str(exc).splitlines() or ["failed"]
+            click.echo(f"bpfwall: {lines[0]}", err=True)
+            for line in lines[1:]:
+                click.echo(f"  {line}", err=True)
+            sys.exit(exc.exit_code)
+        except libbpf.BpfError as exc:
+            click.echo(f"bpfwall: {exc}", err=True)
+            sys.exit(1)
+        except PermissionError as exc:
+            click.echo(f"bpfwall: {exc.filename or ''}: permission denied (run as root)", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+netns_option = click.option("--netns", "ns", metavar="NS",
+                            help="Network namespace of the interfaces (by its name in /run/netns).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """bpfwall: an XDP host firewall with an nftables-class rule language.
+
+    Write a rule file (see README), check it, apply it to an interface; the
+    rules stay in force with no bpfwall process running.
+    """
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, metavar="FILE", help="The rule file (YAML).")
+@click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
+              help="Interface to protect (repeatable). Default: 'interfaces:' of the rule file, "
+              "else the interfaces already protected.")
+@netns_option
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",
+              show_default=True, help="XDP mode: native (driver), generic (skb), or native "
+              "falling back to generic.")
+@click.option("--confirm", metavar="SECS", type=int, default=None,
+              help="Roll back unless confirmed within SECS (not available yet).")
+@handle_errors
+def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
+          confirm: int | None) -> None:
+    """Compile FILE and put it in force on the interfaces, atomically.
+
+    Attaches bpfwall_ingress as an XDP link where it is not yet attached and
+    swaps the rule set in one step where it is. Idempotent.
+    """
+    if confirm is not None:
+        raise InputError("--confirm is not available yet: apply without it")
+    t0 = time.monotonic()
+    ruleset = config.load(path)
+    compiled = _compile(ruleset, path)
+    scope = Scope(ns)
+    targets = list(interfaces) or ruleset.interfaces
+    if not targets:
+        state = scope.read_state()
+        targets = list(state.interfaces) if state else []
+    if not targets:
+        raise InputError("no interface to protect: give -i IFACE or list 'interfaces:' in the rule file")
+    report = scope.apply(ruleset, targets, mode, compiled)
+    took = time.monotonic() - t0
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    where = f" in netns {ns}" if ns else ""
+    ifaces = ", ".join(
+        f"{n} ({'attached' if n in report.attached else 'swapped'}, {i['mode']})"
+        for n, i in report.interfaces.items())
+    n_rules = len([r for r in ruleset.rules if not r.implicit])
+    out.print(f"applied {path}: {n_rules} rules, ingress policy {ruleset.policy['ingress']}; "
+              f"{ifaces}{where}; generation {report.generation}; {took:.2f} s")
+
+
+def _compile(ruleset, path: str) -> compiler.Compiled:
+    try:
+        return compiler.compile_ruleset(ruleset)
+    except ValueError as exc:
+        raise InputError(f"{path}:1: {exc}") from None
+
+
+@main.command()
+@click.option("-f", "--file", "path", required=True, metavar="FILE", help="The rule file (YAML).")
+@json_option
+@handle_errors
+def check(path: str, as_json: bool) -> None:
+    """Validate and compile FILE; touches nothing, needs no root."""
+    ruleset = config.load(path)
+    compiled = _compile(ruleset, path)
+    info = {
+        "file": path,
+        "rules": len([r for r in ruleset.rules if not r.implicit]),
+        "implicit_rules": [r.name for r in ruleset.rules if r.implicit],
+        "policy": ruleset.policy,
+        "sets": ruleset.sets,
+        "classes": compiled.n_classes,
+        "fields": sorted(_FIELD_NAMES[f] for f in compiled.fields_used),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    out.print(f"{path}: OK: {info['rules']} rules, policy ingress {ruleset.policy['ingress']}, "
+              f"{len(ruleset.sets)} sets, {compiled.n_classes} classes over "
+              f"{', '.join(info['fields']) or 'no field'}")
+    for name in info["implicit_rules"]:
+        out.print(f"  implicit rule {name}: accepts ICMPv6 neighbour discovery and packet-too-big "
+                  "before the drop policy")
+
+
+_FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",
+                shared.F_DST: "dst", shared.F_SPORT: "sport", shared.F_DPORT: "dport",
+                shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp"}
+
+
+@main.command()
+@netns_option
+@json_option
+@handle_errors
+def status(ns: str | None, as_json: bool) -> None:
+    """What is applied, where, and whether each link is alive."""
+    st = Scope(ns).status()
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    if not st["running"]:
+        out.print(f"bpfwall is not running{f' in netns {ns}' if ns else ''}")
+        return
+    out.print(f"rules: {st['rules_file']} ({st['rules']} rules, policy ingress "
+              f"{st['policy']['ingress']}), generation {st['generation']}, applied {st['applied_at']}")
+    t = Table("interface", "mode", "program", "state")
+    for i in st["interfaces"]:
+        state = "attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
+        t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), state)
+    out.print(t)
+    if not all(i["attached"] for i in st["interfaces"]):
+        sys.exit(1)
+
+
+@main.command()
+@netns_option
+@click.option("-i", "--interface", "iface", metavar="IFACE",
+              help="Only if IFACE is protected (counters are per rule set, over all interfaces).")
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh a table with rates until interrupted.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@handle_errors
+def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Packets and bytes per rule and policy, and drops by reason."""
+    scope = Scope(ns)
+    data = stats_mod.collect(scope)
+    if iface and iface not in data["interfaces"]:
+        raise RuntimeFailure(f"{iface} is not protected by bpfwall")
+    if as_json and not watch:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not watch:
+        out.print(_stats_table(data, None, 0))
+        return
+    with Live(_stats_table(data, None, 0), console=out, auto_refresh=False) as live:
+        prev, t_prev = data, time.monotonic()
+        while True:
+            time.sleep(interval)
+            data = stats_mod.collect(scope)
+            now = time.monotonic()
+            live.update(_stats_table(data, prev, now - t_prev), refresh=True)
+            prev, t_prev = data, now
+
+
+def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> Table:
+    t = Table("rule", "action", "packets", "bytes", *(["pps"] if prev else []),
+              title=f"bpfwall on {', '.join(data['interfaces'])} (generation {data['generation']})")
+    old = {r["name"]: r["packets"] for r in prev["rules"]} if prev else {}
+    for r in data["rules"]:
+        rate = [f"{(r['packets'] - old.get(r['name'], 0)) / dt:,.0f}"] if prev and dt else []
+        t.add_row(r["name"], r["action"], f"{r['packets']:,}", f"{r['bytes']:,}", *rate)
+    pol = data["policy"]["ingress"]
+    rate = []
+    if prev and dt:
+        rate = [f"{(pol['packets'] - prev['policy']['ingress']['packets']) / dt:,.0f}"]
+    t.add_row("(policy)", pol["action"], f"{pol['packets']:,}", f"{pol['bytes']:,}", *rate,
+              end_section=True)
+    d = data["drops"]
+    t.caption = (f"drops: {d['rule']:,} by rules, {d['policy']:,} by policy, {d['malformed']:,} "
+                 f"malformed; {data['rejects_sent']:,} rejects answered; "
+                 f"{data['passed_not_ip']:,} non-IP passed")
+    return t
+
+
+@main.command()
+@netns_option
+@click.option("-i", "--interface", "iface", required=True, metavar="IFACE",
+              help="The interface the packet arrives on.")
+@click.option("--proto", required=True, help="tcp, udp, sctp, icmp, icmpv6 or a number.")
+@click.option("--src", required=True, help="Source address.")
+@click.option("--dst", required=True, help="Destination address.")
+@click.option("--sport", type=click.IntRange(0, 65535), default=40000, show_default=True)
+@click.option("--dport", type=click.IntRange(0, 65535), default=0)
+@click.option("--flags", default="syn", show_default=True, help="TCP flags set, e.g. syn or syn,ack.")
+@click.option("--icmp-type", type=click.IntRange(0, 255), default=None,
+              help="ICMP type (default echo request).")
+@click.option("--icmp-code", type=click.IntRange(0, 255), default=0)
+@json_option
+@handle_errors
+def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: int, dport: int,
+            flags: str, icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
+    """Run one packet through the loaded program and say which rule decides it.
+
+    The packet goes through the running bpfwall_ingress with BPF_PROG_TEST_RUN
+    (nothing is sent on the wire); the reference model's answer is shown
+    beside it, and a disagreement is an error.
+    """
+    proto_num = names.PROTOCOLS.get(proto.lower()) if not proto.isdigit() else int(proto)
+    if proto_num is None or not 0 <= proto_num <= 255:
+        raise InputError(f"--proto: unknown protocol '{proto}'")
+    flag_bits = 0
+    for f in filter(None, (x.strip().lower() for x in flags.split(","))):
+        if f not in names.TCP_FLAGS:
+            raise InputError(f"--flags: unknown TCP flag '{f}'")
+        flag_bits |= names.TCP_FLAGS[f]
+    try:
+        frame = packets.build(proto_num, src, dst, sport, dport, flag_bits, icmp_type, icmp_code)
+    except ValueError as exc:
+        raise InputError(f"--src/--dst: {exc}") from None
+    scope = Scope(ns)
+    state = scope.require_state()
+    if iface not in state.interfaces:
+        raise RuntimeFailure(f"{iface} is not protected by bpfwall")
+    ruleset = state.rules()
+    with netns.enter(ns):
+        ifindex = netns.ifindex(iface, ns)
+        with scope.open_generation(state) as gen:
+            verdict, trace, _ = gen.judge(frame, ifindex)
+    rules = ruleset.ingress()
+    ref = reference.decide(ruleset, frame, iface)
+    kernel_rule = rules[trace.rule].name if trace.rule < len(rules) else None
+    ref_rule = rules[ref.rule].name if ref.rule is not None else None
+    agree = verdict == ref.verdict and kernel_rule == ref_rule
+    result = {
+        "verdict": shared.XDP_VERDICTS.get(verdict, str(verdict)),
+        "rule": kernel_rule,
+        "decided_by": ["rule", "policy", "malformed", "not_ip"][trace.decision],
+        "action": {v: k for k, v in shared.ACTIONS.items()}.get(trace.action),
+        "reference": {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": ref_rule,
+                      "decided_by": ref.kind},
+        "agree": agree,
+    }
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        by = f"rule '{kernel_rule}'" if kernel_rule else result["decided_by"]
+        line = rules[trace.rule].line if kernel_rule else None
+        out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}"
+                  f"{f' (line {line} of {ruleset.source})' if line else ''}")
+        ref_by = f"rule '{ref_rule}'" if ref_rule else ref.kind
+        out.print(f"reference model: {result['reference']['verdict'].upper()} by {ref_by}"
+                  f"{'' if agree else '  [red]DISAGREES[/red]'}")
+    if not agree:
+        sys.exit(1)
+
+
+@main.command()
+@netns_option
+@click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
+              help="Detach only from IFACE (repeatable). Default: everything.")
+@handle_errors
+def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
+    """Detach bpfwall; with no -i, remove every link, pin and map it left."""
+    removed = Scope(ns).down(list(interfaces) or None)
+    for name in interfaces:
+        if name not in removed:
+            click.echo(f"note: {name} was not protected", err=True)
+    out.print(f"detached from {', '.join(removed)}" if removed else "nothing was attached")
+
+
+@main.command()
+@handle_errors
+def demo() -> None:
+    """Build a lab of two namespaces, apply the example rules, send traffic, show results."""
+    from .demo import run_demo
+
+    sys.exit(run_demo(out))
+
+
+if __name__ == "__main__":
+    main()
