@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from . import shared
 from .ruleset import Network, Rule, Ruleset
 
+
 @dataclass
 class Compiled:
     """Everything a generation of the data plane is loaded with."""

@@ -151,7 +151,7 @@ class Lab:
             return "open"
         except ConnectionRefusedError:
             return "refused"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return "timeout"
         finally:
             s.close()
@@ -169,7 +169,7 @@ class Lab:
             return "answered"
         except ConnectionRefusedError:
             return "refused"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return "timeout"
         finally:
             s.close()

@@ -1,0 +1,166 @@
+"""Hypothesis strategies: rule sets and frames drawn from small universes so they collide.
+
+Frames include what attackers send: VLAN stacks, IPv4 options and fragments,
+IPv6 extension header chains (past the walker's bound too), truncations and
+corrupted bytes. Rules are drawn directly as normalised Rule objects that
+respect the rule language's constraints (ports need a port protocol, ...).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import strategies as st
+from scapy.all import (
+    ARP,
+    ICMP,
+    IP,
+    SCTP,
+    TCP,
+    UDP,
+    Dot1AD,
+    Dot1Q,
+    Ether,
+    ICMPv6EchoRequest,
+    ICMPv6PacketTooBig,
+    IPOption_NOP,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    Raw,
+)
+
+from bpfwall.ruleset import IcmpMatch, Rule, Ruleset
+
+NETS4 = ["10.200.0.0/16", "10.200.1.0/24", "10.200.1.128/25", "10.200.1.5/32", "0.0.0.0/0",
+         "192.0.2.0/24", "10.0.0.0/8"]
+NETS6 = ["fd42:200::/64", "fd42:200::/96", "fd42:200::5/128", "2001:db8::/32", "::/0", "fd42::/16"]
+ADDRS4 = ["10.200.1.5", "10.200.1.200", "10.200.2.1", "192.0.2.9", "198.51.100.1", "10.1.1.1"]
+ADDRS6 = ["fd42:200::5", "fd42:200::1:0:0:7", "2001:db8::1", "2001:db9::1", "fd42:1::1"]
+PORTS = [0, 22, 53, 80, 443, 1024, 1500, 8080, 8050, 65535]
+RANGES = [(20, 25), (1000, 2000), (8000, 8100), (0, 1023), (443, 443), (65535, 65535)]
+PROTO_CHOICES = [None, {6}, {17}, {6, 17}, {132}, {6, 17, 132}, {1}, {58}, {1, 58}, {47}]
+FLAG_BITS = [0x01, 0x02, 0x04, 0x10, 0x80]
+ICMP_TYPES = {4: [0, 3, 8, 11], 6: [1, 2, 128, 129, 135]}
+ICMP_CODES = [0, 1, 3, 4]
+IFNAMES = ["lo", "bw-other"]
+
+
+@st.composite
+def rules(draw, name: str) -> Rule:
+    protos = draw(st.sampled_from(PROTO_CHOICES))
+    kw: dict = {"name": name, "action": draw(st.sampled_from(["accept", "drop", "reject"]))}
+    if protos is not None:
+        kw["protos"] = frozenset(protos)
+    if draw(st.booleans()) and draw(st.booleans()):
+        kw["families"] = frozenset({draw(st.sampled_from([4, 6]))})
+    for key in ("src", "dst"):
+        if draw(st.booleans()):
+            nets = draw(st.lists(st.sampled_from(NETS4 + NETS6), min_size=1, max_size=3, unique=True))
+            kw[key] = tuple(ipaddress.ip_network(n) for n in nets)
+    if protos and protos <= {6, 17, 132}:
+        for key in ("sport", "dport"):
+            if draw(st.booleans()):
+                kw[key] = tuple(draw(st.lists(
+                    st.one_of(st.sampled_from(RANGES), st.sampled_from(PORTS).map(lambda p: (p, p))),
+                    min_size=1, max_size=3)))
+    if protos == {6} and draw(st.booleans()):
+        mask = draw(st.sets(st.sampled_from(FLAG_BITS), min_size=1, max_size=3))
+        m = sum(mask)
+        kw["tcp_flags"] = (m, m & draw(st.integers(0, 255)))
+    if protos and protos <= {1, 58} and draw(st.booleans()):
+        matches = []
+        for fam in sorted({4 if p == 1 else 6 for p in protos}):
+            t = draw(st.one_of(st.none(), st.sampled_from(ICMP_TYPES[fam])))
+            c = draw(st.one_of(st.none(), st.sampled_from(ICMP_CODES)))
+            if t is None and c is None:
+                t = ICMP_TYPES[fam][0]
+            matches.append(IcmpMatch(fam, t, c))
+        kw["icmp"] = tuple(matches)
+    if draw(st.integers(0, 5)) == 0:
+        kw["interfaces"] = tuple(draw(st.lists(st.sampled_from(IFNAMES), min_size=1, max_size=2,
+                                               unique=True)))
+    return Rule(**kw)
+
+
+@st.composite
+def rulesets(draw, max_rules: int = 8) -> Ruleset:
+    n = draw(st.integers(0, max_rules))
+    rs = [draw(rules(f"r{i}")) for i in range(n)]
+    policy = draw(st.sampled_from(["accept", "drop"]))
+    return Ruleset(rules=rs, policy={"ingress": policy, "egress": "accept"})
+
+
+@st.composite
+def l4(draw, proto: int, v6: bool):
+    sport, dport = draw(st.sampled_from(PORTS)), draw(st.sampled_from(PORTS))
+    payload = Raw(b"x" * draw(st.integers(0, 40)))
+    if proto == 6:
+        return TCP(sport=sport, dport=dport, flags=draw(st.integers(0, 255)), seq=draw(st.integers(0, 2**32 - 1)),
+                   ack=draw(st.integers(0, 2**32 - 1))) / payload
+    if proto == 17:
+        return UDP(sport=sport, dport=dport) / payload
+    if proto == 132:
+        return SCTP(sport=sport, dport=dport) / payload
+    if proto == 1:
+        return ICMP(type=draw(st.sampled_from(ICMP_TYPES[4] + [5])), code=draw(st.sampled_from(ICMP_CODES))) / payload
+    if proto == 58:
+        t = draw(st.sampled_from(ICMP_TYPES[6] + [136]))
+        if t == 2:
+            return ICMPv6PacketTooBig(code=draw(st.sampled_from(ICMP_CODES))) / payload
+        return ICMPv6EchoRequest(type=t, code=draw(st.sampled_from(ICMP_CODES))) / payload
+    return payload
+
+
+@st.composite
+def frames(draw) -> bytes:
+    """An Ethernet frame, usually valid, sometimes damaged."""
+    if draw(st.integers(0, 30)) == 0:
+        return bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP())
+    v6 = draw(st.booleans())
+    proto = draw(st.sampled_from([6, 6, 17, 17, 132, 58 if v6 else 1, 58 if v6 else 1, 47, 1 if v6 else 58]))
+    dst_mac = draw(st.sampled_from(["02:00:00:00:00:01"] * 5 + ["33:33:00:00:00:01", "ff:ff:ff:ff:ff:ff"]))
+    eth = Ether(dst=dst_mac, src="02:00:00:00:00:02")
+    tags = draw(st.integers(0, 3 if draw(st.integers(0, 10)) == 0 else 2))
+    layers = eth
+    for i in range(tags):
+        layers = layers / (Dot1AD(vlan=100) if i == 0 and tags == 2 else Dot1Q(vlan=10 + i))
+    upper = draw(l4(proto, v6))
+    if v6:
+        ip = IPv6(src=draw(st.sampled_from(ADDRS6)), dst=draw(st.sampled_from(ADDRS6 + ["ff02::1"])))
+        chain = draw(st.lists(st.sampled_from(["hbh", "dst", "rt", "frag0", "fragN"]), max_size=10))
+        pkt = layers / ip
+        for ext in chain:
+            if ext == "hbh":
+                pkt = pkt / IPv6ExtHdrHopByHop()
+            elif ext == "dst":
+                pkt = pkt / IPv6ExtHdrDestOpt()
+            elif ext == "rt":
+                pkt = pkt / IPv6ExtHdrRouting()
+            elif ext == "frag0":
+                pkt = pkt / IPv6ExtHdrFragment(offset=0, m=1)
+            else:
+                pkt = pkt / IPv6ExtHdrFragment(offset=draw(st.integers(1, 100)))
+        pkt = pkt / upper
+    else:
+        kw = {}
+        if draw(st.integers(0, 4)) == 0:
+            kw["options"] = [IPOption_NOP()] * draw(st.integers(1, 8))
+        if draw(st.integers(0, 4)) == 0:
+            kw["frag"] = draw(st.sampled_from([0, 1, 100]))
+            kw["flags"] = "MF"
+        ip = IP(src=draw(st.sampled_from(ADDRS4)),
+                dst=draw(st.sampled_from(ADDRS4 + ["224.0.0.1", "255.255.255.255"])), proto=proto, **kw)
+        pkt = layers / ip / upper
+    raw = bytearray(bytes(pkt))
+    damage = draw(st.integers(0, 6))
+    if damage == 1:
+        raw = raw[: draw(st.integers(0, len(raw)))]
+    elif damage == 2 and raw:
+        pos = draw(st.integers(0, len(raw) - 1))
+        raw[pos] = draw(st.integers(0, 255))
+    elif damage == 3:
+        raw += b"\0" * draw(st.integers(1, 30))  # Ethernet padding
+    return bytes(raw)

@@ -1,0 +1,145 @@
+"""The rule file: what it accepts, and a FILE:LINE message for everything it does not."""
+
+from __future__ import annotations
+
+import ipaddress
+import textwrap
+
+import pytest
+
+from bpfwall import config
+from bpfwall.errors import InputError
+
+GOOD = """\
+version: 1
+policy: {ingress: drop, egress: accept}
+sets:
+  blocklist:
+    type: cidr
+    elements: [203.0.113.0/24, "2001:db8:bad::/48"]
+    files: [block.netset]
+  web: {type: port, elements: [80, 443, "8000-8100"]}
+rules:
+  - {name: drop-blocklist, src: "@blocklist", action: drop}
+  - {name: ssh, proto: tcp, dport: 22, src: [10.0.0.0/8, "2001:db8::/32"], action: accept}
+  - {name: web, proto: tcp, dport: "@web", action: accept}
+  - {name: ping, proto: icmp, icmp_type: echo-request, action: accept}
+  - {name: syn, proto: tcp, tcp_flags: "syn,!ack", dport: "1000-2000", action: reject}
+  - {name: v6-only, family: ipv6, proto: [udp, sctp], sport: [53, 5353], action: accept}
+  - {name: unreach, proto: [icmp, icmpv6], icmp_type: destination-unreachable,
+     icmp_code: port-unreachable, interfaces: eth1, action: accept}
+"""
+
+
+def write(tmp_path, text: str, name: str = "rules.yaml") -> str:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return str(p)
+
+
+@pytest.fixture
+def good(tmp_path):
+    (tmp_path / "block.netset").write_text("# FireHOL style\n198.51.100.0/24\n\n2001:db8:1::/48  # trailing\n")
+    return write(tmp_path, GOOD)
+
+
+def test_good_file_normalises(good):
+    rs = config.load(good)
+    by = {r.name: r for r in rs.rules}
+    assert rs.policy == {"ingress": "drop", "egress": "accept"}
+    assert ipaddress.ip_network("198.51.100.0/24") in by["drop-blocklist"].src
+    assert ipaddress.ip_network("2001:db8:1::/48") in by["drop-blocklist"].src
+    assert by["web"].dport == ((80, 80), (443, 443), (8000, 8100))
+    assert by["ssh"].protos == {6} and by["ssh"].dport == ((22, 22),)
+    assert by["syn"].tcp_flags == (0x12, 0x02)
+    assert by["v6-only"].families == {6} and by["v6-only"].protos == {17, 132}
+    assert {(m.family, m.type, m.code) for m in by["ping"].icmp} == {(4, 8, None)}
+    assert {(m.family, m.type, m.code) for m in by["unreach"].icmp} == {(4, 3, 3), (6, 1, 4)}
+    assert by["unreach"].interfaces == ("eth1",)
+    # a drop policy gets the implicit essential-ICMPv6 rule, last
+    assert rs.rules[-1].implicit and rs.rules[-1].action == "accept"
+    assert rs.sets["blocklist"]["size"] == 4
+
+
+def test_json_round_trip(good):
+    rs = config.load(good)
+    from bpfwall.ruleset import Ruleset
+
+    again = Ruleset.from_json(rs.to_json())
+    assert again.rules == rs.rules and again.policy == rs.policy
+
+
+def test_accept_policy_has_no_implicit_rule(tmp_path):
+    rs = config.load(write(tmp_path, "version: 1\nrules:\n  - {name: a, action: drop}\n"))
+    assert [r.name for r in rs.rules] == ["a"]
+    assert rs.policy["ingress"] == "accept"
+
+
+BAD = [
+    ("yaml syntax", "version: 1\nrules:\n  - {name: a, action: drop\n", 4, "YAML syntax"),
+    ("unknown key", "version: 1\nrules:\n  - name: a\n    action: drop\n    colour: red\n", 5, "unknown key"),
+    ("unknown top key", "version: 1\npolicies: {}\n", 2, "unknown key"),
+    ("bad cidr", "version: 1\nrules:\n  - {name: a, src: 10.0.0.300/8, action: drop}\n", 3, "not an address"),
+    ("host bits", "version: 1\nrules:\n  - {name: a, src: 10.0.0.1/8, action: drop}\n", 3, "host bits"),
+    ("port 70000", "version: 1\nrules:\n  - {name: a, proto: tcp,\n     dport: 70000, action: drop}\n", 4,
+     "out of range"),
+    ("backwards range", "version: 1\nrules:\n  - {name: a, proto: tcp, dport: 90-80, action: drop}\n", 3,
+     "backwards"),
+    ("dport without port proto", "version: 1\nrules:\n  - {name: a, dport: 22, action: drop}\n", 3,
+     "need proto tcp"),
+    ("dport with icmp", "version: 1\nrules:\n  - {name: a, proto: [tcp, icmp], dport: 22, action: drop}\n",
+     3, "need proto tcp"),
+    ("duplicate name", "version: 1\nrules:\n  - {name: a, action: drop}\n  - {name: a, action: accept}\n", 4,
+     "duplicate rule name"),
+    ("unknown set", "version: 1\nrules:\n  - {name: a, src: '@nope', action: drop}\n", 3, "unknown set"),
+    ("set of wrong type", "version: 1\nsets: {p: {type: port, elements: [1]}}\nrules:\n"
+     "  - {name: a, src: '@p', action: drop}\n", 4, "holds ports"),
+    ("unreadable set file", "version: 1\nsets:\n  s:\n    type: cidr\n    files: [missing.netset]\n"
+     "rules:\n  - {name: a, src: '@s', action: drop}\n", 5, "cannot read set file"),
+    ("empty rules no policy", "version: 1\nrules: []\n", 2, "no rules and no policy"),
+    ("no version", "rules:\n  - {name: a, action: drop}\n", 1, "version"),
+    ("bad action", "version: 1\nrules:\n  - {name: a, action: allow}\n", 3, "action"),
+    ("bad proto", "version: 1\nrules:\n  - {name: a, proto: tcpp, action: drop}\n", 3, "unknown protocol"),
+    ("bad flag", "version: 1\nrules:\n  - {name: a, proto: tcp, tcp_flags: 'syn,!acx', action: drop}\n", 3,
+     "unknown TCP flag"),
+    ("flags without tcp", "version: 1\nrules:\n  - {name: a, tcp_flags: syn, action: drop}\n", 3, "needs proto tcp"),
+    ("bad icmp type", "version: 1\nrules:\n  - {name: a, proto: icmp, icmp_type: echo, action: drop}\n", 3,
+     "unknown ICMP type"),
+    ("icmp type without proto", "version: 1\nrules:\n  - {name: a, icmp_type: 8, action: drop}\n", 3,
+     "needs proto icmp"),
+    ("bad rule name", "version: 1\nrules:\n  - {name: 'has space', action: drop}\n", 3, "not a valid rule name"),
+    ("family mismatch", "version: 1\nrules:\n  - {name: a, family: ipv6, src: 10.0.0.0/8, action: drop}\n", 3,
+     "never match"),
+    ("duplicate key", "version: 1\nversion: 1\n", 2, "duplicate key"),
+    ("not yet: ct", "version: 1\nrules:\n  - {name: a, ct: [established], action: accept}\n", 3, "not implemented"),
+    ("not yet: egress", "version: 1\nrules:\n  - {name: a, direction: egress, action: accept}\n", 3,
+     "not implemented"),
+    ("empty file", "", 1, "empty"),
+    ("not a mapping", "- a\n- b\n", 1, "mapping"),
+]
+
+
+@pytest.mark.parametrize("what,text,line,words", BAD, ids=[b[0] for b in BAD])
+def test_bad_files_name_file_and_line(tmp_path, what, text, line, words):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        config.load(path)
+    first = exc.value.problems[0]
+    assert first.startswith(f"{path}:{line}:"), first
+    assert words in first, first
+    assert all("\n" not in p for p in exc.value.problems)
+
+
+def test_bad_line_in_set_file_names_that_file(tmp_path):
+    (tmp_path / "s.netset").write_text("10.0.0.0/8\nnot-a-cidr\n")
+    path = write(tmp_path, "version: 1\nsets: {s: {type: cidr, files: [s.netset]}}\n"
+                 "rules:\n  - {name: a, src: '@s', action: drop}\n")
+    with pytest.raises(InputError) as exc:
+        config.load(path)
+    assert exc.value.problems[0].startswith(f"{tmp_path / 's.netset'}:2:")
+
+
+def test_unreadable_rule_file():
+    with pytest.raises(InputError) as exc:
+        config.load("/nonexistent/rules.yaml")
+    assert "cannot read" in exc.value.problems[0]
