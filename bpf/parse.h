@@ -216,14 +216,23 @@ upper:
 	return parse_l4(data, data_end, pkt);
 }
 
-/* Fills pkt from the frame; returns enum parse_result. */
-static __always_inline int parse_packet(void *data, void *data_end, struct packet *pkt)
+/*
+ * Fills pkt from the frame; returns enum parse_result. A global function: the
+ * verifier walks its many paths once, instead of carrying each of them
+ * through the rest of the program.
+ */
+__noinline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 {
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	__be16 proto;
 	__u32 off;
 	int i;
 
+	if (!pkt)
+		return PARSE_MALFORMED;
+	pkt->len = data_end - data;
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_MALFORMED;
 	pkt->l2_multicast = eth->h_dest[0] & 1;

@@ -68,7 +68,7 @@ enum bpfwall_counter_slot {
 	BPFWALL_N_COUNTERS,
 };
 
-/* What decided a packet, as recorded in the trace map. */
+/* What decided a packet, as `explain` reads it back. */
 enum bpfwall_decision {
 	BPFWALL_BY_RULE = 0,
 	BPFWALL_BY_POLICY = 1,
@@ -104,15 +104,19 @@ struct bpfwall_counter {
 	__u64 bytes;
 };
 
-/* The last decision on this CPU: lets `explain` and the tests see which rule
- * judged a packet sent with BPF_PROG_TEST_RUN. */
-struct bpfwall_trace {
+/*
+ * XDP metadata that `explain` and the tests put in front of a frame sent with
+ * BPF_PROG_TEST_RUN. Only test runs and XDP programs can create metadata,
+ * never the wire. A marked frame is not counted, and the program writes its
+ * decision back into the metadata, which the test run returns.
+ */
+#define BPFWALL_EXPLAIN_MAGIC 0x6277666cu
+
+struct bpfwall_explain {
+	__u32 magic;
 	__u32 rule; /* rule index or BPFWALL_NO_RULE */
 	__u32 decision; /* enum bpfwall_decision */
 	__u32 action; /* enum bpfwall_action */
-	__u32 ifindex;
-	__u32 pkt_len;
-	__u32 seq; /* bumped on every packet */
 };
 
 #endif

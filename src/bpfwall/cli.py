@@ -267,17 +267,17 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
     with netns.enter(ns):
         ifindex = netns.ifindex(iface, ns)
         with scope.open_generation(state) as gen:
-            verdict, trace, _ = gen.judge(frame, ifindex)
+            verdict, why, _ = gen.judge(frame, ifindex)
     rules = ruleset.ingress()
     ref = reference.decide(ruleset, frame, iface)
-    kernel_rule = rules[trace.rule].name if trace.rule < len(rules) else None
+    kernel_rule = rules[why.rule].name if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
     agree = verdict == ref.verdict and kernel_rule == ref_rule
     result = {
         "verdict": shared.XDP_VERDICTS.get(verdict, str(verdict)),
         "rule": kernel_rule,
-        "decided_by": ["rule", "policy", "malformed", "not_ip"][trace.decision],
-        "action": {v: k for k, v in shared.ACTIONS.items()}.get(trace.action),
+        "decided_by": ["rule", "policy", "malformed", "not_ip"][why.decision],
+        "action": {v: k for k, v in shared.ACTIONS.items()}.get(why.action),
         "reference": {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": ref_rule,
                       "decided_by": ref.kind},
         "agree": agree,
@@ -286,7 +286,7 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
         click.echo(json.dumps(result, indent=2))
     else:
         by = f"rule '{kernel_rule}'" if kernel_rule else result["decided_by"]
-        line = rules[trace.rule].line if kernel_rule else None
+        line = rules[why.rule].line if kernel_rule else None
         out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}"
                   f"{f' (line {line} of {ruleset.source})' if line else ''}")
         ref_by = f"rule '{ref_rule}'" if ref_rule else ref.kind

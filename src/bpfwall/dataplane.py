@@ -2,7 +2,7 @@
 
 Everything bpfwall leaves on a host lives in one scope per network namespace:
 
-    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{prog,counters,trace}   the running generation
+    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{prog,counters}         the running generation
     /sys/fs/bpf/bpfwall/<scope>/link-<ifname>                    one XDP link per interface
     /run/bpfwall/<scope>.json                                     what was applied (rules, interfaces)
 

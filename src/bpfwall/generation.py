@@ -16,7 +16,7 @@ from .errors import RuntimeFailure
 from .ruleset import Network
 
 PROGRAM = "bpfwall_ingress"
-PINNED_MAPS = ("counters", "trace")
+PINNED_MAPS = ("counters",)
 
 
 def object_path() -> str:
@@ -60,7 +60,7 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAM), {}, obj)
             for name in ("class_of", "bitvectors", "src4", "src6", "dst4", "dst6", "iface_class",
-                         "rule_action", "counters", "trace"):
+                         "rule_action", "counters"):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             return gen
@@ -145,33 +145,22 @@ class Generation:
             out[keys[i]] = (pk, by)
         return out
 
-    def trace(self, cpu: int) -> shared.Trace:
-        """The last decision the program made on `cpu`."""
-        values = (shared.Trace * self._ncpus)()
-        libbpf.map_lookup(self.map_fds["trace"], c_uint32(0), values)
-        return values[cpu]
-
     def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
-        return libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
+        """Runs packet as traffic (it is counted): (XDP verdict, frame out, mean ns per run)."""
+        verdict, _, out, ns = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
+        return verdict, out, ns
 
-    def judge(self, packet: bytes, ifindex: int = 0) -> tuple[int, shared.Trace, bytes]:
-        """Runs one packet on CPU 0 and returns (XDP verdict, the trace it left, packet out).
+    def judge(self, packet: bytes, ifindex: int = 0) -> tuple[int, shared.Explain, bytes]:
+        """Runs packet marked for explanation (not counted).
 
-        Live traffic on CPU 0 can overwrite the trace between the run and the
-        read; the trace's length and interface let us notice, and we retry.
+        Returns (XDP verdict, what decided it, frame out). ifindex 0 means the
+        loopback device of the current network namespace.
         """
-        old = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, {0})
-        try:
-            for _ in range(20):
-                before = self.trace(0).seq
-                verdict, out, _ = self.test_run(packet, ifindex)
-                t = self.trace(0)
-                if t.seq == (before + 1) & 0xFFFFFFFF and t.pkt_len == len(packet):
-                    return verdict, t, out
-            raise RuntimeFailure("could not isolate the test packet from live traffic on CPU 0")
-        finally:
-            os.sched_setaffinity(0, old)
+        mark = shared.Explain(magic=shared.EXPLAIN_MAGIC, rule=shared.NO_RULE)
+        verdict, meta, out, _ = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, 1, bytes(mark))
+        if len(meta) != sizeof(shared.Explain):
+            raise RuntimeFailure("the kernel returned no XDP metadata from the test run")
+        return verdict, shared.Explain.from_buffer_copy(meta), out
 
 
 def _lpm_key(net: Network) -> ctypes.Structure:

@@ -375,25 +375,30 @@ def prog_fd_by_id(prog_id: int) -> int:
 
 
 def test_run_xdp(
-    prog_fd: int, packet: bytes, ifindex: int = 0, repeat: int = 1
-) -> tuple[int, bytes, int]:
-    """BPF_PROG_TEST_RUN: returns (XDP verdict, packet out, mean ns per run)."""
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    out = ctypes.create_string_buffer(len(packet) + 512)
+    prog_fd: int, packet: bytes, ifindex: int = 0, repeat: int = 1, meta: bytes = b""
+) -> tuple[int, bytes, bytes, int]:
+    """BPF_PROG_TEST_RUN of an XDP program.
+
+    meta (a multiple of 4 bytes) goes in front of the frame as XDP metadata.
+    Returns (verdict, metadata out, frame out, mean ns per run).
+    """
+    data_in = ctypes.create_string_buffer(meta + packet, len(meta) + len(packet))
+    out = ctypes.create_string_buffer(len(meta) + len(packet) + 512)
     opts = TestRunOpts(
         sz=sizeof(TestRunOpts),
         data_in=ctypes.cast(data_in, c_void_p),
-        data_size_in=len(packet),
+        data_size_in=len(data_in),
         data_out=ctypes.cast(out, c_void_p),
         data_size_out=len(out),
         repeat=repeat,
     )
-    ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ifindex)
-    if ifindex:
+    ctx = XdpMd(data=len(meta), data_end=len(meta) + len(packet), ingress_ifindex=ifindex)
+    if ifindex or meta:
         opts.ctx_in = ctypes.cast(byref(ctx), c_void_p)
         opts.ctx_size_in = sizeof(ctx)
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
-    return opts.retval, out.raw[: opts.data_size_out], opts.duration
+    raw = out.raw[: opts.data_size_out]
+    return opts.retval, raw[: len(meta)], raw[len(meta) :], opts.duration
 
 
 def close(fd: int) -> None:

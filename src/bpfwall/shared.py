@@ -74,14 +74,15 @@ class Counter(Structure):
     _fields_ = [("packets", c_uint64), ("bytes", c_uint64)]
 
 
-class Trace(Structure):
+EXPLAIN_MAGIC = 0x6277666C
+
+
+class Explain(Structure):
     _fields_ = [
+        ("magic", c_uint32),
         ("rule", c_uint32),
         ("decision", c_uint32),
         ("action", c_uint32),
-        ("ifindex", c_uint32),
-        ("pkt_len", c_uint32),
-        ("seq", c_uint32),
     ]
 
 
@@ -91,5 +92,5 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_lpm4_key": Lpm4Key,
     "bpfwall_lpm6_key": Lpm6Key,
     "bpfwall_counter": Counter,
-    "bpfwall_trace": Trace,
+    "bpfwall_explain": Explain,
 }

@@ -129,9 +129,9 @@ def gen():
 def test_feature(gen, frame, verdict, rule):
     ruleset = from_yaml(RULES)
     raw = bytes(frame)
-    got, trace, _ = gen.judge(raw, 0)
+    got, why, _ = gen.judge(raw, 0)
     names = [r.name for r in ruleset.ingress()]
-    got_rule = names[trace.rule] if trace.rule != shared.NO_RULE else None
+    got_rule = names[why.rule] if why.rule != shared.NO_RULE else None
     assert (got, got_rule) == (verdict, rule)
     ref = reference.decide(ruleset, raw, "lo")
     assert (ref.verdict, names[ref.rule] if ref.rule is not None else None) == (verdict, rule)
@@ -153,10 +153,10 @@ def test_malformed_at_every_header_boundary(gen):
             piece = raw[:cut]
             if len(piece) < 14:
                 continue  # BPF_PROG_TEST_RUN refuses frames shorter than Ethernet
-            got, trace, _ = gen.judge(piece, 0)
+            got, why, _ = gen.judge(piece, 0)
             ref = reference.decide(ruleset, piece, "lo")
             assert got == ref.verdict, (frame.summary(), cut)
-            kind = ["rule", "policy", "malformed", "not_ip"][trace.decision]
+            kind = ["rule", "policy", "malformed", "not_ip"][why.decision]
             assert kind == ref.kind, (frame.summary(), cut)
             if cut < len(raw):
                 assert kind == "malformed", (frame.summary(), cut)
@@ -167,15 +167,17 @@ def test_ipv4_bad_ihl_and_version_are_malformed(gen):
                 bytes(E / IP(src=C4, dst=S4, version=5) / TCP(dport=22)),
                 bytes(E / IP(src=C4, dst=S4, len=10) / TCP(dport=22)),
                 bytes(E / IPv6(src=C6, dst=S6, plen=500) / TCP(dport=22))):
-        got, trace, _ = gen.judge(raw, 0)
-        assert got == shared.XDP_DROP and trace.decision == shared.BY_MALFORMED
+        got, why, _ = gen.judge(raw, 0)
+        assert got == shared.XDP_DROP and why.decision == shared.BY_MALFORMED
 
 
-def test_counters_count_packets_and_bytes(gen):
+def test_counters_count_traffic_not_explain(gen):
     before = gen.counters()
     raw = bytes(E / IP(src=C4, dst=S4) / UDP(dport=53) / Raw(b"x" * 10))
     for _ in range(7):
-        gen.judge(raw, 0)
+        gen.test_run(raw)
+    for _ in range(3):
+        gen.judge(raw)  # marked for explanation: not traffic
     after = gen.counters()
     ruleset = from_yaml(RULES)
     i = [r.name for r in ruleset.ingress()].index("dns")
@@ -221,8 +223,8 @@ def test_reject_never_answers_rst_multicast_or_fragments(gen):
     for frame in (E / IP(src=C4, dst=S4) / TCP(dport=143, flags="R"),
                   Ether(dst="ff:ff:ff:ff:ff:ff") / IP(src=C4, dst=S4) / UDP(dport=514),
                   E / IP(src=C4, dst="224.0.0.9") / UDP(dport=514)):
-        verdict, trace, _ = gen.judge(bytes(frame), 0)
-        assert verdict == shared.XDP_DROP and trace.decision == shared.BY_RULE
+        verdict, why, _ = gen.judge(bytes(frame), 0)
+        assert verdict == shared.XDP_DROP and why.decision == shared.BY_RULE
 
 
 def valid_checksums(frame) -> bool:

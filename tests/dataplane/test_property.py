@@ -27,8 +27,8 @@ def test_data_plane_agrees_with_reference(ruleset: Ruleset, batch: list[bytes]):
         for frame in batch:
             if len(frame) < 14:
                 continue  # BPF_PROG_TEST_RUN refuses frames shorter than Ethernet
-            verdict, trace, _ = gen.judge(frame, 0)
+            verdict, why, _ = gen.judge(frame, 0)
             want = reference.decide(ruleset, frame, "lo")
-            got_rule = trace.rule if trace.rule != shared.NO_RULE else None
-            got = (KINDS[trace.decision], got_rule, verdict)
+            got_rule = why.rule if why.rule != shared.NO_RULE else None
+            got = (KINDS[why.decision], got_rule, verdict)
             assert got == (want.kind, want.rule, want.verdict), (frame.hex(), want.reason)

@@ -1,0 +1,186 @@
+"""End to end: the CLI in namespaces, real TCP, UDP and ICMP sockets across a veth pair."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import threading
+
+from bpfwall.dataplane import PIN_ROOT, STATE_ROOT, scope_name
+from tests.e2e.conftest import apply, bpfwall, stats, write
+
+RULES = """\
+version: 1
+policy: {ingress: drop}
+sets:
+  office: {type: cidr, elements: [10.200.0.0/24, "fd42:200::/64"]}
+rules:
+  - {name: ssh, proto: tcp, dport: 22, src: "@office", action: accept}
+  - {name: web, proto: tcp, dport: 8080, action: accept}
+  - {name: refuse-imap, proto: tcp, dport: 143, action: reject}
+  - {name: dns, proto: udp, dport: 53, action: accept}
+  - {name: refuse-syslog, proto: udp, dport: 514, action: reject}
+  - {name: count-me, proto: udp, dport: 9999, action: drop}
+  - {name: ping, proto: [icmp, icmpv6], icmp_type: echo-request, action: accept}
+"""
+
+
+def test_apply_filters_real_traffic(lab, tmp_path):
+    res = apply(lab, write(tmp_path, RULES))
+    assert "generation 1" in res.stdout
+    # the CLI has exited: the rules live on in the kernel
+    for v6 in (False, True):
+        assert lab.tcp_connect(22, v6) == "open"
+        assert lab.tcp_connect(8080, v6) == "open"
+        assert lab.tcp_connect(25, v6, timeout=0.5) == "timeout"  # listening, but no rule: dropped
+        assert lab.tcp_connect(143, v6) == "refused"  # listening, but rejected by bpfwall
+        assert lab.udp_query(53, v6) == "answered"
+        assert lab.udp_query(123, v6, timeout=0.5) == "timeout"
+        assert lab.udp_query(514, v6) == "refused"
+        assert lab.ping(v6) == "answered"
+
+
+def test_counters_equal_packets_sent(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    sent = 37
+    for _ in range(sent):
+        assert lab.udp_query(9999, timeout=0.05) == "timeout"
+    data = stats(lab)
+    rule = next(r for r in data["rules"] if r["name"] == "count-me")
+    assert rule["packets"] == sent
+    assert rule["bytes"] == sent * (14 + 20 + 8 + 4)  # Ethernet + IPv4 + UDP + "ping"
+    assert data["drops"]["rule"] >= sent
+    for _ in range(5):
+        lab.tcp_connect(8080)
+    web = next(r for r in data["rules"] if r["name"] == "web")
+    assert web["packets"] == 0
+    assert next(r for r in stats(lab)["rules"] if r["name"] == "web")["packets"] >= 5 * 3
+
+
+def test_reapply_while_traffic_flows(lab, tmp_path):
+    """Swapping rule sets under load loses no packet that both sets accept."""
+    a = write(tmp_path, RULES, "a.yaml")
+    b = write(tmp_path, RULES.replace("dport: 8080, action: accept", "dport: 8080, action: drop"), "b.yaml")
+    apply(lab, a)
+    stop = threading.Event()
+    results: list[str] = []
+
+    def hammer():
+        while not stop.is_set():
+            results.append(lab.udp_query(53, timeout=0.5))
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for i in range(12):
+            apply(lab, b if i % 2 == 0 else a)
+    finally:
+        stop.set()
+        t.join()
+    assert len(results) > 50
+    assert results.count("answered") == len(results), results
+    # the last apply was a.yaml: 8080 open again, and the generation moved on
+    assert lab.tcp_connect(8080) == "open"
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert st["generation"] == 13
+    apply(lab, b)
+    assert lab.tcp_connect(8080, timeout=0.5) == "timeout"
+
+
+def test_status_explain_and_down(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert st["running"] and st["interfaces"][0]["name"] == lab.server_if
+    assert st["interfaces"][0]["attached"] and st["interfaces"][0]["mode"] == "native"
+
+    res = bpfwall("explain", "--netns", lab.server_ns, "-i", lab.server_if, "--proto", "tcp",
+                  "--src", "10.200.0.2", "--dst", "10.200.0.1", "--dport", "22", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert (out["verdict"], out["rule"], out["agree"]) == ("pass", "ssh", True)
+    res = bpfwall("explain", "--netns", lab.server_ns, "-i", lab.server_if, "--proto", "tcp",
+                  "--src", "10.200.7.2", "--dst", "10.200.0.1", "--dport", "22", "--json")
+    out = json.loads(res.stdout)
+    assert (out["verdict"], out["rule"], out["decided_by"], out["agree"]) == ("drop", None, "policy", True)
+    res = bpfwall("explain", "--netns", lab.server_ns, "-i", lab.server_if, "--proto", "udp",
+                  "--src", "fd42:200::2", "--dst", "fd42:200::1", "--dport", "514")
+    assert res.returncode == 0 and "refuse-syslog" in res.stdout and "TX" in res.stdout
+
+    res = bpfwall("down", "--netns", lab.server_ns)
+    assert res.returncode == 0, res.stderr
+    assert not os.path.exists(os.path.join(PIN_ROOT, scope_name(lab.server_ns)))
+    assert not os.path.exists(os.path.join(STATE_ROOT, scope_name(lab.server_ns) + ".json"))
+    link = subprocess.run(["ip", "-n", lab.server_ns, "link", "show", lab.server_if],
+                          capture_output=True, text=True).stdout
+    assert "xdp" not in link
+    assert lab.tcp_connect(25) == "open"  # nothing filters any more
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert not st["running"]
+    assert bpfwall("stats", "--netns", lab.server_ns).returncode == 1
+
+
+def test_generic_mode(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES), "--mode", "generic")
+    assert lab.tcp_connect(22) == "open"
+    assert lab.tcp_connect(25, timeout=0.5) == "timeout"
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert st["interfaces"][0]["mode"] == "generic"
+    res = bpfwall("apply", "-f", write(tmp_path, RULES), "-i", lab.server_if, "--netns", lab.server_ns)
+    assert res.returncode == 1 and "generic mode" in res.stderr
+
+
+def test_bad_input_changes_nothing(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    bad = write(tmp_path, RULES.replace("dport: 8080", "dport: 80800"), "bad.yaml")
+    res = bpfwall("apply", "-f", bad, "-i", lab.server_if, "--netns", lab.server_ns)
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"{bad}:7: rules[1].dport: port 80800 is out of range (0-65535)"
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert st["generation"] == 1
+    assert lab.tcp_connect(8080) == "open" and lab.tcp_connect(25, timeout=0.5) == "timeout"
+
+
+def test_runtime_errors_are_one_line_exit_1(lab, tmp_path):
+    rules = write(tmp_path, RULES)
+    res = bpfwall("apply", "-f", rules, "-i", "nosuchdev0", "--netns", lab.server_ns)
+    assert res.returncode == 1
+    assert res.stderr.strip() == f"bpfwall: interface 'nosuchdev0' does not exist in network namespace " \
+                                 f"'{lab.server_ns}'"
+    res = bpfwall("apply", "-f", rules, "-i", lab.server_if, "--netns", "bpfwall-no-such-ns")
+    assert res.returncode == 1
+    assert res.stderr.strip() == "bpfwall: network namespace 'bpfwall-no-such-ns' does not exist"
+    assert "Traceback" not in res.stderr
+
+
+def test_check_works_and_apply_refuses_without_root(lab):
+    """Drops to nobody in a child (the venv's interpreter is under /root, so no exec)."""
+    from bpfwall import cli  # imported before dropping privileges
+
+    d = tempfile.mkdtemp()
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "rules.yaml")
+    with open(path, "w") as f:
+        f.write(RULES)
+    os.chmod(path, 0o644)
+
+    def as_nobody(args: list[str]) -> int:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                cli.main(args, standalone_mode=True)
+            except SystemExit as exc:
+                os._exit(exc.code if isinstance(exc.code, int) else 0)
+            os._exit(0)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    try:
+        assert as_nobody(["check", "-f", path]) == 0
+        assert as_nobody(["apply", "-f", path, "-i", lab.server_if, "--netns", lab.server_ns]) == 1
+    finally:
+        os.unlink(path)
+        os.rmdir(d)
