@@ -107,9 +107,10 @@ class Scope:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """Serialises applies and downs of one scope."""
+        """Serialises applies and downs. One lock for every scope: they are rare, and a
+        lock file per scope would pile up in /run for namespaces long gone."""
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(STATE_ROOT, f"{self.name}.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        fd = os.open(os.path.join(STATE_ROOT, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -147,6 +148,8 @@ class Scope:
                     targets[name] = netns.ifindex(name, self.ns)
                 except RuntimeFailure:
                     report.notes.append(f"{name}: interface is gone; forgetting it")
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.link_pin(name))
             rule_ifaces = {n for r in compiled.rules for n in (r.interfaces or ())}
             known = {}
             for name in sorted(rule_ifaces):

@@ -7,6 +7,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import time
 
 from bpfwall.dataplane import PIN_ROOT, STATE_ROOT, scope_name
 from tests.e2e.conftest import apply, bpfwall, stats, write
@@ -184,3 +185,52 @@ def test_check_works_and_apply_refuses_without_root(lab):
     finally:
         os.unlink(path)
         os.rmdir(d)
+
+
+def test_stats_watch_refreshes_under_a_terminal(lab, tmp_path):
+    import pty
+    import signal
+    import sys
+
+    apply(lab, write(tmp_path, RULES))
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-m", "bpfwall.cli", "stats", "--watch",
+                                  "--interval", "0.2", "--netns", lab.server_ns])
+    out = b""
+    deadline = time.monotonic() + 10
+    while out.count(b"pps") < 3 and time.monotonic() < deadline:
+        lab.tcp_connect(22)
+        try:
+            out += os.read(fd, 65536)
+        except OSError:
+            break
+    os.kill(pid, signal.SIGINT)
+    status = os.waitpid(pid, 0)[1]
+    os.close(fd)
+    assert out.count(b"pps") >= 3, out[-2000:]
+    assert b"Traceback" not in out
+    assert os.waitstatus_to_exitcode(status) in (0, 130)
+
+
+def test_interface_deleted_under_bpfwall(lab, tmp_path):
+    """status reports a protected interface that vanished; the next apply forgets it cleanly."""
+    extra, peer = f"{lab.server_if}x", f"{lab.server_if}y"
+    subprocess.run(["ip", "-n", lab.server_ns, "link", "add", extra, "type", "veth", "peer", "name", peer],
+                   check=True)
+    subprocess.run(["ip", "-n", lab.server_ns, "link", "set", extra, "up"], check=True)
+    rules = write(tmp_path, RULES)
+    apply(lab, rules, "-i", extra)
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert sorted(i["name"] for i in st["interfaces"]) == sorted([lab.server_if, extra])
+
+    subprocess.run(["ip", "-n", lab.server_ns, "link", "del", extra], check=True)
+    res = bpfwall("status", "--netns", lab.server_ns)
+    assert res.returncode == 1 and "interface is gone" in res.stdout
+
+    res = apply(lab, rules)
+    assert f"{extra}: interface is gone" in res.stderr
+    assert not os.path.exists(os.path.join(PIN_ROOT, scope_name(lab.server_ns), f"link-{extra}"))
+    st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
+    assert [i["name"] for i in st["interfaces"]] == [lab.server_if] and st["interfaces"][0]["attached"]
+    assert lab.tcp_connect(22) == "open"
