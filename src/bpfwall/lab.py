@@ -96,15 +96,23 @@ class Lab:
             subprocess.run(["ip", "netns", "del", ns], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+    @staticmethod
+    def _socket(ns: str, kind: int, v6: bool, proto: int = 0) -> socket.socket:
+        """A socket of namespace ns: it stays there whichever namespace uses it later."""
+        with netns.enter(ns):
+            return socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind, proto)
+
+    @staticmethod
+    def server_addr(v6: bool) -> str:
+        return SERVER_V6 if v6 else SERVER_V4
+
     # --- servers on the server side ------------------------------------------------------------
 
     def tcp_server(self, port: int, v6: bool = False) -> None:
         """Accepts connections on port and closes them after a greeting."""
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        with netns.enter(self.server_ns):
-            s = socket.socket(fam, socket.SOCK_STREAM)
+        s = self._socket(self.server_ns, socket.SOCK_STREAM, v6)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((SERVER_V6 if v6 else SERVER_V4, port))
+        s.bind((self.server_addr(v6), port))
         s.listen(64)
         s.settimeout(0.2)
         self._servers.append(s)
@@ -122,10 +130,8 @@ class Lab:
 
     def udp_server(self, port: int, v6: bool = False) -> None:
         """Echoes every datagram on port."""
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        with netns.enter(self.server_ns):
-            s = socket.socket(fam, socket.SOCK_DGRAM)
-        s.bind((SERVER_V6 if v6 else SERVER_V4, port))
+        s = self._socket(self.server_ns, socket.SOCK_DGRAM, v6)
+        s.bind((self.server_addr(v6), port))
         s.settimeout(0.2)
         self._servers.append(s)
         threading.Thread(target=self._echo_loop, args=(s,), daemon=True).start()
@@ -142,12 +148,10 @@ class Lab:
 
     def tcp_connect(self, port: int, v6: bool = False, timeout: float = 1.0) -> str:
         """'open', 'refused' (an RST came back) or 'timeout' (nothing came back)."""
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        with netns.enter(self.client_ns):
-            s = socket.socket(fam, socket.SOCK_STREAM)
+        s = self._socket(self.client_ns, socket.SOCK_STREAM, v6)
         s.settimeout(timeout)
         try:
-            s.connect((SERVER_V6 if v6 else SERVER_V4, port))
+            s.connect((self.server_addr(v6), port))
             return "open"
         except ConnectionRefusedError:
             return "refused"
@@ -158,12 +162,10 @@ class Lab:
 
     def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0) -> str:
         """'answered', 'refused' (ICMP port unreachable came back) or 'timeout'."""
-        fam = socket.AF_INET6 if v6 else socket.AF_INET
-        with netns.enter(self.client_ns):
-            s = socket.socket(fam, socket.SOCK_DGRAM)
+        s = self._socket(self.client_ns, socket.SOCK_DGRAM, v6)
         s.settimeout(timeout)
         try:
-            s.connect((SERVER_V6 if v6 else SERVER_V4, port))
+            s.connect((self.server_addr(v6), port))
             s.send(b"ping")
             s.recv(2048)
             return "answered"
@@ -176,12 +178,8 @@ class Lab:
 
     def ping(self, v6: bool = False, timeout: float = 1.0) -> str:
         """One ICMP echo from client to server: 'answered' or 'timeout'."""
-        if v6:
-            fam, proto, req, rep = socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, 129
-        else:
-            fam, proto, req, rep = socket.AF_INET, socket.IPPROTO_ICMP, 8, 0
-        with netns.enter(self.client_ns):
-            s = socket.socket(fam, socket.SOCK_RAW, proto)
+        proto, req, rep = (socket.IPPROTO_ICMPV6, 128, 129) if v6 else (socket.IPPROTO_ICMP, 8, 0)
+        s = self._socket(self.client_ns, socket.SOCK_RAW, v6, proto)
         ident = os.getpid() & 0xFFFF
         seq = int(time.monotonic() * 1000) & 0xFFFF
         msg = struct.pack("!BBHHH", req, 0, 0, ident, seq) + b"bpfwall"
@@ -189,7 +187,7 @@ class Lab:
             msg = msg[:2] + struct.pack("!H", packets.checksum(msg)) + msg[4:]
         deadline = time.monotonic() + timeout
         try:
-            s.sendto(msg, (SERVER_V6 if v6 else SERVER_V4, 0))
+            s.sendto(msg, (self.server_addr(v6), 0))
             while (left := deadline - time.monotonic()) > 0:
                 ready, _, _ = select.select([s], [], [], left)
                 if not ready:
