@@ -34,6 +34,7 @@ $(OBJ_DIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 
 test: setup build lint
 	$(BIN)/pytest -q $(PYTEST_ARGS) tests

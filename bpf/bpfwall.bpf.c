@@ -72,7 +72,8 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	if (action == BPFWALL_ACT_REJECT) {
 		int verdict = reject_packet(ctx, pkt);
 
-		count(verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0, quiet);
+		count(verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0,
+		      quiet);
 		return verdict;
 	}
 	return XDP_DROP;

@@ -52,7 +52,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
-	__type(key, __u32); /* ifindex */
+	__type(key, __u32);   /* ifindex */
 	__type(value, __u32); /* class */
 } iface_class SEC(".maps");
 
@@ -86,12 +86,12 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 	__u32 *cls;
 
 	if (pkt->is_ipv6) {
-		struct bpfwall_lpm6_key k6 = { .prefixlen = 128 };
+		struct bpfwall_lpm6_key k6 = {.prefixlen = 128};
 
 		__builtin_memcpy(k6.addr, addr, 16);
 		cls = bpf_map_lookup_elem(trie6, &k6);
 	} else {
-		struct bpfwall_lpm4_key k4 = { .prefixlen = 32 };
+		struct bpfwall_lpm4_key k4 = {.prefixlen = 32};
 
 		__builtin_memcpy(k4.addr, addr, 4);
 		cls = bpf_map_lookup_elem(trie4, &k4);
@@ -131,10 +131,10 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 	return acc;
 }
 
-#define LOOKUP_FIELD(dst, expr)          \
-	do {                             \
-		(dst) = (expr);          \
-		if (!(dst))              \
+#define LOOKUP_FIELD(dst, expr)                 \
+	do {                                    \
+		(dst) = (expr);                 \
+		if (!(dst))                     \
 			return BPFWALL_NO_RULE; \
 	} while (0)
 
@@ -159,8 +159,8 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 		LOOKUP_FIELD(v.iface, bpf_map_lookup_elem(&bitvectors, cls ? cls : &dflt));
 	}
 	if (fields & (1 << BPFWALL_F_PROTO))
-		LOOKUP_FIELD(v.proto, bitvector_of_slot(BPFWALL_PROTO_BASE +
-							pkt->is_ipv6 * 256 + pkt->proto));
+		LOOKUP_FIELD(v.proto, bitvector_of_slot(BPFWALL_PROTO_BASE + pkt->is_ipv6 * 256 +
+							pkt->proto));
 	if (fields & (1 << BPFWALL_F_SRC))
 		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6));
 	if (fields & (1 << BPFWALL_F_DST))
@@ -176,8 +176,8 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 			LOOKUP_FIELD(v.dport, bitvector_of_slot(BPFWALL_DPORT_BASE + dport));
 	}
 	if (fields & (1 << BPFWALL_F_TCPFLAGS)) {
-		__u32 flags = pkt->has_l4 && pkt->proto == IPPROTO_TCP ? pkt->tcp_flags :
-									 BPFWALL_TCPFLAGS_ABSENT;
+		__u32 flags = pkt->has_l4 && pkt->proto == IPPROTO_TCP ? pkt->tcp_flags
+								       : BPFWALL_TCPFLAGS_ABSENT;
 
 		LOOKUP_FIELD(v.flags, bitvector_of_slot(BPFWALL_TCPFLAGS_BASE + flags));
 	}
@@ -185,8 +185,8 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 		__u32 icmp = BPFWALL_ICMP_ABSENT;
 
 		if (pkt->has_l4 && proto_is_icmp(pkt))
-			icmp = (__u32)pkt->is_ipv6 << 16 | (__u32)pkt->icmp_type << 8 |
-			       pkt->icmp_code;
+			icmp =
+			    (__u32)pkt->is_ipv6 << 16 | (__u32)pkt->icmp_type << 8 | pkt->icmp_code;
 		LOOKUP_FIELD(v.icmp, bitvector_of_slot(BPFWALL_ICMP_BASE + icmp));
 	}
 

@@ -57,7 +57,7 @@ struct packet {
 	__u32 l4_off;
 	__u32 l3_end; /* end of the IP packet as its header states */
 	__u8 is_ipv6;
-	__u8 proto; /* upper-layer protocol number */
+	__u8 proto;  /* upper-layer protocol number */
 	__u8 has_l4; /* L4 header present: not a non-first fragment */
 	__u8 tcp_flags;
 	__u16 sport; /* host order; valid for TCP, UDP, SCTP with has_l4 */

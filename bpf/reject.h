@@ -227,8 +227,8 @@ __noinline int reject_packet(struct xdp_md *ctx, const struct packet *pkt)
 {
 	if (!pkt || pkt->l2_multicast || !pkt->has_l4)
 		return XDP_DROP;
-	if (pkt->is_ipv6 ? pkt->daddr[0] == 0xff : (pkt->daddr[0] & 0xf0) == 0xe0 ||
-						   *(__u32 *)pkt->daddr == 0xffffffff)
+	if (pkt->is_ipv6 ? pkt->daddr[0] == 0xff
+			 : (pkt->daddr[0] & 0xf0) == 0xe0 || *(__u32 *)pkt->daddr == 0xffffffff)
 		return XDP_DROP;
 	if (pkt->proto == IPPROTO_TCP)
 		return reject_tcp(ctx, pkt);

@@ -11,10 +11,10 @@
 
 /* Rules, implicit ones included. A multiple of 64 * 64 so that the summary
  * bitvector (one bit per 64-rule word) fills whole words. */
-#define BPFWALL_MAX_RULES 16384
-#define BPFWALL_MAX_WORDS (BPFWALL_MAX_RULES / 64)
+#define BPFWALL_MAX_RULES   16384
+#define BPFWALL_MAX_WORDS   (BPFWALL_MAX_RULES / 64)
 #define BPFWALL_MAX_SUMMARY (BPFWALL_MAX_WORDS / 64)
-#define BPFWALL_NO_RULE 0xffffffffu
+#define BPFWALL_NO_RULE	    0xffffffffu
 
 /* Fields of the packet key; bit N of bpfwall_config.fields says whether
  * some rule constrains field N (unused fields are never looked up). */
@@ -36,20 +36,20 @@ enum bpfwall_field {
  * (no L4 header, a non-first fragment, or a protocol without that field),
  * which matches only rules that do not constrain the field.
  */
-#define BPFWALL_PROTO_SLOTS 512 /* is_ipv6 * 256 + protocol number */
-#define BPFWALL_PORT_SLOTS 65537 /* port, or 65536 = absent */
-#define BPFWALL_PORT_ABSENT 65536
-#define BPFWALL_TCPFLAGS_SLOTS 257 /* flag byte, or 256 = absent */
+#define BPFWALL_PROTO_SLOTS	512   /* is_ipv6 * 256 + protocol number */
+#define BPFWALL_PORT_SLOTS	65537 /* port, or 65536 = absent */
+#define BPFWALL_PORT_ABSENT	65536
+#define BPFWALL_TCPFLAGS_SLOTS	257 /* flag byte, or 256 = absent */
 #define BPFWALL_TCPFLAGS_ABSENT 256
-#define BPFWALL_ICMP_SLOTS 131073 /* is_ipv6 << 16 | type << 8 | code */
-#define BPFWALL_ICMP_ABSENT 131072
+#define BPFWALL_ICMP_SLOTS	131073 /* is_ipv6 << 16 | type << 8 | code */
+#define BPFWALL_ICMP_ABSENT	131072
 
-#define BPFWALL_PROTO_BASE 0
-#define BPFWALL_SPORT_BASE (BPFWALL_PROTO_BASE + BPFWALL_PROTO_SLOTS)
-#define BPFWALL_DPORT_BASE (BPFWALL_SPORT_BASE + BPFWALL_PORT_SLOTS)
+#define BPFWALL_PROTO_BASE    0
+#define BPFWALL_SPORT_BASE    (BPFWALL_PROTO_BASE + BPFWALL_PROTO_SLOTS)
+#define BPFWALL_DPORT_BASE    (BPFWALL_SPORT_BASE + BPFWALL_PORT_SLOTS)
 #define BPFWALL_TCPFLAGS_BASE (BPFWALL_DPORT_BASE + BPFWALL_PORT_SLOTS)
-#define BPFWALL_ICMP_BASE (BPFWALL_TCPFLAGS_BASE + BPFWALL_TCPFLAGS_SLOTS)
-#define BPFWALL_CLASS_SLOTS (BPFWALL_ICMP_BASE + BPFWALL_ICMP_SLOTS)
+#define BPFWALL_ICMP_BASE     (BPFWALL_TCPFLAGS_BASE + BPFWALL_TCPFLAGS_SLOTS)
+#define BPFWALL_CLASS_SLOTS   (BPFWALL_ICMP_BASE + BPFWALL_ICMP_SLOTS)
 
 enum bpfwall_action {
 	BPFWALL_ACT_ACCEPT = 0,
@@ -62,8 +62,8 @@ enum bpfwall_counter_slot {
 	BPFWALL_CNT_POLICY_INGRESS = BPFWALL_MAX_RULES,
 	BPFWALL_CNT_POLICY_EGRESS,
 	BPFWALL_CNT_MALFORMED,
-	BPFWALL_CNT_NOT_IP, /* ARP and other non-IP, always passed */
-	BPFWALL_CNT_REJECT_SENT, /* RST or ICMP error built and sent */
+	BPFWALL_CNT_NOT_IP,	   /* ARP and other non-IP, always passed */
+	BPFWALL_CNT_REJECT_SENT,   /* RST or ICMP error built and sent */
 	BPFWALL_CNT_REJECT_FAILED, /* reject asked but the packet was dropped */
 	BPFWALL_N_COUNTERS,
 };
@@ -81,8 +81,8 @@ enum bpfwall_decision {
 struct bpfwall_config {
 	__u32 fields; /* bitmask of enum bpfwall_field */
 	__u32 n_rules;
-	__u32 n_words; /* 64-bit words of a rule bitvector */
-	__u32 n_summary; /* summary words that precede them */
+	__u32 n_words;	      /* 64-bit words of a rule bitvector */
+	__u32 n_summary;      /* summary words that precede them */
 	__u32 policy_ingress; /* enum bpfwall_action */
 	__u32 policy_egress;
 	__u32 iface_default_class; /* class of an interface no rule names */
@@ -114,9 +114,9 @@ struct bpfwall_counter {
 
 struct bpfwall_explain {
 	__u32 magic;
-	__u32 rule; /* rule index or BPFWALL_NO_RULE */
+	__u32 rule;	/* rule index or BPFWALL_NO_RULE */
 	__u32 decision; /* enum bpfwall_decision */
-	__u32 action; /* enum bpfwall_action */
+	__u32 action;	/* enum bpfwall_action */
 };
 
 #endif
