@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 
-from scapy.all import IP, TCP, UDP, Ether
+from scapy.all import IP, TCP, UDP, Ether, IPv6
 
 from bpfwall import config, libbpf
 from bpfwall.compiler import compile_ruleset
@@ -46,6 +46,8 @@ def probes(n: int) -> dict[str, bytes]:
         # src matches rule 0 and dport rule 1: every field has candidates, the AND is empty
         "no rule (near miss)": bytes(E / IP(src="10.0.0.5", dst="10.200.0.1") / TCP(dport=1001, flags="S")),
         "no rule (UDP)": bytes(E / IP(src="198.51.100.1", dst="10.200.0.1") / UDP(dport=9)),
+        # the rules name only IPv4 sources: the IPv6 trie is skipped
+        "no rule (TCP, IPv6)": bytes(E / IPv6(src="2001:db8::1", dst="fd42:200::1") / TCP(dport=1000)),
     }
 
 

@@ -80,11 +80,18 @@ static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
 	return bpf_map_lookup_elem(&bitvectors, cls);
 }
 
+/* trie: 0 for the source tries, 2 for the destination ones. */
 static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
-						      void *trie4, void *trie6)
+						      void *trie4, void *trie6, __u32 trie)
 {
+	__u32 bit = trie + pkt->is_ipv6;
 	__u32 *cls;
 
+	if (bit < 4 && (cfg.trie_root_only & (1 << bit))) {
+		__u32 root = cfg.root_class[bit];
+
+		return bpf_map_lookup_elem(&bitvectors, &root);
+	}
 	if (pkt->is_ipv6) {
 		struct bpfwall_lpm6_key k6 = {.prefixlen = 128};
 
@@ -131,6 +138,8 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 	return acc;
 }
 
+#define ADDR_FIELDS ((1 << BPFWALL_F_SRC) | (1 << BPFWALL_F_DST))
+
 #define LOOKUP_FIELD(dst, expr)                 \
 	do {                                    \
 		(dst) = (expr);                 \
@@ -161,10 +170,6 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 	if (fields & (1 << BPFWALL_F_PROTO))
 		LOOKUP_FIELD(v.proto, bitvector_of_slot(BPFWALL_PROTO_BASE + pkt->is_ipv6 * 256 +
 							pkt->proto));
-	if (fields & (1 << BPFWALL_F_SRC))
-		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6));
-	if (fields & (1 << BPFWALL_F_DST))
-		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6));
 	if (fields & ((1 << BPFWALL_F_SPORT) | (1 << BPFWALL_F_DPORT))) {
 		int ports = pkt->has_l4 && proto_has_ports(pkt->proto);
 		__u32 sport = ports ? pkt->sport : BPFWALL_PORT_ABSENT;
@@ -189,6 +194,17 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 			    (__u32)pkt->is_ipv6 << 16 | (__u32)pkt->icmp_type << 8 | pkt->icmp_code;
 		LOOKUP_FIELD(v.icmp, bitvector_of_slot(BPFWALL_ICMP_BASE + icmp));
 	}
+
+	/*
+	 * The array lookups above are cheap, the trie lookups below are not: when
+	 * the fields so far already leave no candidate word, stop here.
+	 */
+	if (n_summary == 1 && !and_word(&v, fields & ~ADDR_FIELDS, 0))
+		return BPFWALL_NO_RULE;
+	if (fields & (1 << BPFWALL_F_SRC))
+		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6, 0));
+	if (fields & (1 << BPFWALL_F_DST))
+		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6, 2));
 
 	for (s = 0; s < BPFWALL_MAX_SUMMARY && s < n_summary; s++) {
 		__u64 candidates = and_word(&v, fields, s);

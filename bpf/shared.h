@@ -86,7 +86,10 @@ struct bpfwall_config {
 	__u32 policy_ingress; /* enum bpfwall_action */
 	__u32 policy_egress;
 	__u32 iface_default_class; /* class of an interface no rule names */
-	__u32 pad;
+	/* Tries that hold only their /0 entry, bit (field - SRC) * 2 + is_ipv6:
+	 * their class is root_class[bit] and the lookup is skipped. */
+	__u32 trie_root_only;
+	__u32 root_class[4];
 };
 
 struct bpfwall_lpm4_key {

@@ -139,6 +139,11 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         policy_egress=shared.ACTIONS[ruleset.policy["egress"]],
         iface_default_class=iface_default,
     )
+    for bit, name in enumerate(shared.TRIES):
+        entries = tries[name]
+        if len(entries) == 1:  # only the /0 root: every address has its class
+            cfg.trie_root_only |= 1 << bit
+            cfg.root_class[bit] = entries[0][1]
     return Compiled(
         rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
         iface_classes=iface_classes, actions=[shared.ACTIONS[r.action] for r in rules],

@@ -170,4 +170,3 @@ def _lpm_key(net: Network) -> ctypes.Structure:
     return shared.Lpm6Key(net.prefixlen, (c_uint8 * 16)(*raw))
 
 
-assert sizeof(shared.Config) == 32

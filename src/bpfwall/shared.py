@@ -14,6 +14,7 @@ MAX_SUMMARY = MAX_WORDS // 64
 NO_RULE = 0xFFFFFFFF
 
 F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP = range(8)
+TRIES = ("src4", "src6", "dst4", "dst6")  # bit order of Config.trie_root_only
 N_FIELDS = 8
 
 PROTO_SLOTS = 512
@@ -58,7 +59,8 @@ class Config(Structure):
         ("policy_ingress", c_uint32),
         ("policy_egress", c_uint32),
         ("iface_default_class", c_uint32),
-        ("pad", c_uint32),
+        ("trie_root_only", c_uint32),
+        ("root_class", c_uint32 * 4),
     ]
 
 
