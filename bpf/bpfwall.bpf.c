@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * bpfwall_ingress: the XDP program that judges every frame arriving on an
- * interface. Parse once, classify against the generation's rule tables,
- * count, act. Each apply loads a fresh copy of this object with its own
- * tables and swaps it onto the XDP links in one step, so a packet is always
- * judged by exactly one rule set.
+ * bpfwall_ingress (XDP) and bpfwall_egress (tcx) judge every frame that
+ * arrives on or leaves an interface: parse once, find the connection state,
+ * classify against the generation's rule tables, count, act. Each apply
+ * loads a fresh copy of this object per direction, with that direction's
+ * tables, and swaps it onto the links in one step, so a packet is always
+ * judged by exactly one rule set. The connection table is shared by both
+ * directions and kept across generations.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -12,7 +14,12 @@
 #include "shared.h"
 #include "parse.h"
 #include "classify.h"
+#include "conntrack.h"
 #include "reject.h"
+
+/* tcx verdicts (linux/pkt_cls.h): next program (or pass), drop. */
+#define TCX_NEXT -1
+#define TCX_DROP 2
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -79,20 +86,56 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	return XDP_DROP;
 }
 
+/*
+ * Connection state, classification, counting, and the flow update once the
+ * packet is accepted; returns enum bpfwall_action and sets pkt->rule. Shared
+ * by both programs, and global, so that the verifier checks it once.
+ */
+__noinline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
+{
+	struct ct_lookup lk = {};
+	__u32 rule, action, slot;
+	__u64 now = 0;
+
+	if (!pkt)
+		return BPFWALL_ACT_DROP;
+	if (cfg.ct_enabled) {
+		now = bpf_ktime_get_ns();
+		pkt->ct_state = ct_state_of(pkt, &lk, now);
+		if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
+			ct_stat(BPFWALL_CTS_INVALID);
+	}
+	rule = classify(pkt, ifindex);
+	if (rule < BPFWALL_MAX_RULES) {
+		__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
+
+		action = a ? *a : BPFWALL_ACT_DROP;
+		slot = rule;
+	} else {
+		rule = BPFWALL_NO_RULE;
+		action = cfg.direction ? cfg.policy_egress : cfg.policy_ingress;
+		slot = cfg.direction ? BPFWALL_CNT_POLICY_EGRESS : BPFWALL_CNT_POLICY_INGRESS;
+	}
+	pkt->rule = rule;
+	count(slot, pkt->len, quiet);
+	if (cfg.ct_enabled && action == BPFWALL_ACT_ACCEPT && !quiet)
+		ct_accepted(pkt, &lk, now);
+	return action;
+}
+
 SEC("xdp")
 int bpfwall_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	struct bpfwall_explain *ex = (void *)(long)ctx->data_meta;
-	__u32 ifindex = ctx->ingress_ifindex;
 	struct packet pkt = {};
-	__u32 rule, action;
+	__u32 action;
 	int parsed, quiet;
 
 	if ((void *)(ex + 1) > data || ex->magic != BPFWALL_EXPLAIN_MAGIC)
 		ex = 0;
 	quiet = ex != 0;
-	parsed = parse_packet(ctx, &pkt);
+	parsed = parse_xdp(ctx, &pkt);
 	if (parsed == PARSE_NOT_IP) {
 		count(BPFWALL_CNT_NOT_IP, pkt.len, quiet);
 		record(ex, BPFWALL_NO_RULE, BPFWALL_BY_NOT_IP, BPFWALL_ACT_ACCEPT);
@@ -103,18 +146,27 @@ int bpfwall_ingress(struct xdp_md *ctx)
 		record(ex, BPFWALL_NO_RULE, BPFWALL_BY_MALFORMED, BPFWALL_ACT_DROP);
 		return XDP_DROP;
 	}
-
-	rule = classify(&pkt, ifindex);
-	if (rule < BPFWALL_MAX_RULES) {
-		__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
-
-		action = a ? *a : BPFWALL_ACT_DROP;
-		count(rule, pkt.len, quiet);
-		record(ex, rule, BPFWALL_BY_RULE, action);
-	} else {
-		action = cfg.policy_ingress;
-		count(BPFWALL_CNT_POLICY_INGRESS, pkt.len, quiet);
-		record(ex, BPFWALL_NO_RULE, BPFWALL_BY_POLICY, action);
-	}
+	action = judge(&pkt, ctx->ingress_ifindex, quiet);
+	record(ex, pkt.rule, pkt.rule == BPFWALL_NO_RULE ? BPFWALL_BY_POLICY : BPFWALL_BY_RULE,
+	       action);
 	return act(ctx, &pkt, action, quiet);
+}
+
+/* Egress has no reply path of its own: reject drops the packet. */
+SEC("tc")
+int bpfwall_egress(struct __sk_buff *skb)
+{
+	struct packet pkt = {};
+	int parsed;
+
+	parsed = parse_skb(skb, &pkt);
+	if (parsed == PARSE_NOT_IP) {
+		count(BPFWALL_CNT_NOT_IP, skb->len, 0);
+		return TCX_NEXT;
+	}
+	if (parsed == PARSE_MALFORMED) {
+		count(BPFWALL_CNT_MALFORMED, skb->len, 0);
+		return TCX_DROP;
+	}
+	return judge(&pkt, skb->ifindex, 0) == BPFWALL_ACT_ACCEPT ? TCX_NEXT : TCX_DROP;
 }

@@ -110,7 +110,7 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 }
 
 struct field_vectors {
-	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp;
+	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp, *ct;
 };
 
 /* AND of word i over every used field. Unused fields are constants false
@@ -135,6 +135,8 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 		acc &= v->flags[i];
 	if (fields & (1 << BPFWALL_F_ICMP))
 		acc &= v->icmp[i];
+	if (fields & (1 << BPFWALL_F_CT))
+		acc &= v->ct[i];
 	return acc;
 }
 
@@ -194,6 +196,9 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 			    (__u32)pkt->is_ipv6 << 16 | (__u32)pkt->icmp_type << 8 | pkt->icmp_code;
 		LOOKUP_FIELD(v.icmp, bitvector_of_slot(BPFWALL_ICMP_BASE + icmp));
 	}
+
+	if (fields & (1 << BPFWALL_F_CT))
+		LOOKUP_FIELD(v.ct, bitvector_of_slot(BPFWALL_CT_BASE + (pkt->ct_state & 3)));
 
 	/*
 	 * The array lookups above are cheap, the trie lookups below are not: when

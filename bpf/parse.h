@@ -65,9 +65,18 @@ struct packet {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 l2_multicast;
-	__u8 pad;
+	__u8 ct_state;	/* enum bpfwall_ct_state, set before classification */
 	__u8 saddr[16]; /* IPv4 uses the first 4 bytes */
 	__u8 daddr[16];
+	__u16 icmp_id; /* ICMP echo identifier */
+	/* The packet an ICMP error quotes (its first 8 L4 bytes at least). */
+	__u8 has_inner;
+	__u8 inner_proto;
+	__u16 inner_sport; /* the echo identifier for a quoted echo */
+	__u16 inner_dport;
+	__u8 inner_saddr[16];
+	__u8 inner_daddr[16];
+	__u32 rule; /* out: the deciding rule, or BPFWALL_NO_RULE */
 };
 
 static __always_inline int proto_has_ports(__u8 proto)
@@ -78,6 +87,60 @@ static __always_inline int proto_has_ports(__u8 proto)
 static __always_inline int proto_is_icmp(const struct packet *pkt)
 {
 	return pkt->is_ipv6 ? pkt->proto == IPPROTO_ICMPV6 : pkt->proto == IPPROTO_ICMP;
+}
+
+static __always_inline int icmp_is_echo(int is_ipv6, __u8 type)
+{
+	return is_ipv6 ? type == 128 || type == 129 : type == 8 || type == 0;
+}
+
+/* Errors that quote the packet they are about: destination unreachable,
+ * time exceeded, parameter problem, and (IPv6) packet too big. */
+static __always_inline int icmp_is_error(int is_ipv6, __u8 type)
+{
+	return is_ipv6 ? type >= 1 && type <= 4 : type == 3 || type == 11 || type == 12;
+}
+
+/*
+ * Reads the IP header and first 8 L4 bytes an ICMP error quotes. A quote that
+ * is cut short is not malformed (quotes may be truncated): the packet simply
+ * has no inner flow.
+ */
+static __always_inline void parse_icmp_quote(void *data, void *data_end, struct packet *pkt)
+{
+	__u32 off = pkt->l4_off + 8;
+	__u8 *l4;
+
+	if (pkt->is_ipv6) {
+		struct ipv6hdr *ip6 = data + off;
+
+		if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+			return;
+		__builtin_memcpy(pkt->inner_saddr, &ip6->saddr, 16);
+		__builtin_memcpy(pkt->inner_daddr, &ip6->daddr, 16);
+		pkt->inner_proto = ip6->nexthdr;
+		off += sizeof(*ip6);
+	} else {
+		struct iphdr *ip = data + off;
+
+		if ((void *)(ip + 1) > data_end || ip->version != 4 || ip->ihl < 5)
+			return;
+		__builtin_memcpy(pkt->inner_saddr, &ip->saddr, 4);
+		__builtin_memcpy(pkt->inner_daddr, &ip->daddr, 4);
+		pkt->inner_proto = ip->protocol;
+		off += ip->ihl * 4;
+	}
+	l4 = data + off;
+	if ((void *)(l4 + 8) > data_end || off + 8 > pkt->l3_end)
+		return;
+	if (proto_has_ports(pkt->inner_proto)) {
+		pkt->inner_sport = (__u16)l4[0] << 8 | l4[1];
+		pkt->inner_dport = (__u16)l4[2] << 8 | l4[3];
+	} else if (pkt->inner_proto == pkt->proto && icmp_is_echo(pkt->is_ipv6, l4[0])) {
+		pkt->inner_sport = (__u16)l4[4] << 8 | l4[5];
+		pkt->inner_dport = pkt->inner_sport;
+	}
+	pkt->has_inner = 1;
 }
 
 /*
@@ -120,6 +183,9 @@ static __always_inline int parse_l4(void *data, void *data_end, struct packet *p
 			return PARSE_MALFORMED;
 		pkt->icmp_type = icmp[0];
 		pkt->icmp_code = icmp[1];
+		pkt->icmp_id = (__u16)icmp[4] << 8 | icmp[5];
+		if (icmp_is_error(pkt->is_ipv6, icmp[0]))
+			parse_icmp_quote(data, data_end, pkt);
 	}
 	return PARSE_IP;
 }
@@ -216,23 +282,15 @@ upper:
 	return parse_l4(data, data_end, pkt);
 }
 
-/*
- * Fills pkt from the frame; returns enum parse_result. A global function: the
- * verifier walks its many paths once, instead of carrying each of them
- * through the rest of the program.
- */
-__noinline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
+/* Fills pkt from the frame of len bytes (data_end - data of them readable). */
+static __always_inline int parse_frame(void *data, void *data_end, __u32 len, struct packet *pkt)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	__be16 proto;
 	__u32 off;
 	int i;
 
-	if (!pkt)
-		return PARSE_MALFORMED;
-	pkt->len = data_end - data;
+	pkt->len = len;
 	if ((void *)(eth + 1) > data_end)
 		return PARSE_MALFORMED;
 	pkt->l2_multicast = eth->h_dest[0] & 1;
@@ -255,6 +313,40 @@ __noinline int parse_packet(struct xdp_md *ctx, struct packet *pkt)
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return parse_ipv6(data, data_end, pkt);
 	return PARSE_NOT_IP;
+}
+
+/*
+ * The parsers of the two hooks; returns enum parse_result. Global functions:
+ * the verifier walks their many paths once, instead of carrying each of them
+ * through the rest of the program.
+ */
+__noinline int parse_xdp(struct xdp_md *ctx, struct packet *pkt)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (!pkt)
+		return PARSE_MALFORMED;
+	return parse_frame(data, data_end, data_end - data, pkt);
+}
+
+/* Headers the skb parser wants in the linear area: Ethernet, two VLAN tags,
+ * IPv6 with a few extension headers, L4 and an ICMP quote. */
+#define SKB_PULL_LEN 256
+
+__noinline int parse_skb(struct __sk_buff *skb, struct packet *pkt)
+{
+	__u32 want = skb->len < SKB_PULL_LEN ? skb->len : SKB_PULL_LEN;
+	void *data, *data_end;
+
+	if (!pkt)
+		return PARSE_MALFORMED;
+	if (skb->data_end - skb->data < want)
+		bpf_skb_pull_data(skb, want);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	/* skb->len counts paged data too: what the IP length fields describe. */
+	return parse_frame(data, data_end, skb->len, pkt);
 }
 
 #endif

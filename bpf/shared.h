@@ -27,7 +27,8 @@ enum bpfwall_field {
 	BPFWALL_F_DPORT = 5,
 	BPFWALL_F_TCPFLAGS = 6,
 	BPFWALL_F_ICMP = 7,
-	BPFWALL_N_FIELDS = 8,
+	BPFWALL_F_CT = 8,
+	BPFWALL_N_FIELDS = 9,
 };
 
 /*
@@ -43,13 +44,15 @@ enum bpfwall_field {
 #define BPFWALL_TCPFLAGS_ABSENT 256
 #define BPFWALL_ICMP_SLOTS	131073 /* is_ipv6 << 16 | type << 8 | code */
 #define BPFWALL_ICMP_ABSENT	131072
+#define BPFWALL_CT_SLOTS	4 /* enum bpfwall_ct_state */
 
 #define BPFWALL_PROTO_BASE    0
 #define BPFWALL_SPORT_BASE    (BPFWALL_PROTO_BASE + BPFWALL_PROTO_SLOTS)
 #define BPFWALL_DPORT_BASE    (BPFWALL_SPORT_BASE + BPFWALL_PORT_SLOTS)
 #define BPFWALL_TCPFLAGS_BASE (BPFWALL_DPORT_BASE + BPFWALL_PORT_SLOTS)
 #define BPFWALL_ICMP_BASE     (BPFWALL_TCPFLAGS_BASE + BPFWALL_TCPFLAGS_SLOTS)
-#define BPFWALL_CLASS_SLOTS   (BPFWALL_ICMP_BASE + BPFWALL_ICMP_SLOTS)
+#define BPFWALL_CT_BASE	      (BPFWALL_ICMP_BASE + BPFWALL_ICMP_SLOTS)
+#define BPFWALL_CLASS_SLOTS   (BPFWALL_CT_BASE + BPFWALL_CT_SLOTS)
 
 enum bpfwall_action {
 	BPFWALL_ACT_ACCEPT = 0,
@@ -76,6 +79,73 @@ enum bpfwall_decision {
 	BPFWALL_BY_NOT_IP = 3,
 };
 
+/* Connection state of a packet, as nftables' ct state. */
+enum bpfwall_ct_state {
+	BPFWALL_CT_NEW = 0,
+	BPFWALL_CT_ESTABLISHED = 1,
+	BPFWALL_CT_RELATED = 2,
+	BPFWALL_CT_INVALID = 3,
+};
+
+/* TCP progress of a tracked flow (other protocols stay at OTHER). */
+enum bpfwall_ct_tcp {
+	BPFWALL_TCP_OTHER = 0,
+	BPFWALL_TCP_SYN_SENT = 1,
+	BPFWALL_TCP_SYN_RECV = 2,
+	BPFWALL_TCP_ESTABLISHED = 3,
+	BPFWALL_TCP_FIN = 4,	   /* one side sent FIN */
+	BPFWALL_TCP_TIME_WAIT = 5, /* both sides sent FIN */
+	BPFWALL_TCP_CLOSE = 6,	   /* RST seen */
+};
+
+enum bpfwall_ct_flag {
+	BPFWALL_CTF_ORIG_LO = 1, /* the opener is the key's "lo" side */
+	BPFWALL_CTF_SEEN_REPLY = 2,
+	BPFWALL_CTF_FIN_ORIG = 4,
+	BPFWALL_CTF_FIN_REPLY = 8,
+};
+
+/* Slots of the per-CPU ct_stats map, kept across generations. */
+enum bpfwall_ct_stat {
+	BPFWALL_CTS_CREATED = 0, /* entries inserted (not counting stale ones reused) */
+	BPFWALL_CTS_INVALID = 1, /* packets judged invalid */
+	BPFWALL_CTS_N = 2,
+};
+
+/* A flow in a direction-independent form: the (address, port) pairs are
+ * ordered, "lo" first. ICMP echo uses the identifier as both ports. */
+struct bpfwall_ct_key {
+	__u8 addr_lo[16];
+	__u8 addr_hi[16];
+	__u16 port_lo;
+	__u16 port_hi;
+	__u8 proto;
+	__u8 is_ipv6;
+	__u8 pad[2];
+};
+
+struct bpfwall_ct_entry {
+	__u64 created_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u64 last_seen_ns;
+	__u64 packets[2]; /* [0] from the opener, [1] replies */
+	__u64 bytes[2];
+	__u8 tcp_state; /* enum bpfwall_ct_tcp */
+	__u8 flags;	/* enum bpfwall_ct_flag */
+	__u8 pad[6];
+};
+
+/* Idle timeouts, seconds. */
+struct bpfwall_ct_timeouts {
+	__u32 tcp_syn;
+	__u32 tcp_established;
+	__u32 tcp_fin;
+	__u32 tcp_close;
+	__u32 udp;
+	__u32 udp_stream;
+	__u32 icmp;
+	__u32 generic;
+};
+
 /* Per-generation constants, in .rodata so the verifier prunes unused
  * fields and knows every loop bound. */
 struct bpfwall_config {
@@ -90,6 +160,9 @@ struct bpfwall_config {
 	 * their class is root_class[bit] and the lookup is skipped. */
 	__u32 trie_root_only;
 	__u32 root_class[4];
+	__u32 direction;  /* 0 ingress (XDP), 1 egress (tcx) */
+	__u32 ct_enabled; /* some rule matches ct: track flows */
+	struct bpfwall_ct_timeouts ct_timeouts;
 };
 
 struct bpfwall_lpm4_key {

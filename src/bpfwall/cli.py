@@ -18,6 +18,7 @@ from rich.live import Live
 from rich.table import Table
 
 from . import compiler, config, libbpf, names, netns, packets, reference, shared
+from . import conntrack as conntrack_mod
 from . import stats as stats_mod
 from .dataplane import Scope
 from .errors import BpfwallError, InputError, RuntimeFailure
@@ -165,10 +166,10 @@ def status(ns: str | None, as_json: bool) -> None:
         return
     out.print(f"rules: {st['rules_file']} ({st['rules']} rules, policy ingress "
               f"{st['policy']['ingress']}), generation {st['generation']}, applied {st['applied_at']}")
-    t = Table("interface", "mode", "program", "state")
+    t = Table("interface", "mode", "program", "egress (tcx)", "state")
     for i in st["interfaces"]:
         state = "attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
-        t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), state)
+        t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), "yes" if i["egress"] else "no", state)
     out.print(t)
     if not all(i["attached"] for i in st["interfaces"]):
         sys.exit(1)
@@ -205,18 +206,20 @@ def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interva
 
 
 def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -> Table:
-    t = Table("rule", "action", "packets", "bytes", *(["pps"] if prev else []),
+    t = Table("rule", "dir", "action", "packets", "bytes", *(["pps"] if prev else []),
               title=f"bpfwall on {', '.join(data['interfaces'])} (generation {data['generation']})")
-    old = {r["name"]: r["packets"] for r in prev["rules"]} if prev else {}
+    old = {(r["name"], r["direction"]): r["packets"] for r in prev["rules"]} if prev else {}
     for r in data["rules"]:
-        rate = [f"{(r['packets'] - old.get(r['name'], 0)) / dt:,.0f}"] if prev and dt else []
-        t.add_row(r["name"], r["action"], f"{r['packets']:,}", f"{r['bytes']:,}", *rate)
-    pol = data["policy"]["ingress"]
-    rate = []
-    if prev and dt:
-        rate = [f"{(pol['packets'] - prev['policy']['ingress']['packets']) / dt:,.0f}"]
-    t.add_row("(policy)", pol["action"], f"{pol['packets']:,}", f"{pol['bytes']:,}", *rate,
-              end_section=True)
+        before = old.get((r["name"], r["direction"]), 0)
+        rate = [f"{(r['packets'] - before) / dt:,.0f}"] if prev and dt else []
+        t.add_row(r["name"], r["direction"], r["action"], f"{r['packets']:,}", f"{r['bytes']:,}", *rate)
+    for direction in ("ingress", "egress"):
+        pol = data["policy"][direction]
+        rate = []
+        if prev and dt:
+            rate = [f"{(pol['packets'] - prev['policy'][direction]['packets']) / dt:,.0f}"]
+        t.add_row("(policy)", direction, pol["action"], f"{pol['packets']:,}", f"{pol['bytes']:,}", *rate,
+                  end_section=direction == "egress")
     d = data["drops"]
     t.caption = (f"drops: {d['rule']:,} by rules, {d['policy']:,} by policy, {d['malformed']:,} "
                  f"malformed; {data['rejects_sent']:,} rejects answered; "
@@ -269,7 +272,10 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
         with scope.open_generation(state) as gen:
             verdict, why, _ = gen.judge(frame, ifindex)
     rules = ruleset.ingress()
-    ref = reference.decide(ruleset, frame, iface)
+    ct = None
+    if ruleset.uses_ct():
+        ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
+    ref = reference.decide(ruleset, frame, iface, ct=ct, now=time.clock_gettime_ns(time.CLOCK_MONOTONIC))
     kernel_rule = rules[why.rule].name if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
     agree = verdict == ref.verdict and kernel_rule == ref_rule
@@ -278,6 +284,8 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
         "rule": kernel_rule,
         "decided_by": ["rule", "policy", "malformed", "not_ip"][why.decision],
         "action": {v: k for k, v in shared.ACTIONS.items()}.get(why.action),
+        "ct_state": None if ref.ct_state is None or ct is None else
+        {v: k for k, v in shared.CT_STATES.items()}[ref.ct_state],
         "reference": {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": ref_rule,
                       "decided_by": ref.kind},
         "agree": agree,
@@ -294,6 +302,31 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
                   f"{'' if agree else '  [red]DISAGREES[/red]'}")
     if not agree:
         sys.exit(1)
+
+
+@main.command()
+@netns_option
+@json_option
+@handle_errors
+def conntrack(ns: str | None, as_json: bool) -> None:
+    """The tracked connections: opener first, state, age, idle time, packets each way."""
+    data = conntrack_mod.flows(Scope(ns))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data["tracking"]:
+        out.print("connection tracking is off: no rule of the applied file matches 'ct'")
+        return
+    t = Table("proto", "from", "to", "state", "age s", "idle s", "packets", "bytes",
+              title=f"{data['live']} live flows ({data['entries']} entries of {data['max_entries']})")
+    for f in data["flows"]:
+        fmt = "[{}]:{}" if f["family"] == 6 else "{}:{}"
+        t.add_row(f["proto"], fmt.format(f["src"], f["sport"]), fmt.format(f["dst"], f["dport"]), f["state"],
+                  f"{f['age']:.0f}", f"{f['idle']:.0f}", "{} / {}".format(*f["packets"]),
+                  "{} / {}".format(*f["bytes"]))
+    t.caption = (f"created {data['created']}, evicted when full {data['evicted']}, "
+                 f"invalid packets {data['invalid_packets']}; packets and bytes: opener / replies")
+    out.print(t)
 
 
 @main.command()

@@ -31,6 +31,8 @@ class Compiled:
     n_words: int
     n_summary: int
     fields_used: set[int] = field(default_factory=set)
+    direction: str = "ingress"
+    ct_max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
 
     @property
     def n_classes(self) -> int:
@@ -94,6 +96,8 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
     array_field(shared.F_DPORT, shared.DPORT_BASE, shared.PORT_SLOTS, lambda r: r.dport)
     array_field(shared.F_TCPFLAGS, shared.TCPFLAGS_BASE, shared.TCPFLAGS_SLOTS, _tcp_flag_intervals)
     array_field(shared.F_ICMP, shared.ICMP_BASE, shared.ICMP_SLOTS, _icmp_intervals)
+    array_field(shared.F_CT, shared.CT_BASE, shared.CT_SLOTS,
+                lambda r: None if r.ct is None else [(st, st) for st in r.ct])
 
     tries: dict[str, list[tuple[Network, int]]] = {}
     for fid, key in ((shared.F_SRC, "src"), (shared.F_DST, "dst")):
@@ -138,7 +142,12 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         policy_ingress=shared.ACTIONS[ruleset.policy["ingress"]],
         policy_egress=shared.ACTIONS[ruleset.policy["egress"]],
         iface_default_class=iface_default,
+        direction=shared.DIRECTIONS[direction],
+        ct_enabled=ruleset.uses_ct(),
     )
+    timeouts = {**shared.CT_TIMEOUT_DEFAULTS, **ruleset.conntrack.get("timeouts", {})}
+    for name, _ in shared.CtTimeouts._fields_:
+        setattr(cfg.ct_timeouts, name, timeouts[name])
     for bit, name in enumerate(shared.TRIES):
         entries = tries[name]
         if len(entries) == 1:  # only the /0 root: every address has its class
@@ -147,7 +156,10 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
     return Compiled(
         rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
         iface_classes=iface_classes, actions=[shared.ACTIONS[r.action] for r in rules],
-        n_words=n_words, n_summary=n_summary, fields_used=used,
+        n_words=n_words, n_summary=n_summary, fields_used=used, direction=direction,
+        # An LRU table is allocated whole: keep the unused one tiny.
+        ct_max_entries=(ruleset.conntrack.get("max_entries", shared.CT_MAX_ENTRIES_DEFAULT)
+                        if ruleset.uses_ct() else 64),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import names, yamlsrc
+from . import names, shared, yamlsrc
 from .errors import InputError
 from .ruleset import IcmpMatch, Network, PortRange, Rule, Ruleset
 
@@ -40,7 +40,7 @@ class PolicyModel(_Strict):
 
 
 class ConntrackModel(_Strict):
-    max_entries: int = 262144
+    max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
     timeouts: dict[str, Any] = {}
 
 
@@ -75,7 +75,6 @@ class FileModel(_Strict):
 
 # Keys of the rule language that later work brings to the data plane.
 NOT_YET = {
-    "ct": "connection tracking (ct) is not implemented yet",
     "log": "packet logging (log) is not implemented yet",
     "limit": "rate limits (limit) are not implemented yet",
     "ban_for": "bans (ban_for) are not implemented yet",
@@ -181,18 +180,38 @@ class _Normaliser:
             if rule is not None:
                 rules.append(rule)
         policy = (m.policy or PolicyModel()).model_dump()
-        if policy["ingress"] == "drop":
-            rules.append(Rule(
-                name=ESSENTIAL_RULE, action="accept", protos=frozenset({names.ICMPV6}),
-                icmp=tuple(IcmpMatch(6, t, None) for t in names.ESSENTIAL_ICMPV6_TYPES),
-                implicit=True,
-            ))
+        for direction in ("ingress", "egress"):
+            if policy[direction] == "drop":
+                rules.append(Rule(
+                    name=ESSENTIAL_RULE, action="accept", direction=direction,
+                    protos=frozenset({names.ICMPV6}),
+                    icmp=tuple(IcmpMatch(6, t, None) for t in names.ESSENTIAL_ICMPV6_TYPES),
+                    implicit=True,
+                ))
+        conntrack = self._conntrack(m.conntrack or ConntrackModel())
         sets_meta = {
             n: {"type": s.type, "size": len(self.cidr_sets.get(n) or self.port_sets.get(n) or [])}
             for n, s in m.sets.items()
         }
         return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
-                       sets=sets_meta, source=os.path.abspath(self.filename))
+                       sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack)
+
+    def _conntrack(self, c: ConntrackModel) -> dict[str, Any]:
+        path = ("conntrack",)
+        if not 1024 <= c.max_entries <= 1 << 24:
+            self.p.add(path + ("max_entries",), f"{c.max_entries} is out of range (1024-16777216)")
+        timeouts = dict(shared.CT_TIMEOUT_DEFAULTS)
+        for key, value in c.timeouts.items():
+            where = path + ("timeouts", key)
+            if key not in timeouts:
+                self.p.add(where, f"unknown timeout (known: {', '.join(timeouts)})")
+                continue
+            secs, err = parse_duration(value)
+            if err:
+                self.p.add(where, err)
+            else:
+                timeouts[key] = secs
+        return {"max_entries": c.max_entries, "timeouts": timeouts}
 
     # --- sets ----------------------------------------------------------------------------
 
@@ -246,8 +265,6 @@ class _Normaliser:
                 self.p.add(path + (key,), why)
         if rm.action == "ban":
             self.p.add(path + ("action",), "action ban is not implemented yet")
-        if rm.direction == "egress":
-            self.p.add(path + ("direction",), "egress rules are not implemented yet")
 
         interfaces = None
         if rm.interfaces is not None:
@@ -272,13 +289,28 @@ class _Normaliser:
         dport = self._ports(rm.dport, path + ("dport",), protos, used_sets)
         tcp_flags = self._tcp_flags(rm.tcp_flags, path + ("tcp_flags",), protos)
         icmp = self._icmp(rm, path, protos, families)
+        ct = self._ct(rm.ct, path + ("ct",))
         if len(self.p.items) > before:
             return None
         return Rule(
             name=rm.name, action=rm.action, direction=rm.direction, line=self.p.line_of(path),
             interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
-            sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, sets=tuple(used_sets),
+            sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets),
         )
+
+    def _ct(self, value: Any, path: yamlsrc.Path) -> frozenset[int] | None:
+        if value is None:
+            return None
+        items = value if isinstance(value, list) else [value]
+        out = set()
+        for item in items:
+            if isinstance(item, str) and item.lower() in shared.CT_STATES:
+                out.add(shared.CT_STATES[item.lower()])
+            else:
+                self.p.add(path, f"unknown connection state {item!r} (known: {', '.join(shared.CT_STATES)})")
+        if not items:
+            self.p.add(path, "empty list")
+        return frozenset(out)
 
     def _names(self, value: Any, path: yamlsrc.Path) -> list[str]:
         items = value if isinstance(value, list) else [value]
@@ -454,6 +486,23 @@ def parse_cidr(value: Any) -> tuple[Network | None, str | None]:
     except ValueError:
         return None, f"'{value}' is not an address or CIDR"
     return None, f"'{value}' has host bits set (did you mean {loose}?)"
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: Any) -> tuple[int | None, str | None]:
+    """Seconds from 30, '30s', '10m', '1h', '5d' (at least 1 s, at most 2^32-1 s)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        secs = value
+    elif isinstance(value, str) and re.fullmatch(r"\d+[smhd]", value.strip()):
+        v = value.strip()
+        secs = int(v[:-1]) * DURATION_UNITS[v[-1]]
+    else:
+        return None, f"{value!r} is not a duration (30, 30s, 10m, 1h, 5d)"
+    if not 1 <= secs < 1 << 32:
+        return None, f"duration {value} is out of range"
+    return secs, None
 
 
 def parse_port_range(value: Any) -> tuple[PortRange | None, str | None]:

@@ -27,7 +27,7 @@ from typing import Any
 from . import libbpf, netns
 from .compiler import Compiled, compile_ruleset
 from .errors import RuntimeFailure
-from .generation import Generation
+from .generation import CT_MAPS, Generation
 from .ruleset import Ruleset
 
 PIN_ROOT = "/sys/fs/bpf/bpfwall"
@@ -120,12 +120,46 @@ class Scope:
     def gen_dir(self, n: int) -> str:
         return os.path.join(self.pin_dir, f"gen-{n}")
 
-    def link_pin(self, ifname: str) -> str:
-        return os.path.join(self.pin_dir, f"link-{ifname}")
+    def link_pin(self, ifname: str, direction: str = "ingress") -> str:
+        return os.path.join(self.pin_dir, f"{'link' if direction == 'ingress' else 'tcx'}-{ifname}")
 
-    def open_generation(self, state: State | None = None) -> Generation:
+    def open_generation(self, state: State | None = None, direction: str = "ingress") -> Generation:
         state = state or self.require_state()
-        return Generation.open_pinned(self.gen_dir(state.generation))
+        return Generation.open_pinned(os.path.join(self.gen_dir(state.generation), direction))
+
+    def has_direction(self, state: State, direction: str) -> bool:
+        return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
+
+    def open_ct_maps(self) -> dict[str, int] | None:
+        """fds of the pinned connection table, or None when there is none."""
+        paths = {name: os.path.join(self.pin_dir, name) for name in CT_MAPS}
+        if not all(os.path.exists(p) for p in paths.values()):
+            return None
+        return {name: libbpf.obj_get(p) for name, p in paths.items()}
+
+    def _drop_ct_maps(self) -> None:
+        for name in CT_MAPS:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.pin_dir, name))
+
+    def _ct_maps_for(self, compiled: Compiled, uses_ct: bool, report: ApplyReport) -> dict[str, int] | None:
+        """The pinned connection table to share, if it fits; else None (the first generation
+        loaded creates one, which apply then pins)."""
+        fds = self.open_ct_maps()
+        if fds is None or not uses_ct:
+            if fds:
+                for fd in fds.values():
+                    os.close(fd)
+            return None
+        size = libbpf.map_info(fds["conntrack"]).max_entries
+        if size != compiled.ct_max_entries:
+            for fd in fds.values():
+                os.close(fd)
+            report.notes.append(f"connection table resized from {size} to {compiled.ct_max_entries} "
+                                "entries: tracked connections are forgotten")
+            self._drop_ct_maps()
+            return None
+        return fds
 
     # --- apply -------------------------------------------------------------------------------
 
@@ -148,9 +182,10 @@ class Scope:
                     targets[name] = netns.ifindex(name, self.ns)
                 except RuntimeFailure:
                     report.notes.append(f"{name}: interface is gone; forgetting it")
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self.link_pin(name))
-            rule_ifaces = {n for r in compiled.rules for n in (r.interfaces or ())}
+                    for direction in ("ingress", "egress"):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self.link_pin(name, direction))
+            rule_ifaces = {n for r in ruleset.rules for n in (r.interfaces or ())}
             known = {}
             for name in sorted(rule_ifaces):
                 try:
@@ -159,19 +194,30 @@ class Scope:
                     report.notes.append(f"rules name interface '{name}', which does not exist here")
 
             t0 = time.monotonic()
-            gen = Generation.load(compiled, known)
-            report.load_seconds = time.monotonic() - t0
+            uses_ct = ruleset.uses_ct()
+            ct_fds = self._ct_maps_for(compiled, uses_ct, report)
+            gens: dict[str, Generation] = {}
             new_n = old.generation + 1
             new_dir = self.gen_dir(new_n)
-            swapped: list[tuple[int, str]] = []  # (link fd, ifname) already on the new generation
+            swapped: list[tuple[int, str]] = []  # (link fd, direction) already on the new generation
             try:
+                gens["ingress"] = Generation.load(compiled, known, ct_fds)
+                if uses_ct and ct_fds is None:  # the first table of this scope: pin it
+                    os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+                    for name in CT_MAPS:
+                        libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
+                    ct_fds = self.open_ct_maps()
+                if ruleset.needs_egress():
+                    gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), known, ct_fds)
+                report.load_seconds = time.monotonic() - t0
                 shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
-                gen.pin(new_dir)
+                for direction, gen in gens.items():
+                    gen.pin(os.path.join(new_dir, direction))
                 state = State(netns=self.ns, generation=new_n, ruleset=ruleset.to_json(),
                               applied_at=time.time())
                 for name, ifindex in targets.items():
                     state.interfaces[name] = self._attach(
-                        gen, name, ifindex, old.interfaces.get(name), mode, swapped, report)
+                        gens, name, ifindex, old.interfaces.get(name), mode, swapped, report)
                 self._write_state(state)
             except BaseException:
                 self._roll_back(old, swapped)
@@ -180,7 +226,12 @@ class Scope:
             finally:
                 for fd, _ in swapped:
                     os.close(fd)
-                gen.close()
+                for gen in gens.values():
+                    gen.close()
+                for fd in (ct_fds or {}).values():
+                    os.close(fd)  # ours: libbpf keeps its own duplicates
+            if not uses_ct:
+                self._drop_ct_maps()
             for entry in os.listdir(self.pin_dir):
                 if entry.startswith("gen-") and entry != f"gen-{new_n}":
                     shutil.rmtree(os.path.join(self.pin_dir, entry), ignore_errors=True)
@@ -188,26 +239,70 @@ class Scope:
         report.interfaces = state.interfaces
         return report
 
-    def _attach(self, gen: Generation, name: str, ifindex: int, old: dict[str, Any] | None,
+    def _attach(self, gens: dict[str, Generation], name: str, ifindex: int, old: dict[str, Any] | None,
                 mode: str, swapped: list[tuple[int, str]], report: ApplyReport) -> dict[str, Any]:
-        pin = self.link_pin(name)
-        if os.path.exists(pin):
-            fd = libbpf.obj_get(pin)
-            info = libbpf.link_info(fd)
-            if info.ifindex == ifindex:
-                have = (old or {}).get("mode", "native")
-                if mode not in ("auto", have):
-                    os.close(fd)
-                    raise RuntimeFailure(
-                        f"{name} is attached in {have} mode; run 'bpfwall down -i {name}' first "
-                        f"to change to {mode} (it leaves the interface open meanwhile)")
-                libbpf.link_update(fd, gen.prog_fd)
-                swapped.append((fd, name))
-                report.swapped.append(name)
-                return {"ifindex": ifindex, "mode": have}
-            # The interface was deleted or recreated: the link is dead.
+        """Puts the new generation on one interface: XDP always, tcx egress when there is one."""
+        info = {"ifindex": ifindex, "mode": self._attach_xdp(gens["ingress"], name, ifindex, old, mode,
+                                                             swapped, report)}
+        egress = gens.get("egress")
+        pin = self.link_pin(name, "egress")
+        if egress is None:
+            self._detach(pin)  # the new rule set has nothing to do on egress
+            info["egress"] = False
+            return info
+        fd = self._live_link(pin, ifindex)
+        if fd is not None:
+            libbpf.link_update(fd, egress.prog_fd)
+            swapped.append((fd, "egress"))
+        else:
+            fd = libbpf.link_create(egress.prog_fd, ifindex, libbpf.BPF_TCX_EGRESS)
+            try:
+                libbpf.obj_pin(fd, pin)
+            finally:
+                os.close(fd)
+        info["egress"] = True
+        return info
+
+    def _live_link(self, pin: str, ifindex: int) -> int | None:
+        """An fd of the pinned link if it is attached to ifindex; a dead pin is removed."""
+        if not os.path.exists(pin):
+            return None
+        fd = libbpf.obj_get(pin)
+        if libbpf.link_info(fd).ifindex == ifindex:
+            return fd
+        # The interface was deleted or recreated: the link is dead.
+        os.close(fd)
+        os.unlink(pin)
+        return None
+
+    @staticmethod
+    def _detach(pin: str) -> bool:
+        if not os.path.exists(pin):
+            return False
+        fd = libbpf.obj_get(pin)
+        try:
+            with contextlib.suppress(libbpf.BpfError):
+                libbpf.link_detach(fd)
+        finally:
             os.close(fd)
-            os.unlink(pin)
+        os.unlink(pin)
+        return True
+
+    def _attach_xdp(self, gen: Generation, name: str, ifindex: int, old: dict[str, Any] | None,
+                    mode: str, swapped: list[tuple[int, str]], report: ApplyReport) -> str:
+        pin = self.link_pin(name)
+        fd = self._live_link(pin, ifindex)
+        if fd is not None:
+            have = (old or {}).get("mode", "native")
+            if mode not in ("auto", have):
+                os.close(fd)
+                raise RuntimeFailure(
+                    f"{name} is attached in {have} mode; run 'bpfwall down -i {name}' first "
+                    f"to change to {mode} (it leaves the interface open meanwhile)")
+            libbpf.link_update(fd, gen.prog_fd)
+            swapped.append((fd, "ingress"))
+            report.swapped.append(name)
+            return have
         tries = ["native", "generic"] if mode == "auto" else [mode]
         for i, m in enumerate(tries):
             try:
@@ -226,20 +321,22 @@ class Scope:
         finally:
             os.close(fd)
         report.attached.append(name)
-        return {"ifindex": ifindex, "mode": m}
+        return m
 
     def _roll_back(self, old: State, swapped: list[tuple[int, str]]) -> None:
         """Points links that already took the new generation back at the old one."""
         if not swapped or not old.interfaces:
             return
-        try:
-            prev = Generation.open_pinned(self.gen_dir(old.generation))
-        except RuntimeFailure:
-            return
-        with prev:
-            for fd, _ in swapped:
-                with contextlib.suppress(libbpf.BpfError):
-                    libbpf.link_update(fd, prev.prog_fd)
+        for direction in ("ingress", "egress"):
+            try:
+                prev = self.open_generation(old, direction)
+            except RuntimeFailure:
+                continue
+            with prev:
+                for fd, d in swapped:
+                    if d == direction:
+                        with contextlib.suppress(libbpf.BpfError):
+                            libbpf.link_update(fd, prev.prog_fd)
 
     # --- down --------------------------------------------------------------------------------
 
@@ -251,18 +348,12 @@ class Scope:
             state = self.read_state() or State(netns=self.ns)
             names = list(interfaces) if interfaces else list(state.interfaces)
             if not interfaces and os.path.isdir(self.pin_dir):
-                names += [e[5:] for e in os.listdir(self.pin_dir)
-                          if e.startswith("link-") and e[5:] not in names]
+                names += [e.split("-", 1)[1] for e in os.listdir(self.pin_dir)
+                          if e.startswith(("link-", "tcx-")) and e.split("-", 1)[1] not in names]
             for name in names:
-                pin = self.link_pin(name)
-                if os.path.exists(pin):
-                    fd = libbpf.obj_get(pin)
-                    try:
-                        with contextlib.suppress(libbpf.BpfError):
-                            libbpf.link_detach(fd)
-                    finally:
-                        os.close(fd)
-                    os.unlink(pin)
+                detached = self._detach(self.link_pin(name))
+                self._detach(self.link_pin(name, "egress"))
+                if detached:
                     removed.append(name)
                 state.interfaces.pop(name, None)
             if state.interfaces:
@@ -292,7 +383,8 @@ class Scope:
             interfaces=[],
         )
         for name, info in state.interfaces.items():
-            entry = {"name": name, "ifindex": info["ifindex"], "mode": info["mode"]}
+            entry = {"name": name, "ifindex": info["ifindex"], "mode": info["mode"],
+                     "egress": info.get("egress", False)}
             pin = self.link_pin(name)
             try:
                 fd = libbpf.obj_get(pin)

@@ -15,8 +15,10 @@ from .compiler import Compiled
 from .errors import RuntimeFailure
 from .ruleset import Network
 
-PROGRAM = "bpfwall_ingress"
+PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
 PINNED_MAPS = ("counters",)
+# Maps of the scope, not of a generation: one table for both directions, kept across applies.
+CT_MAPS = ("conntrack", "ct_stats")
 
 
 def object_path() -> str:
@@ -30,7 +32,9 @@ def object_path() -> str:
 
 
 class Generation:
-    def __init__(self, prog_fd: int, map_fds: dict[str, int], obj: libbpf.BpfObject | None = None):
+    def __init__(self, prog_fd: int, map_fds: dict[str, int], obj: libbpf.BpfObject | None = None,
+                 direction: str = "ingress"):
+        self.direction = direction
         self.prog_fd = prog_fd
         self.map_fds = map_fds
         self._obj = obj
@@ -39,14 +43,22 @@ class Generation:
     # --- loading ---------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None) -> Generation:
-        """Loads the object sized for `compiled` and fills its tables.
+    def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
+             ct_fds: dict[str, int] | None = None) -> Generation:
+        """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
         in the namespace the program will run in; names absent from it never match.
+        ct_fds are the scope's connection table maps to share; without them the
+        generation gets tables of its own (map_fds has them, for pinning).
         """
         obj = libbpf.BpfObject(object_path())
         try:
+            for direction, prog in PROGRAMS.items():
+                obj.set_autoload(prog, direction == compiled.direction)
+            obj.set_max_entries("conntrack", compiled.ct_max_entries)
+            for name, fd in (ct_fds or {}).items():
+                obj.reuse_map(name, fd)
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
@@ -58,9 +70,9 @@ class Generation:
             except libbpf.BpfError as exc:
                 tail = "\n".join(exc.log.strip().splitlines()[-12:])
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
-            gen = cls(obj.prog_fd(PROGRAM), {}, obj)
+            gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "src4", "src6", "dst4", "dst6", "iface_class",
-                         "rule_action", "counters"):
+                         "rule_action", "counters", *CT_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             return gen
@@ -105,12 +117,13 @@ class Generation:
 
     @classmethod
     def open_pinned(cls, directory: str) -> Generation:
+        direction = os.path.basename(directory)
         try:
             prog_fd = libbpf.obj_get(os.path.join(directory, "prog"))
             maps = {name: libbpf.obj_get(os.path.join(directory, name)) for name in PINNED_MAPS}
         except libbpf.BpfError as exc:
             raise RuntimeFailure(f"the pinned data plane in {directory} is unreadable: {exc}") from None
-        return cls(prog_fd, maps)
+        return cls(prog_fd, maps, direction=direction)
 
     def close(self) -> None:
         if self._obj is not None:
@@ -146,7 +159,14 @@ class Generation:
         return out
 
     def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
-        """Runs packet as traffic (it is counted): (XDP verdict, frame out, mean ns per run)."""
+        """Runs packet as traffic (it is counted): (verdict, frame out, mean ns per run).
+
+        Ingress returns the XDP verdict; egress the tcx one (-1 next/pass, 2 drop)
+        and no frame.
+        """
+        if self.direction == "egress":
+            verdict, ns = libbpf.test_run_skb(self.prog_fd, packet, repeat)
+            return verdict, b"", ns
         verdict, _, out, ns = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
         return verdict, out, ns
 

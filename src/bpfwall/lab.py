@@ -77,6 +77,17 @@ class Lab:
             self._peer_link = libbpf.link_create(
                 self._peer_obj.prog_fd("xdp_pass_peer"), netns.ifindex(self.client_if),
                 libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
+        self._warm_up()
+
+    def _warm_up(self, deadline_s: float = 5.0) -> None:
+        """Resolves neighbours both ways, IPv4 and IPv6, so that the first probe of a test
+        does not wait on neighbour discovery (about a second on a fresh IPv6 link)."""
+        deadline = time.monotonic() + deadline_s
+        for frm in ("client", "server"):
+            for v6 in (False, True):
+                while self.ping(v6, timeout=0.3, frm=frm) != "answered":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"lab: no {'IPv6' if v6 else 'IPv4'} ping from the {frm} side")
 
     def close(self) -> None:
         self._stop.set()
@@ -106,13 +117,27 @@ class Lab:
     def server_addr(v6: bool) -> str:
         return SERVER_V6 if v6 else SERVER_V4
 
+    def _side(self, on: str) -> tuple[str, str, str]:
+        """(namespace, own address v4, own address v6) of 'server' or 'client'."""
+        if on == "server":
+            return self.server_ns, SERVER_V4, SERVER_V6
+        return self.client_ns, CLIENT_V4, CLIENT_V6
+
+    def _peer(self, frm: str, v6: bool) -> tuple[str, str]:
+        """(namespace to send from, address of the other side)."""
+        ns = self._side(frm)[0]
+        _, v4, v6addr = self._side("server" if frm == "client" else "client")
+        return ns, v6addr if v6 else v4
+
     # --- servers on the server side ------------------------------------------------------------
 
-    def tcp_server(self, port: int, v6: bool = False) -> None:
-        """Accepts connections on port and closes them after a greeting."""
-        s = self._socket(self.server_ns, socket.SOCK_STREAM, v6)
+    def tcp_server(self, port: int, v6: bool = False, on: str = "server") -> None:
+        """Accepts connections on port (of the server side, or the client side) and closes
+        them after a greeting."""
+        ns, a4, a6 = self._side(on)
+        s = self._socket(ns, socket.SOCK_STREAM, v6)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.server_addr(v6), port))
+        s.bind((a6 if v6 else a4, port))
         s.listen(64)
         s.settimeout(0.2)
         self._servers.append(s)
@@ -128,10 +153,11 @@ class Lab:
                 conn.sendall(b"hello\n")
                 conn.close()
 
-    def udp_server(self, port: int, v6: bool = False) -> None:
+    def udp_server(self, port: int, v6: bool = False, on: str = "server") -> None:
         """Echoes every datagram on port."""
-        s = self._socket(self.server_ns, socket.SOCK_DGRAM, v6)
-        s.bind((self.server_addr(v6), port))
+        ns, a4, a6 = self._side(on)
+        s = self._socket(ns, socket.SOCK_DGRAM, v6)
+        s.bind((a6 if v6 else a4, port))
         s.settimeout(0.2)
         self._servers.append(s)
         threading.Thread(target=self._echo_loop, args=(s,), daemon=True).start()
@@ -146,12 +172,13 @@ class Lab:
 
     # --- clients on the client side ------------------------------------------------------------
 
-    def tcp_connect(self, port: int, v6: bool = False, timeout: float = 1.0) -> str:
+    def tcp_connect(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
         """'open', 'refused' (an RST came back) or 'timeout' (nothing came back)."""
-        s = self._socket(self.client_ns, socket.SOCK_STREAM, v6)
+        ns, addr = self._peer(frm, v6)
+        s = self._socket(ns, socket.SOCK_STREAM, v6)
         s.settimeout(timeout)
         try:
-            s.connect((self.server_addr(v6), port))
+            s.connect((addr, port))
             return "open"
         except ConnectionRefusedError:
             return "refused"
@@ -160,12 +187,13 @@ class Lab:
         finally:
             s.close()
 
-    def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0) -> str:
+    def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
         """'answered', 'refused' (ICMP port unreachable came back) or 'timeout'."""
-        s = self._socket(self.client_ns, socket.SOCK_DGRAM, v6)
+        ns, addr = self._peer(frm, v6)
+        s = self._socket(ns, socket.SOCK_DGRAM, v6)
         s.settimeout(timeout)
         try:
-            s.connect((self.server_addr(v6), port))
+            s.connect((addr, port))
             s.send(b"ping")
             s.recv(2048)
             return "answered"
@@ -176,10 +204,11 @@ class Lab:
         finally:
             s.close()
 
-    def ping(self, v6: bool = False, timeout: float = 1.0) -> str:
-        """One ICMP echo from client to server: 'answered' or 'timeout'."""
+    def ping(self, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
+        """One ICMP echo to the other side: 'answered' or 'timeout'."""
         proto, req, rep = (socket.IPPROTO_ICMPV6, 128, 129) if v6 else (socket.IPPROTO_ICMP, 8, 0)
-        s = self._socket(self.client_ns, socket.SOCK_RAW, v6, proto)
+        ns, addr = self._peer(frm, v6)
+        s = self._socket(ns, socket.SOCK_RAW, v6, proto)
         ident = os.getpid() & 0xFFFF
         seq = int(time.monotonic() * 1000) & 0xFFFF
         msg = struct.pack("!BBHHH", req, 0, 0, ident, seq) + b"bpfwall"
@@ -187,7 +216,7 @@ class Lab:
             msg = msg[:2] + struct.pack("!H", packets.checksum(msg)) + msg[4:]
         deadline = time.monotonic() + timeout
         try:
-            s.sendto(msg, (self.server_addr(v6), 0))
+            s.sendto(msg, (addr, 0))
             while (left := deadline - time.monotonic()) > 0:
                 ready, _, _ = select.select([s], [], [], left)
                 if not ready:

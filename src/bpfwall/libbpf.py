@@ -179,6 +179,8 @@ _map_set_max_entries = _fn("bpf_map__set_max_entries", c_int, [c_void_p, c_uint3
 _map_set_value_size = _fn("bpf_map__set_value_size", c_int, [c_void_p, c_uint32])
 _map_set_initial_value = _fn("bpf_map__set_initial_value", c_int, [c_void_p, c_void_p, c_size_t])
 _map_fd = _fn("bpf_map__fd", c_int, [c_void_p])
+_map_reuse_fd = _fn("bpf_map__reuse_fd", c_int, [c_void_p, c_int])
+_prog_set_autoload = _fn("bpf_program__set_autoload", c_int, [c_void_p, ctypes.c_bool])
 _prog_fd = _fn("bpf_program__fd", c_int, [c_void_p])
 _obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
 _obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
@@ -239,6 +241,16 @@ class BpfObject:
     def set_initial_value(self, name: str, data: bytes) -> None:
         buf = ctypes.create_string_buffer(data, len(data))
         _check(f"set initial value of {name}", _map_set_initial_value(self._map(name), buf, len(data)))
+
+    def reuse_map(self, name: str, fd: int) -> None:
+        """Makes the object use an existing map (a pinned one) instead of creating its own."""
+        _check(f"reuse map {name}", _map_reuse_fd(self._map(name), fd))
+
+    def set_autoload(self, prog: str, load: bool) -> None:
+        p = _find_prog(self._ptr, prog.encode())
+        if not p:
+            raise KeyError(f"BPF object has no program {prog!r}")
+        _check(f"set autoload of {prog}", _prog_set_autoload(p, load))
 
     def load(self) -> None:
         ret = _obj_load(self._ptr)
@@ -341,6 +353,18 @@ def map_lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: i
     return n.value
 
 
+def map_lookup_batch_from(fd: int, in_batch, out_batch, keys: ctypes.Array, values: ctypes.Array,
+                          count: int) -> int:
+    """One step of a batched walk of a hash map: up to count elements after in_batch
+    (None: from the start); out_batch receives the position to continue from."""
+    opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
+    n = c_uint32(count)
+    ret = _lookup_batch(fd, in_batch, out_batch, keys, values, byref(n), byref(opts))
+    if ret < 0 and ctypes.get_errno() != errno.ENOENT:
+        raise BpfError("map lookup_batch", ctypes.get_errno())
+    return n.value
+
+
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:
     opts = LinkCreateOpts(sz=sizeof(LinkCreateOpts), flags=flags)
     return _check("bpf_link_create", _link_create(prog_fd, target, attach_type, byref(opts)))
@@ -367,6 +391,27 @@ def prog_info(fd: int) -> ProgInfo:
     info = ProgInfo()
     n = c_uint32(sizeof(info))
     _check("prog info", _get_info(fd, byref(info), byref(n)))
+    return info
+
+
+class MapInfo(Structure):
+    """The head of struct bpf_map_info."""
+
+    _fields_ = [
+        ("type", c_uint32),
+        ("id", c_uint32),
+        ("key_size", c_uint32),
+        ("value_size", c_uint32),
+        ("max_entries", c_uint32),
+        ("map_flags", c_uint32),
+        ("name", c_char * 16),
+    ]
+
+
+def map_info(fd: int) -> MapInfo:
+    info = MapInfo()
+    n = c_uint32(sizeof(info))
+    _check("map info", _get_info(fd, byref(info), byref(n)))
     return info
 
 
@@ -399,6 +444,22 @@ def test_run_xdp(
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
     raw = out.raw[: opts.data_size_out]
     return opts.retval, raw[: len(meta)], raw[len(meta) :], opts.duration
+
+
+def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int]:
+    """BPF_PROG_TEST_RUN of a tc program: returns (verdict as a signed int, mean ns per run)."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    out = ctypes.create_string_buffer(len(packet) + 512)
+    opts = TestRunOpts(
+        sz=sizeof(TestRunOpts),
+        data_in=ctypes.cast(data_in, c_void_p),
+        data_size_in=len(packet),
+        data_out=ctypes.cast(out, c_void_p),
+        data_size_out=len(out),
+        repeat=repeat,
+    )
+    _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
+    return ctypes.c_int32(opts.retval).value, opts.duration
 
 
 def close(fd: int) -> None:

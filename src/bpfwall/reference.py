@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import names
+from . import names, shared
 from .ruleset import Rule, Ruleset
 
 MAX_VLAN_TAGS = 2
@@ -21,6 +21,9 @@ IPV6_EXT = {0, 43, 44, 60, 51, 135}  # hop-by-hop, routing, fragment, dest opts,
 
 # XDP verdicts, as the program returns them
 DROP, PASS, TX = 1, 2, 3
+# tcx verdicts of the egress program
+TCX_NEXT, TCX_DROP = -1, 2
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 
 
 @dataclass
@@ -39,6 +42,9 @@ class Packet:
     tcp_flags: int = 0
     icmp_type: int = 0
     icmp_code: int = 0
+    icmp_id: int = 0
+    frame_len: int = 0
+    inner: tuple | None = None  # (proto, src bytes, sport, dst bytes, dport) an ICMP error quotes
 
     @property
     def family(self) -> int:
@@ -55,6 +61,14 @@ class Malformed(Exception):
 
 class NotIp(Exception):
     """ARP and other non-IP traffic: always passed."""
+
+
+def icmp_is_echo(is_ipv6: bool, icmp_type: int) -> bool:
+    return icmp_type in ((128, 129) if is_ipv6 else (8, 0))
+
+
+def icmp_is_error(is_ipv6: bool, icmp_type: int) -> bool:
+    return 1 <= icmp_type <= 4 if is_ipv6 else icmp_type in (3, 11, 12)
 
 
 def parse(frame: bytes) -> Packet:
@@ -78,6 +92,7 @@ def parse(frame: bytes) -> Packet:
         pkt = _parse_ipv6(frame, off, multicast)
     else:
         raise NotIp(f"ethertype 0x{ethertype:04x}")
+    pkt.frame_len = n
     _parse_l4(frame, pkt)
     return pkt
 
@@ -168,11 +183,39 @@ def _parse_l4(frame: bytes, pkt: Packet) -> None:
         if off + 8 > n or avail < 8:
             raise Malformed("truncated ICMP header")
         pkt.icmp_type, pkt.icmp_code = frame[off], frame[off + 1]
+        (pkt.icmp_id,) = struct.unpack_from("!H", frame, off + 4)
+        if icmp_is_error(pkt.is_ipv6, pkt.icmp_type):
+            pkt.inner = _parse_quote(frame, pkt)
 
 
-def matches(rule: Rule, pkt: Packet, ifname: str | None = None) -> bool:
+def _parse_quote(frame: bytes, pkt: Packet) -> tuple | None:
+    """The flow an ICMP error quotes, as parse_icmp_quote() reads it; None when cut short."""
+    n, off = len(frame), pkt.l4_off + 8
+    if pkt.is_ipv6:
+        if off + 40 > n or frame[off] >> 4 != 6:
+            return None
+        proto, src, dst = frame[off + 6], frame[off + 8 : off + 24], frame[off + 24 : off + 40]
+        off += 40
+    else:
+        if off + 20 > n or frame[off] >> 4 != 4 or frame[off] & 0xF < 5:
+            return None
+        proto, src, dst = frame[off + 9], frame[off + 12 : off + 16], frame[off + 16 : off + 20]
+        off += (frame[off] & 0xF) * 4
+    if off + 8 > n or off + 8 > pkt.l3_end:
+        return None
+    sport = dport = 0
+    if proto in names.PORT_PROTOCOLS:
+        sport, dport = struct.unpack_from("!HH", frame, off)
+    elif proto == pkt.proto and icmp_is_echo(pkt.is_ipv6, frame[off]):
+        (sport,) = struct.unpack_from("!H", frame, off + 4)
+        dport = sport
+    return proto, src.ljust(16, b"\0"), sport, dst.ljust(16, b"\0"), dport
+
+def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 0) -> bool:
     """Whether every condition of the rule holds for the packet."""
     if rule.interfaces is not None and ifname not in rule.interfaces:
+        return False
+    if rule.ct is not None and ct_state not in rule.ct:
         return False
     if rule.families is not None and pkt.family not in rule.families:
         return False
@@ -207,26 +250,44 @@ class Decision:
     kind: str  # rule | policy | malformed | not_ip
     rule: int | None  # index into the direction's rules
     action: str  # accept | drop | reject
-    verdict: int  # XDP verdict: DROP, PASS or TX
+    verdict: int  # ingress: XDP_DROP, XDP_PASS or XDP_TX; egress: TCX_NEXT or TCX_DROP
     reason: str = ""
+    ct_state: int | None = None
 
 
-def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None) -> Decision:
-    """What bpfwall_ingress does with this frame arriving on ifname."""
+def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction: str = "ingress",
+           ct: Conntrack | None = None, now: int = 0) -> Decision:
+    """What bpfwall_ingress (or bpfwall_egress) does with this frame on ifname.
+
+    With ct (and a rule set that uses ct), the packet's connection state is
+    found first and an accepted packet updates the table, as in conntrack.h;
+    now is the time in nanoseconds.
+    """
+    egress = direction == "egress"
     try:
         pkt = parse(frame)
     except NotIp as exc:
-        return Decision("not_ip", None, "accept", PASS, str(exc))
+        return Decision("not_ip", None, "accept", TCX_NEXT if egress else PASS, str(exc))
     except Malformed as exc:
-        return Decision("malformed", None, "drop", DROP, str(exc))
-    for i, rule in enumerate(ruleset.ingress()):
-        if matches(rule, pkt, ifname):
-            return Decision("rule", i, rule.action, _verdict(rule.action, pkt), rule.name)
-    action = ruleset.policy["ingress"]
-    return Decision("policy", None, action, _verdict(action, pkt), "no rule matched")
+        return Decision("malformed", None, "drop", TCX_DROP if egress else DROP, str(exc))
+    tracking = ct is not None and ruleset.uses_ct()
+    lookup = ct.state_of(pkt, now) if tracking else None
+    state = lookup.state if lookup else 0
+    for i, rule in enumerate(ruleset.direction(direction)):
+        if matches(rule, pkt, ifname, state):
+            d = Decision("rule", i, rule.action, _verdict(rule.action, pkt, egress), rule.name, state)
+            break
+    else:
+        action = ruleset.policy[direction]
+        d = Decision("policy", None, action, _verdict(action, pkt, egress), "no rule matched", state)
+    if tracking and d.action == "accept":
+        ct.accepted(pkt, lookup, now)
+    return d
 
 
-def _verdict(action: str, pkt: Packet) -> int:
+def _verdict(action: str, pkt: Packet, egress: bool = False) -> int:
+    if egress:
+        return TCX_NEXT if action == "accept" else TCX_DROP
     if action == "accept":
         return PASS
     if action == "drop":
@@ -243,3 +304,124 @@ def reject_answers(pkt: Packet) -> bool:
     if pkt.proto == names.TCP:
         return not pkt.tcp_flags & names.TCP_FLAGS["rst"] and pkt.l4_off <= 0x3FFF
     return not pkt.is_icmp
+
+
+@dataclass
+class CtEntry:
+    created: int
+    last_seen: int
+    orig_lo: bool
+    tcp_state: int = shared.TCP_OTHER
+    seen_reply: bool = False
+    fin_orig: bool = False
+    fin_reply: bool = False
+    packets: list[int] = field(default_factory=lambda: [0, 0])
+    nbytes: list[int] = field(default_factory=lambda: [0, 0])
+
+
+@dataclass
+class CtLookup:
+    state: int
+    key: tuple | None = None
+    entry: CtEntry | None = None
+    from_lo: bool = False
+    stale: bool = False
+
+
+class Conntrack:
+    """The connection table of conntrack.h, unbounded (tests stay far below any LRU limit)."""
+
+    def __init__(self, timeouts: dict[str, int] | None = None) -> None:
+        self.timeouts = {**shared.CT_TIMEOUT_DEFAULTS, **(timeouts or {})}
+        self.table: dict[tuple, CtEntry] = {}
+        self.created = 0
+
+    @staticmethod
+    def key(proto: int, is_ipv6: bool, src: bytes, sport: int, dst: bytes, dport: int) -> tuple[tuple, bool]:
+        lo = (src, sport) <= (dst, dport)  # bytes compare like end_is_lo()'s byte loop
+        a, b = ((src, sport), (dst, dport)) if lo else ((dst, dport), (src, sport))
+        return (a[0], b[0], a[1], b[1], proto, is_ipv6), lo
+
+    def timeout_ns(self, e: CtEntry, proto: int) -> int:
+        t = self.timeouts
+        if proto == names.TCP:
+            secs = {shared.TCP_ESTABLISHED: t["tcp_established"], shared.TCP_FIN: t["tcp_fin"],
+                    shared.TCP_TIME_WAIT: t["tcp_fin"], shared.TCP_CLOSE: t["tcp_close"]}.get(
+                        e.tcp_state, t["tcp_syn"])
+        elif proto == 17:
+            secs = t["udp_stream"] if e.seen_reply else t["udp"]
+        elif proto in (names.ICMP, names.ICMPV6):
+            secs = t["icmp"]
+        else:
+            secs = t["generic"]
+        return secs * 1_000_000_000
+
+    def find(self, key: tuple, now: int) -> tuple[CtEntry | None, bool]:
+        e = self.table.get(key)
+        if e is not None and now - e.last_seen > self.timeout_ns(e, key[4]):
+            return None, True
+        return e, False
+
+    def state_of(self, pkt: Packet, now: int) -> CtLookup:
+        if pkt.is_icmp and pkt.has_l4 and icmp_is_error(pkt.is_ipv6, pkt.icmp_type):
+            if pkt.inner is None:
+                return CtLookup(shared.CT_INVALID)
+            proto, src, sport, dst, dport = pkt.inner
+            key, _ = self.key(proto, pkt.is_ipv6, src, sport, dst, dport)
+            e, _ = self.find(key, now)
+            return CtLookup(shared.CT_RELATED if e else shared.CT_INVALID)
+        sport = dport = 0
+        if pkt.has_l4 and pkt.proto in names.PORT_PROTOCOLS:
+            sport, dport = pkt.sport, pkt.dport
+        elif pkt.has_l4 and pkt.is_icmp and icmp_is_echo(pkt.is_ipv6, pkt.icmp_type):
+            sport = dport = pkt.icmp_id
+        key, from_lo = self.key(pkt.proto, pkt.is_ipv6, pkt.saddr.packed.ljust(16, b"\0"), sport,
+                                pkt.daddr.packed.ljust(16, b"\0"), dport)
+        e, stale = self.find(key, now)
+        syn_only = pkt.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        if e and pkt.proto == names.TCP and e.tcp_state >= shared.TCP_TIME_WAIT and syn_only:
+            e, stale = None, True  # a new connection reusing the ports of a closed one
+        lk = CtLookup(shared.CT_NEW, key, e, from_lo, stale)
+        if e is None:
+            if pkt.proto == names.TCP:
+                ok = pkt.has_l4 and pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN
+                lk.state = shared.CT_NEW if ok else shared.CT_INVALID
+            elif pkt.is_icmp and pkt.has_l4 and pkt.icmp_type == (129 if pkt.is_ipv6 else 0):
+                lk.state = shared.CT_INVALID
+            return lk
+        orig = from_lo == e.orig_lo
+        lk.state = shared.CT_ESTABLISHED if (not orig or e.seen_reply) else shared.CT_NEW
+        return lk
+
+    def accepted(self, pkt: Packet, lk: CtLookup, now: int) -> None:
+        if lk.state in (shared.CT_RELATED, shared.CT_INVALID):
+            return
+        e = lk.entry
+        if e is None:
+            e = CtEntry(created=now, last_seen=now, orig_lo=lk.from_lo,
+                        tcp_state=shared.TCP_SYN_SENT if pkt.proto == names.TCP else shared.TCP_OTHER)
+            e.packets[0], e.nbytes[0] = 1, pkt.frame_len
+            self.table[lk.key] = e
+            self.created += not lk.stale
+            return
+        orig = lk.from_lo == e.orig_lo
+        e.last_seen = now
+        d = 0 if orig else 1
+        e.packets[d] += 1
+        e.nbytes[d] += pkt.frame_len
+        if not orig:
+            e.seen_reply = True
+        if pkt.proto == names.TCP and pkt.has_l4:
+            f = pkt.tcp_flags
+            if f & TCP_RST:
+                e.tcp_state = shared.TCP_CLOSE
+            elif f & TCP_FIN:
+                if orig:
+                    e.fin_orig = True
+                else:
+                    e.fin_reply = True
+                e.tcp_state = shared.TCP_TIME_WAIT if e.fin_orig and e.fin_reply else shared.TCP_FIN
+            elif e.tcp_state == shared.TCP_SYN_SENT and not orig and f & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK:
+                e.tcp_state = shared.TCP_SYN_RECV
+            elif e.tcp_state == shared.TCP_SYN_RECV and orig and f & TCP_ACK:
+                e.tcp_state = shared.TCP_ESTABLISHED

@@ -38,6 +38,7 @@ class Rule:
     dport: tuple[PortRange, ...] | None = None
     tcp_flags: tuple[int, int] | None = None  # (mask, value): flags & mask == value
     icmp: tuple[IcmpMatch, ...] | None = None
+    ct: frozenset[int] | None = None  # shared.CT_* states
     sets: tuple[str, ...] = ()  # the named sets it references, for display
     implicit: bool = False  # added by bpfwall, not written by the user
 
@@ -57,9 +58,21 @@ class Ruleset:
     interfaces: list[str] = field(default_factory=list)
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    conntrack: dict[str, Any] = field(default_factory=dict)  # max_entries, timeouts
 
     def ingress(self) -> list[Rule]:
-        return [r for r in self.rules if r.direction == "ingress"]
+        return self.direction("ingress")
+
+    def direction(self, direction: str) -> list[Rule]:
+        return [r for r in self.rules if r.direction == direction]
+
+    def uses_ct(self) -> bool:
+        return any(r.ct is not None for r in self.rules)
+
+    def needs_egress(self) -> bool:
+        """Whether the egress program has anything to do: rules, a drop policy, or
+        outgoing flows to track for the ingress rules' sake."""
+        return bool(self.direction("egress")) or self.policy["egress"] == "drop" or self.uses_ct()
 
     def to_json(self) -> dict[str, Any]:
         def rule_json(r: Rule) -> dict[str, Any]:
@@ -67,7 +80,7 @@ class Ruleset:
             for key in ("src", "dst"):
                 if d[key] is not None:
                     d[key] = [str(n) for n in d[key]]
-            for key in ("families", "protos"):
+            for key in ("families", "protos", "ct"):
                 if d[key] is not None:
                     d[key] = sorted(d[key])
             return d
@@ -78,6 +91,7 @@ class Ruleset:
             "interfaces": self.interfaces,
             "sets": self.sets,
             "source": self.source,
+            "conntrack": self.conntrack,
         }
 
     @classmethod
@@ -88,8 +102,8 @@ class Ruleset:
             for key in ("src", "dst"):
                 if d[key] is not None:
                     d[key] = tuple(ipaddress.ip_network(n) for n in d[key])
-            for key in ("families", "protos"):
-                if d[key] is not None:
+            for key in ("families", "protos", "ct"):
+                if d.get(key) is not None:
                     d[key] = frozenset(d[key])
             for key in ("interfaces", "sets"):
                 if d[key] is not None:
@@ -108,4 +122,5 @@ class Ruleset:
             interfaces=data["interfaces"],
             sets=data["sets"],
             source=data["source"],
+            conntrack=data.get("conntrack", {}),
         )

@@ -6,16 +6,16 @@ tests/dataplane/test_btf.py checks each struct against the compiled object's BTF
 
 from __future__ import annotations
 
-from ctypes import Structure, c_uint8, c_uint32, c_uint64
+from ctypes import Structure, c_uint8, c_uint16, c_uint32, c_uint64
 
 MAX_RULES = 16384
 MAX_WORDS = MAX_RULES // 64
 MAX_SUMMARY = MAX_WORDS // 64
 NO_RULE = 0xFFFFFFFF
 
-F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP = range(8)
+F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP, F_CT = range(9)
 TRIES = ("src4", "src6", "dst4", "dst6")  # bit order of Config.trie_root_only
-N_FIELDS = 8
+N_FIELDS = 9
 
 PROTO_SLOTS = 512
 PORT_SLOTS = 65537
@@ -24,13 +24,23 @@ TCPFLAGS_SLOTS = 257
 TCPFLAGS_ABSENT = 256
 ICMP_SLOTS = 131073
 ICMP_ABSENT = 131072
+CT_SLOTS = 4
 
 PROTO_BASE = 0
 SPORT_BASE = PROTO_BASE + PROTO_SLOTS
 DPORT_BASE = SPORT_BASE + PORT_SLOTS
 TCPFLAGS_BASE = DPORT_BASE + PORT_SLOTS
 ICMP_BASE = TCPFLAGS_BASE + TCPFLAGS_SLOTS
-CLASS_SLOTS = ICMP_BASE + ICMP_SLOTS
+CT_BASE = ICMP_BASE + ICMP_SLOTS
+CLASS_SLOTS = CT_BASE + CT_SLOTS
+
+CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID = range(4)
+CT_STATES = {"new": CT_NEW, "established": CT_ESTABLISHED, "related": CT_RELATED, "invalid": CT_INVALID}
+TCP_OTHER, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN, TCP_TIME_WAIT, TCP_CLOSE = range(7)
+TCP_STATE_NAMES = ["-", "syn_sent", "syn_recv", "established", "fin_wait", "time_wait", "close"]
+CTF_ORIG_LO, CTF_SEEN_REPLY, CTF_FIN_ORIG, CTF_FIN_REPLY = 1, 2, 4, 8
+CTS_CREATED, CTS_INVALID, CTS_N = 0, 1, 2
+DIRECTIONS = {"ingress": 0, "egress": 1}
 
 ACT_ACCEPT, ACT_DROP, ACT_REJECT = 0, 1, 2
 ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT}
@@ -50,6 +60,29 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
 XDP_VERDICTS = {0: "aborted", 1: "drop", 2: "pass", 3: "tx", 4: "redirect"}
 
 
+class CtTimeouts(Structure):
+    """Idle timeouts in seconds; the rule file's conntrack.timeouts keys are these names."""
+
+    _fields_ = [
+        ("tcp_syn", c_uint32),
+        ("tcp_established", c_uint32),
+        ("tcp_fin", c_uint32),
+        ("tcp_close", c_uint32),
+        ("udp", c_uint32),
+        ("udp_stream", c_uint32),
+        ("icmp", c_uint32),
+        ("generic", c_uint32),
+    ]
+
+
+# nf_conntrack's defaults
+CT_TIMEOUT_DEFAULTS = {
+    "tcp_syn": 120, "tcp_established": 432000, "tcp_fin": 120, "tcp_close": 10,
+    "udp": 30, "udp_stream": 120, "icmp": 30, "generic": 600,
+}
+CT_MAX_ENTRIES_DEFAULT = 262144
+
+
 class Config(Structure):
     _fields_ = [
         ("fields", c_uint32),
@@ -61,6 +94,9 @@ class Config(Structure):
         ("iface_default_class", c_uint32),
         ("trie_root_only", c_uint32),
         ("root_class", c_uint32 * 4),
+        ("direction", c_uint32),
+        ("ct_enabled", c_uint32),
+        ("ct_timeouts", CtTimeouts),
     ]
 
 
@@ -88,6 +124,30 @@ class Explain(Structure):
     ]
 
 
+class CtKey(Structure):
+    _fields_ = [
+        ("addr_lo", c_uint8 * 16),
+        ("addr_hi", c_uint8 * 16),
+        ("port_lo", c_uint16),
+        ("port_hi", c_uint16),
+        ("proto", c_uint8),
+        ("is_ipv6", c_uint8),
+        ("pad", c_uint8 * 2),
+    ]
+
+
+class CtEntry(Structure):
+    _fields_ = [
+        ("created_ns", c_uint64),
+        ("last_seen_ns", c_uint64),
+        ("packets", c_uint64 * 2),
+        ("bytes", c_uint64 * 2),
+        ("tcp_state", c_uint8),
+        ("flags", c_uint8),
+        ("pad", c_uint8 * 6),
+    ]
+
+
 # C struct name -> ctypes twin, for the BTF test.
 STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_config": Config,
@@ -95,4 +155,7 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_lpm6_key": Lpm6Key,
     "bpfwall_counter": Counter,
     "bpfwall_explain": Explain,
+    "bpfwall_ct_key": CtKey,
+    "bpfwall_ct_entry": CtEntry,
+    "bpfwall_ct_timeouts": CtTimeouts,
 }

@@ -7,35 +7,45 @@ from typing import Any
 from . import shared
 from .dataplane import Scope
 
+ZERO = [(0, 0)] * shared.N_COUNTERS
+
 
 def collect(scope: Scope) -> dict[str, Any]:
     state = scope.require_state()
     ruleset = state.rules()
-    with scope.open_generation(state) as gen:
-        counts = gen.counters()
+    counts = {}
+    for direction in ("ingress", "egress"):
+        if scope.has_direction(state, direction):
+            with scope.open_generation(state, direction) as gen:
+                counts[direction] = gen.counters()
+        else:
+            counts[direction] = ZERO
     rules = []
     rule_drops = 0
-    for i, rule in enumerate(ruleset.ingress()):
-        packets, nbytes = counts[i]
-        rules.append({"name": rule.name, "direction": rule.direction, "action": rule.action,
-                      "packets": packets, "bytes": nbytes})
-        if rule.action != "accept":
-            rule_drops += packets
-    pin, bin_ = counts[shared.CNT_POLICY_INGRESS]
-    pout, bout = counts[shared.CNT_POLICY_EGRESS]
+    for direction in ("ingress", "egress"):
+        for i, rule in enumerate(ruleset.direction(direction)):
+            packets, nbytes = counts[direction][i]
+            rules.append({"name": rule.name, "direction": direction, "action": rule.action,
+                          "packets": packets, "bytes": nbytes})
+            if rule.action != "accept":
+                rule_drops += packets
+    policy = {}
+    policy_drops = 0
+    for direction, slot in (("ingress", shared.CNT_POLICY_INGRESS), ("egress", shared.CNT_POLICY_EGRESS)):
+        packets, nbytes = counts[direction][slot]
+        policy[direction] = {"action": ruleset.policy[direction], "packets": packets, "bytes": nbytes}
+        if ruleset.policy[direction] == "drop":
+            policy_drops += packets
+
+    def both(slot: int) -> int:
+        return counts["ingress"][slot][0] + counts["egress"][slot][0]
+
     return {
         "rules": rules,
-        "policy": {
-            "ingress": {"action": ruleset.policy["ingress"], "packets": pin, "bytes": bin_},
-            "egress": {"action": ruleset.policy["egress"], "packets": pout, "bytes": bout},
-        },
-        "drops": {
-            "malformed": counts[shared.CNT_MALFORMED][0],
-            "policy": pin if ruleset.policy["ingress"] == "drop" else 0,
-            "rule": rule_drops,
-        },
-        "passed_not_ip": counts[shared.CNT_NOT_IP][0],
-        "rejects_sent": counts[shared.CNT_REJECT_SENT][0],
+        "policy": policy,
+        "drops": {"malformed": both(shared.CNT_MALFORMED), "policy": policy_drops, "rule": rule_drops},
+        "passed_not_ip": both(shared.CNT_NOT_IP),
+        "rejects_sent": counts["ingress"][shared.CNT_REJECT_SENT][0],
         "generation": state.generation,
         "interfaces": sorted(state.interfaces),
     }

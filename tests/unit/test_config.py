@@ -69,6 +69,25 @@ def test_json_round_trip(good):
     assert again.rules == rs.rules and again.policy == rs.policy
 
 
+def test_ct_egress_and_conntrack_settings(tmp_path):
+    rs = config.load(write(tmp_path, """\
+        version: 1
+        policy: {ingress: drop, egress: drop}
+        conntrack: {max_entries: 4096, timeouts: {udp: 5s, tcp_established: 1h}}
+        rules:
+          - {name: est, ct: [established, related], action: accept}
+          - {name: dns-out, direction: egress, proto: udp, dport: 53, action: accept}
+        """))
+    by = {(r.name, r.direction): r for r in rs.rules}
+    assert by[("est", "ingress")].ct == {1, 2}
+    assert by[("dns-out", "egress")].dport == ((53, 53),)
+    assert ("*essential-icmpv6", "egress") in by and ("*essential-icmpv6", "ingress") in by
+    assert rs.conntrack["max_entries"] == 4096
+    assert rs.conntrack["timeouts"]["udp"] == 5 and rs.conntrack["timeouts"]["tcp_established"] == 3600
+    assert rs.conntrack["timeouts"]["icmp"] == 30  # nf_conntrack's default
+    assert rs.uses_ct() and rs.needs_egress()
+
+
 def test_accept_policy_has_no_implicit_rule(tmp_path):
     rs = config.load(write(tmp_path, "version: 1\nrules:\n  - {name: a, action: drop}\n"))
     assert [r.name for r in rs.rules] == ["a"]
@@ -111,9 +130,12 @@ BAD = [
     ("family mismatch", "version: 1\nrules:\n  - {name: a, family: ipv6, src: 10.0.0.0/8, action: drop}\n", 3,
      "never match"),
     ("duplicate key", "version: 1\nversion: 1\n", 2, "duplicate key"),
-    ("not yet: ct", "version: 1\nrules:\n  - {name: a, ct: [established], action: accept}\n", 3, "not implemented"),
-    ("not yet: egress", "version: 1\nrules:\n  - {name: a, direction: egress, action: accept}\n", 3,
-     "not implemented"),
+    ("not yet: log", "version: 1\nrules:\n  - {name: a, log: true, action: accept}\n", 3, "not implemented"),
+    ("bad ct state", "version: 1\nrules:\n  - {name: a, ct: [establisehd], action: accept}\n", 3,
+     "unknown connection state"),
+    ("bad timeout", "version: 1\npolicy: {}\nconntrack:\n  timeouts: {udp: 30x}\n", 4, "not a duration"),
+    ("unknown timeout", "version: 1\npolicy: {}\nconntrack:\n  timeouts: {tcp: 30}\n", 4, "unknown timeout"),
+    ("ct table too small", "version: 1\npolicy: {}\nconntrack: {max_entries: 10}\n", 3, "out of range"),
     ("empty file", "", 1, "empty"),
     ("not a mapping", "- a\n- b\n", 1, "mapping"),
 ]
