@@ -82,6 +82,10 @@ def rules(draw, name: str) -> Rule:
     if draw(st.integers(0, 5)) == 0:
         kw["interfaces"] = tuple(draw(st.lists(st.sampled_from(IFNAMES), min_size=1, max_size=2,
                                                unique=True)))
+    if draw(st.integers(0, 3)) == 0:
+        kw["ct"] = frozenset(draw(st.sets(st.integers(0, 3), min_size=1, max_size=2)))
+    if draw(st.integers(0, 3)) == 0:
+        kw["direction"] = "egress"
     return Rule(**kw)
 
 
@@ -90,7 +94,9 @@ def rulesets(draw, max_rules: int = 8) -> Ruleset:
     n = draw(st.integers(0, max_rules))
     rs = [draw(rules(f"r{i}")) for i in range(n)]
     policy = draw(st.sampled_from(["accept", "drop"]))
-    return Ruleset(rules=rs, policy={"ingress": policy, "egress": "accept"})
+    egress = draw(st.sampled_from(["accept", "drop"]))
+    return Ruleset(rules=rs, policy={"ingress": policy, "egress": egress},
+                   conntrack={"max_entries": 4096, "timeouts": {}})
 
 
 @st.composite
@@ -164,3 +170,42 @@ def frames(draw) -> bytes:
     elif damage == 3:
         raw += b"\0" * draw(st.integers(1, 30))  # Ethernet padding
     return bytes(raw)
+
+
+HOSTS = {4: "10.200.0.1", 6: "fd42:200::1"}
+PEERS = {4: ["10.200.1.5", "192.0.2.9"], 6: ["fd42:200::5", "2001:db8::1"]}
+FLOW_PORTS = [22, 53, 80, 40000, 40001]
+TCP_FLAGS = ["S", "SA", "A", "PA", "FA", "R", "RA", "F"]
+
+
+@st.composite
+def flow_steps(draw) -> tuple[str, bytes]:
+    """One packet of a small universe of flows between the host and its peers, either way."""
+    fam = draw(st.sampled_from([4, 6]))
+    host, peer = HOSTS[fam], draw(st.sampled_from(PEERS[fam]))
+    direction = draw(st.sampled_from(["ingress", "egress"]))
+    src, dst = (peer, host) if direction == "ingress" else (host, peer)
+    ip = IP(src=src, dst=dst) if fam == 4 else IPv6(src=src, dst=dst)
+    p1, p2 = draw(st.sampled_from(FLOW_PORTS)), draw(st.sampled_from(FLOW_PORTS))
+    kind = draw(st.sampled_from(["tcp", "tcp", "tcp", "udp", "udp", "echo", "error", "gre"]))
+    if kind == "tcp":
+        upper = TCP(sport=p1, dport=p2, flags=draw(st.sampled_from(TCP_FLAGS)))
+    elif kind == "udp":
+        upper = UDP(sport=p1, dport=p2)
+    elif kind == "echo":
+        ident = draw(st.sampled_from([1, 2]))
+        reply = draw(st.booleans())
+        upper = (ICMPv6EchoRequest(id=ident, type=129 if reply else 128) if fam == 6
+                 else ICMP(type=0 if reply else 8, id=ident))
+    elif kind == "error":
+        # quotes a packet that went the other way
+        inner_ip = IP(src=dst, dst=src) if fam == 4 else IPv6(src=dst, dst=src)
+        inner = inner_ip / (UDP(sport=p2, dport=p1) if draw(st.booleans()) else TCP(sport=p2, dport=p1))
+        upper = (ICMP(type=3, code=3) if fam == 4 else ICMPv6PacketTooBig()) / Raw(bytes(inner)[:48])
+    else:
+        upper = Raw(b"g" * 8)
+        if fam == 4:
+            ip.proto = 47
+        else:
+            ip.nh = 47
+    return direction, bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / ip / upper)

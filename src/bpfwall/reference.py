@@ -256,12 +256,13 @@ class Decision:
 
 
 def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction: str = "ingress",
-           ct: Conntrack | None = None, now: int = 0) -> Decision:
+           ct: Conntrack | None = None, now: int = 0, learn: bool = True) -> Decision:
     """What bpfwall_ingress (or bpfwall_egress) does with this frame on ifname.
 
     With ct (and a rule set that uses ct), the packet's connection state is
-    found first and an accepted packet updates the table, as in conntrack.h;
-    now is the time in nanoseconds.
+    found first and an accepted packet updates the table, as in conntrack.h
+    (unless learn is False: a frame `explain` sends changes nothing); now is
+    the time in nanoseconds.
     """
     egress = direction == "egress"
     try:
@@ -280,7 +281,7 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
     else:
         action = ruleset.policy[direction]
         d = Decision("policy", None, action, _verdict(action, pkt, egress), "no rule matched", state)
-    if tracking and d.action == "accept":
+    if tracking and learn and d.action == "accept":
         ct.accepted(pkt, lookup, now)
     return d
 

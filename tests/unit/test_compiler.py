@@ -21,7 +21,7 @@ def lookup_trie(entries, addr) -> int:
     return dict(entries)[best]
 
 
-def simulate(c: Compiled, pkt: reference.Packet, ifname: str) -> int | None:
+def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int) -> int | None:
     """classify() of bpf/classify.h, in Python, over the compiled tables."""
     fam = "6" if pkt.is_ipv6 else "4"
     vectors = []
@@ -46,6 +46,8 @@ def simulate(c: Compiled, pkt: reference.Packet, ifname: str) -> int | None:
         if pkt.has_l4 and pkt.is_icmp:
             slot = pkt.is_ipv6 << 16 | pkt.icmp_type << 8 | pkt.icmp_code
         vectors.append(c.class_of[shared.ICMP_BASE + slot])
+    if shared.F_CT in c.fields_used:
+        vectors.append(c.class_of[shared.CT_BASE + ct_state])
     acc = -1
     for cid in vectors:
         acc &= c.bitvectors[cid]
@@ -63,8 +65,8 @@ def test_compiled_tables_agree_with_reference(ruleset: Ruleset, frame: bytes):
         pkt = reference.parse(frame)
     except (reference.Malformed, reference.NotIp):
         return
-    want = reference.decide(ruleset, frame, "lo")
-    got = simulate(c, pkt, "lo")
+    want = reference.decide(ruleset, frame, "lo", ct=reference.Conntrack(), learn=False)
+    got = simulate(c, pkt, "lo", want.ct_state or 0)
     assert got == want.rule, (got, want)
 
 

@@ -1,0 +1,46 @@
+"""Both programs of one rule set loaded side by side, sharing one connection table,
+driven packet by packet beside the reference model."""
+
+from __future__ import annotations
+
+import time
+
+from bpfwall import reference, shared
+from bpfwall.compiler import compile_ruleset
+from bpfwall.generation import CT_MAPS, Generation
+from bpfwall.ruleset import Ruleset
+
+
+class Pair:
+    def __init__(self, ruleset: Ruleset) -> None:
+        self.ruleset = ruleset
+        self.gens = {"ingress": Generation.load(compile_ruleset(ruleset, "ingress"), {"lo": 1})}
+        ct = {n: self.gens["ingress"].map_fds[n] for n in CT_MAPS}
+        self.gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), {"lo": 1}, ct)
+        self.ref = reference.Conntrack(ruleset.conntrack.get("timeouts"))
+
+    def close(self) -> None:
+        for g in self.gens.values():
+            g.close()
+
+    def __enter__(self) -> Pair:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send(self, direction: str, frame: bytes) -> tuple[tuple, tuple]:
+        """Runs frame as traffic through one program; returns (kernel, reference), each as
+        (verdict, deciding rule index or None)."""
+        gen = self.gens[direction]
+        before = gen.counters()
+        verdict, _, _ = gen.test_run(frame)
+        after = gen.counters()
+        n = len(self.ruleset.direction(direction))
+        hit = [i for i in range(n) if after[i][0] != before[i][0]]
+        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, time.monotonic_ns())
+        return (verdict, hit[0] if hit else None), (want.verdict, want.rule)
+
+
+PASS = {"ingress": shared.XDP_PASS, "egress": reference.TCX_NEXT}
+DROP = {"ingress": shared.XDP_DROP, "egress": reference.TCX_DROP}
