@@ -86,8 +86,11 @@ static __always_inline int ct_make_key(struct bpfwall_ct_key *key, __u8 proto, _
 	return lo;
 }
 
-/* The ports that identify a flow of the packet: L4 ports, the ICMP echo
- * identifier on both sides, or none. */
+/*
+ * The ports that identify a flow of the packet: L4 ports, or for ICMP echo the
+ * identifier on the requester's end and 0 on the responder's (so a request
+ * from the other side is another flow, as in nf_conntrack), or none.
+ */
 static __always_inline void flow_ports(const struct packet *pkt, __u16 *sport, __u16 *dport)
 {
 	*sport = 0;
@@ -98,8 +101,10 @@ static __always_inline void flow_ports(const struct packet *pkt, __u16 *sport, _
 		*sport = pkt->sport;
 		*dport = pkt->dport;
 	} else if (proto_is_icmp(pkt) && icmp_is_echo(pkt->is_ipv6, pkt->icmp_type)) {
-		*sport = pkt->icmp_id;
-		*dport = pkt->icmp_id;
+		if (icmp_is_echo_request(pkt->is_ipv6, pkt->icmp_type))
+			*sport = pkt->icmp_id;
+		else
+			*dport = pkt->icmp_id;
 	}
 }
 

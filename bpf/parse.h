@@ -72,7 +72,7 @@ struct packet {
 	/* The packet an ICMP error quotes (its first 8 L4 bytes at least). */
 	__u8 has_inner;
 	__u8 inner_proto;
-	__u16 inner_sport; /* the echo identifier for a quoted echo */
+	__u16 inner_sport; /* for a quoted echo, as flow_ports() keys it */
 	__u16 inner_dport;
 	__u8 inner_saddr[16];
 	__u8 inner_daddr[16];
@@ -92,6 +92,11 @@ static __always_inline int proto_is_icmp(const struct packet *pkt)
 static __always_inline int icmp_is_echo(int is_ipv6, __u8 type)
 {
 	return is_ipv6 ? type == 128 || type == 129 : type == 8 || type == 0;
+}
+
+static __always_inline int icmp_is_echo_request(int is_ipv6, __u8 type)
+{
+	return is_ipv6 ? type == 128 : type == 8;
 }
 
 /* Errors that quote the packet they are about: destination unreachable,
@@ -137,8 +142,13 @@ static __always_inline void parse_icmp_quote(void *data, void *data_end, struct 
 		pkt->inner_sport = (__u16)l4[0] << 8 | l4[1];
 		pkt->inner_dport = (__u16)l4[2] << 8 | l4[3];
 	} else if (pkt->inner_proto == pkt->proto && icmp_is_echo(pkt->is_ipv6, l4[0])) {
-		pkt->inner_sport = (__u16)l4[4] << 8 | l4[5];
-		pkt->inner_dport = pkt->inner_sport;
+		/* as flow_ports() keys echo: the identifier on the requester's end */
+		__u16 id = (__u16)l4[4] << 8 | l4[5];
+
+		if (icmp_is_echo_request(pkt->is_ipv6, l4[0]))
+			pkt->inner_sport = id;
+		else
+			pkt->inner_dport = id;
 	}
 	pkt->has_inner = 1;
 }

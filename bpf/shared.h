@@ -113,7 +113,7 @@ enum bpfwall_ct_stat {
 };
 
 /* A flow in a direction-independent form: the (address, port) pairs are
- * ordered, "lo" first. ICMP echo uses the identifier as both ports. */
+ * ordered, "lo" first. ICMP echo puts its identifier on the requester's end. */
 struct bpfwall_ct_key {
 	__u8 addr_lo[16];
 	__u8 addr_hi[16];

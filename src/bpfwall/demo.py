@@ -7,35 +7,40 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from . import config, stats
+from . import config, conntrack, stats
 from .dataplane import Scope, require_root
 from .lab import Lab
 
 RULES = os.path.join(os.path.dirname(__file__), "examples", "demo.yaml")
 
-# (what, how, expected) with how = (kind, port, v6)
+# (what, how, expected) with how = (kind, port, v6, from which side)
 PROBES = [
-    ("TCP 22 (ssh)", ("tcp", 22, False), "open"),
-    ("TCP 22 (ssh) over IPv6", ("tcp", 22, True), "open"),
-    ("TCP 8080 (web set)", ("tcp", 8080, False), "open"),
-    ("TCP 25, listening, no rule", ("tcp", 25, False), "timeout"),
-    ("TCP 143, listening, rule reject", ("tcp", 143, False), "refused"),
-    ("TCP 143 over IPv6, rule reject", ("tcp", 143, True), "refused"),
-    ("UDP 53 (dns)", ("udp", 53, False), "answered"),
-    ("UDP 123, listening, no rule", ("udp", 123, False), "timeout"),
-    ("UDP 514, rule reject", ("udp", 514, False), "refused"),
-    ("ICMP echo", ("ping", 0, False), "answered"),
-    ("ICMPv6 echo", ("ping", 0, True), "answered"),
+    ("in: TCP 22 (ssh)", ("tcp", 22, False, "client"), "open"),
+    ("in: TCP 22 (ssh) over IPv6", ("tcp", 22, True, "client"), "open"),
+    ("in: TCP 8080 (web set)", ("tcp", 8080, False, "client"), "open"),
+    ("in: TCP 25, listening, no rule", ("tcp", 25, False, "client"), "timeout"),
+    ("in: TCP 143, listening, rule reject", ("tcp", 143, False, "client"), "refused"),
+    ("in: TCP 143 over IPv6, rule reject", ("tcp", 143, True, "client"), "refused"),
+    ("in: UDP 53 (dns)", ("udp", 53, False, "client"), "answered"),
+    ("in: UDP 123, listening, no rule", ("udp", 123, False, "client"), "timeout"),
+    ("in: UDP 514, rule reject", ("udp", 514, False, "client"), "refused"),
+    ("in: ICMP echo", ("ping", 0, False, "client"), "answered"),
+    ("in: ICMPv6 echo", ("ping", 0, True, "client"), "answered"),
+    ("out: TCP 80 (replies come back)", ("tcp", 80, False, "server"), "open"),
+    ("out: TCP 80 over IPv6", ("tcp", 80, True, "server"), "open"),
+    ("out: UDP 5353 (replies come back)", ("udp", 5353, False, "server"), "answered"),
+    ("out: ICMP echo", ("ping", 0, False, "server"), "answered"),
+    ("out: TCP 25, egress rule drop", ("tcp", 25, False, "server"), "timeout"),
 ]
 
 
-def probe(lab: Lab, how: tuple[str, int, bool]) -> str:
-    kind, port, v6 = how
+def probe(lab: Lab, how: tuple[str, int, bool, str]) -> str:
+    kind, port, v6, frm = how
     if kind == "tcp":
-        return lab.tcp_connect(port, v6, timeout=0.7)
+        return lab.tcp_connect(port, v6, timeout=0.7, frm=frm)
     if kind == "udp":
-        return lab.udp_query(port, v6, timeout=0.7)
-    return lab.ping(v6, timeout=0.7)
+        return lab.udp_query(port, v6, timeout=0.7, frm=frm)
+    return lab.ping(v6, timeout=0.7, frm=frm)
 
 
 def run_demo(out: Console) -> int:
@@ -47,6 +52,10 @@ def run_demo(out: Console) -> int:
             lab.tcp_server(port, v6=True)
         for port in (53, 123, 514):
             lab.udp_server(port)
+        for v6 in (False, True):
+            lab.tcp_server(80, v6, on="client")
+        lab.tcp_server(25, on="client")
+        lab.udp_server(5353, on="client")
         out.print(f"lab: client {lab.client_ns} --veth-- server {lab.server_ns}")
 
         before = {what: probe(lab, how) for what, how, _ in PROBES}
@@ -55,7 +64,8 @@ def run_demo(out: Console) -> int:
         scope.apply(ruleset, [lab.server_if])
         out.print(f"applied: bpfwall apply -f {RULES} -i {lab.server_if} --netns {lab.server_ns}\n")
 
-        t = Table("traffic from client to server", "without bpfwall", "with bpfwall", "expected", "")
+        t = Table("traffic (in: client to server, out: server to client)", "without bpfwall",
+                  "with bpfwall", "expected", "")
         failures = 0
         for what, how, expected in PROBES:
             got = probe(lab, how)
@@ -65,14 +75,20 @@ def run_demo(out: Console) -> int:
         out.print(t)
 
         data = stats.collect(scope)
-        st = Table("rule", "action", "packets", "bytes", title="per-rule counters (bpfwall stats)")
+        st = Table("rule", "dir", "action", "packets", "bytes", title="per-rule counters (bpfwall stats)")
         for r in data["rules"]:
-            st.add_row(r["name"], r["action"], str(r["packets"]), str(r["bytes"]))
-        pol = data["policy"]["ingress"]
-        st.add_row("(policy)", pol["action"], str(pol["packets"]), str(pol["bytes"]))
+            st.add_row(r["name"], r["direction"], r["action"], str(r["packets"]), str(r["bytes"]))
+        for direction in ("ingress", "egress"):
+            pol = data["policy"][direction]
+            st.add_row("(policy)", direction, pol["action"], str(pol["packets"]), str(pol["bytes"]))
         out.print(st)
         d = data["drops"]
         out.print(f"drops: {d['rule']} by rules, {d['policy']} by policy, {d['malformed']} malformed; "
                   f"{data['rejects_sent']} rejects answered")
+        flows = conntrack.flows(scope)
+        out.print(f"connection table (bpfwall conntrack): {flows['live']} live flows, e.g.")
+        for f in [f for f in flows["flows"] if f["proto"] in ("tcp", "udp")][:4]:
+            out.print(f"  {f['proto']} {f['src']}:{f['sport']} -> {f['dst']}:{f['dport']} {f['state']}, "
+                      f"packets {f['packets'][0]} from the opener / {f['packets'][1]} replies")
     out.print("lab removed" + ("" if not failures else f"; {failures} probe(s) did not behave as expected"))
     return 1 if failures else 0

@@ -23,6 +23,8 @@ from .dataplane import Scope
 
 SERVER_V4, CLIENT_V4 = "10.200.0.1", "10.200.0.2"
 SERVER_V6, CLIENT_V6 = "fd42:200::1", "fd42:200::2"
+# What a send returns when the packet never leaves: an egress drop (tcx) is ENOBUFS.
+LOCALLY_BLOCKED = (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENOBUFS, errno.EPERM)
 
 
 def lab_object_path() -> str:
@@ -153,6 +155,48 @@ class Lab:
                 conn.sendall(b"hello\n")
                 conn.close()
 
+    def tcp_echo_server(self, port: int, v6: bool = False, on: str = "server") -> None:
+        """Echoes whatever each connection sends, for as long as it stays open."""
+        ns, a4, a6 = self._side(on)
+        s = self._socket(ns, socket.SOCK_STREAM, v6)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((a6 if v6 else a4, port))
+        s.listen(16)
+        s.settimeout(0.2)
+        self._servers.append(s)
+        threading.Thread(target=self._echo_accept_loop, args=(s,), daemon=True).start()
+
+    def _echo_accept_loop(self, s: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = s.accept()
+            except (TimeoutError, OSError):
+                continue
+            self._servers.append(conn)
+            threading.Thread(target=self._echo_conn, args=(conn,), daemon=True).start()
+
+    def _echo_conn(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                data = conn.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            with contextlib.suppress(OSError):
+                conn.sendall(data)
+
+    def tcp_session(self, port: int, v6: bool = False, frm: str = "client", timeout: float = 2.0) -> socket.socket:
+        """A connected TCP socket to the other side (the caller closes it)."""
+        ns, addr = self._peer(frm, v6)
+        s = self._socket(ns, socket.SOCK_STREAM, v6)
+        s.settimeout(timeout)
+        s.connect((addr, port))
+        return s
+
     def udp_server(self, port: int, v6: bool = False, on: str = "server") -> None:
         """Echoes every datagram on port."""
         ns, a4, a6 = self._side(on)
@@ -227,7 +271,7 @@ class Lab:
                     return "answered"
             return "timeout"
         except OSError as exc:
-            if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            if exc.errno in LOCALLY_BLOCKED:
                 return "timeout"
             raise
         finally:

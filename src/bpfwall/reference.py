@@ -207,8 +207,11 @@ def _parse_quote(frame: bytes, pkt: Packet) -> tuple | None:
     if proto in names.PORT_PROTOCOLS:
         sport, dport = struct.unpack_from("!HH", frame, off)
     elif proto == pkt.proto and icmp_is_echo(pkt.is_ipv6, frame[off]):
-        (sport,) = struct.unpack_from("!H", frame, off + 4)
-        dport = sport
+        (ident,) = struct.unpack_from("!H", frame, off + 4)
+        if frame[off] in (8, 128):
+            sport = ident
+        else:
+            dport = ident
     return proto, src.ljust(16, b"\0"), sport, dst.ljust(16, b"\0"), dport
 
 def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 0) -> bool:
@@ -375,7 +378,11 @@ class Conntrack:
         if pkt.has_l4 and pkt.proto in names.PORT_PROTOCOLS:
             sport, dport = pkt.sport, pkt.dport
         elif pkt.has_l4 and pkt.is_icmp and icmp_is_echo(pkt.is_ipv6, pkt.icmp_type):
-            sport = dport = pkt.icmp_id
+            # the identifier on the requester's end: a request from the other side is another flow
+            if pkt.icmp_type in (8, 128):
+                sport = pkt.icmp_id
+            else:
+                dport = pkt.icmp_id
         key, from_lo = self.key(pkt.proto, pkt.is_ipv6, pkt.saddr.packed.ljust(16, b"\0"), sport,
                                 pkt.daddr.packed.ljust(16, b"\0"), dport)
         e, stale = self.find(key, now)
