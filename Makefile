@@ -44,6 +44,7 @@ demo: setup build
 
 bench: setup build
 	$(BIN)/python bench/pktcost.py
+	$(BIN)/python bench/ctcost.py
 
 clean:
 	rm -rf $(VENV) $(OBJ_DIR)/*.o build .pytest_cache .ruff_cache .hypothesis

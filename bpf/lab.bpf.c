@@ -4,7 +4,7 @@
  * - xdp_pass_peer goes on the client end of a lab veth pair: a veth only
  *   wakes to take frames sent to it with XDP_TX (bpfwall's rejects) when it
  *   runs an XDP program itself.
- * - xdp_drop_all is the baseline every benchmark is a ratio to.
+ * - xdp_drop_all and tc_pass_all are the baselines benchmarks are ratios to.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -21,4 +21,10 @@ SEC("xdp")
 int xdp_drop_all(struct xdp_md *ctx)
 {
 	return XDP_DROP;
+}
+
+SEC("tc")
+int tc_pass_all(struct __sk_buff *skb)
+{
+	return -1; /* TCX_NEXT */
 }
