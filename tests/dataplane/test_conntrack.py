@@ -185,3 +185,26 @@ def test_table_records_state_and_counts(host):
     (_, entry), (ref_entry,) = table[0], host.ref.table.values()
     assert entry.tcp_state == ref_entry.tcp_state == 3  # established
     assert list(entry.packets) == ref_entry.packets == [2, 1]
+
+
+def test_full_table_evicts_oldest_and_counts_it():
+    import ctypes
+
+    from bpfwall import conntrack, libbpf, shared
+
+    rules = HOST_POLICY.replace("conntrack: {max_entries: 4096}", "conntrack: {max_entries: 1024}")
+    with Pair(from_yaml(rules)) as p:
+        flows = 3000
+        for port in range(10000, 10000 + flows):
+            p.gens["egress"].test_run(out4(UDP(sport=port, dport=53)))
+        fd = p.gens["ingress"].map_fds["conntrack"]
+        entries = len(conntrack.read_table(fd))
+        cpus = (ctypes.c_uint64 * libbpf.num_possible_cpus())()
+        libbpf.map_lookup(p.gens["ingress"].map_fds["ct_stats"], ctypes.c_uint32(shared.CTS_CREATED), cpus)
+        created = sum(cpus)
+        assert entries <= 1024
+        assert created == flows  # every flow was made; the LRU made room for the newest
+        assert created - entries >= flows - 1024  # what `bpfwall conntrack` reports as evicted
+        # the newest flow is still there: its reply is established
+        verdict, _, _ = p.gens["ingress"].test_run(in4(UDP(sport=53, dport=10000 + flows - 1)))
+        assert verdict == PASS["ingress"]

@@ -133,3 +133,16 @@ def test_down_removes_egress_link_and_table(lab, tmp_path):
     assert not os.path.exists(pins)
     assert lab.tcp_connect(25, frm="server") == "open"
     assert lab.tcp_connect(8080) == "open"
+
+
+def test_explain_shows_connection_state(lab, tmp_path):
+    apply(lab, write(tmp_path, HOST))
+    common = ["explain", "--netns", lab.server_ns, "-i", lab.server_if, "--proto", "tcp",
+              "--src", "10.200.0.2", "--dst", "10.200.0.1", "--dport", "8080", "--json"]
+    for flags, state in (("syn", "new"), ("ack", "invalid")):
+        res = bpfwall(*common, "--flags", flags)
+        assert res.returncode == 0, res.stderr
+        out = json.loads(res.stdout)
+        assert (out["verdict"], out["decided_by"], out["ct_state"], out["agree"]) == ("drop", "policy", state, True)
+    # explain neither counts nor tracks
+    assert not [f for f in conntrack(lab)["flows"] if f["dport"] == 8080]
