@@ -131,11 +131,10 @@ class Lab:
         _, v4, v6addr = self._side("server" if frm == "client" else "client")
         return ns, v6addr if v6 else v4
 
-    # --- servers on the server side ------------------------------------------------------------
+    # --- servers, on either side -----------------------------------------------------------------
 
-    def tcp_server(self, port: int, v6: bool = False, on: str = "server") -> None:
-        """Accepts connections on port (of the server side, or the client side) and closes
-        them after a greeting."""
+    def _listen(self, port: int, v6: bool, on: str, serve) -> None:
+        """A listening TCP socket on one side, served by serve(sock) in a thread."""
         ns, a4, a6 = self._side(on)
         s = self._socket(ns, socket.SOCK_STREAM, v6)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -143,7 +142,12 @@ class Lab:
         s.listen(64)
         s.settimeout(0.2)
         self._servers.append(s)
-        threading.Thread(target=self._accept_loop, args=(s,), daemon=True).start()
+        threading.Thread(target=serve, args=(s,), daemon=True).start()
+
+    def tcp_server(self, port: int, v6: bool = False, on: str = "server") -> None:
+        """Accepts connections on port (of the server side, or the client side) and closes
+        them after a greeting."""
+        self._listen(port, v6, on, self._accept_loop)
 
     def _accept_loop(self, s: socket.socket) -> None:
         while not self._stop.is_set():
@@ -157,14 +161,7 @@ class Lab:
 
     def tcp_echo_server(self, port: int, v6: bool = False, on: str = "server") -> None:
         """Echoes whatever each connection sends, for as long as it stays open."""
-        ns, a4, a6 = self._side(on)
-        s = self._socket(ns, socket.SOCK_STREAM, v6)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((a6 if v6 else a4, port))
-        s.listen(16)
-        s.settimeout(0.2)
-        self._servers.append(s)
-        threading.Thread(target=self._echo_accept_loop, args=(s,), daemon=True).start()
+        self._listen(port, v6, on, self._echo_accept_loop)
 
     def _echo_accept_loop(self, s: socket.socket) -> None:
         while not self._stop.is_set():

@@ -419,6 +419,21 @@ def prog_fd_by_id(prog_id: int) -> int:
     return _check(f"open program id {prog_id}", _prog_fd_by_id(prog_id))
 
 
+def _test_run_opts(data: bytes, repeat: int) -> tuple[TestRunOpts, ctypes.Array, ctypes.Array]:
+    """Options for data in and room for it (and a grown reply) out; the buffers must outlive the run."""
+    data_in = ctypes.create_string_buffer(data, len(data))
+    out = ctypes.create_string_buffer(len(data) + 512)
+    opts = TestRunOpts(
+        sz=sizeof(TestRunOpts),
+        data_in=ctypes.cast(data_in, c_void_p),
+        data_size_in=len(data),
+        data_out=ctypes.cast(out, c_void_p),
+        data_size_out=len(out),
+        repeat=repeat,
+    )
+    return opts, data_in, out
+
+
 def test_run_xdp(
     prog_fd: int, packet: bytes, ifindex: int = 0, repeat: int = 1, meta: bytes = b""
 ) -> tuple[int, bytes, bytes, int]:
@@ -427,16 +442,7 @@ def test_run_xdp(
     meta (a multiple of 4 bytes) goes in front of the frame as XDP metadata.
     Returns (verdict, metadata out, frame out, mean ns per run).
     """
-    data_in = ctypes.create_string_buffer(meta + packet, len(meta) + len(packet))
-    out = ctypes.create_string_buffer(len(meta) + len(packet) + 512)
-    opts = TestRunOpts(
-        sz=sizeof(TestRunOpts),
-        data_in=ctypes.cast(data_in, c_void_p),
-        data_size_in=len(data_in),
-        data_out=ctypes.cast(out, c_void_p),
-        data_size_out=len(out),
-        repeat=repeat,
-    )
+    opts, data_in, out = _test_run_opts(meta + packet, repeat)
     ctx = XdpMd(data=len(meta), data_end=len(meta) + len(packet), ingress_ifindex=ifindex)
     if ifindex or meta:
         opts.ctx_in = ctypes.cast(byref(ctx), c_void_p)
@@ -448,16 +454,7 @@ def test_run_xdp(
 
 def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int]:
     """BPF_PROG_TEST_RUN of a tc program: returns (verdict as a signed int, mean ns per run)."""
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    out = ctypes.create_string_buffer(len(packet) + 512)
-    opts = TestRunOpts(
-        sz=sizeof(TestRunOpts),
-        data_in=ctypes.cast(data_in, c_void_p),
-        data_size_in=len(packet),
-        data_out=ctypes.cast(out, c_void_p),
-        data_size_out=len(out),
-        repeat=repeat,
-    )
+    opts, _data_in, _out = _test_run_opts(packet, repeat)
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
     return ctypes.c_int32(opts.retval).value, opts.duration
 
