@@ -20,7 +20,7 @@ from rich.table import Table
 from . import compiler, config, libbpf, names, netns, packets, reference, shared
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
-from .dataplane import Scope
+from .dataplane import Scope, compile_all
 from .errors import BpfwallError, InputError, RuntimeFailure
 
 out = Console(highlight=False)
@@ -90,7 +90,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         raise InputError("--confirm is not available yet: apply without it")
     t0 = time.monotonic()
     ruleset = config.load(path)
-    compiled = _compile(ruleset, path)
+    tables = _compile(ruleset, path)
     scope = Scope(ns)
     targets = list(interfaces) or ruleset.interfaces
     if not targets:
@@ -98,7 +98,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         targets = list(state.interfaces) if state else []
     if not targets:
         raise InputError("no interface to protect: give -i IFACE or list 'interfaces:' in the rule file")
-    report = scope.apply(ruleset, targets, mode, compiled)
+    report = scope.apply(ruleset, targets, mode, tables)
     took = time.monotonic() - t0
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
@@ -111,9 +111,10 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
               f"{ifaces}{where}; generation {report.generation}; {took:.2f} s")
 
 
-def _compile(ruleset, path: str) -> compiler.Compiled:
+def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
+    """Both directions' tables; a rule set too large for the data plane is bad input."""
     try:
-        return compiler.compile_ruleset(ruleset)
+        return compile_all(ruleset)
     except ValueError as exc:
         raise InputError(f"{path}:1: {exc}") from None
 
@@ -125,22 +126,31 @@ def _compile(ruleset, path: str) -> compiler.Compiled:
 def check(path: str, as_json: bool) -> None:
     """Validate and compile FILE; touches nothing, needs no root."""
     ruleset = config.load(path)
-    compiled = _compile(ruleset, path)
+    tables = _compile(ruleset, path)
+    user_rules = [r for r in ruleset.rules if not r.implicit]
     info = {
         "file": path,
-        "rules": len([r for r in ruleset.rules if not r.implicit]),
-        "implicit_rules": [r.name for r in ruleset.rules if r.implicit],
+        "rules": len(user_rules),
+        "implicit_rules": [f"{r.name} ({r.direction})" for r in ruleset.rules if r.implicit],
         "policy": ruleset.policy,
         "sets": ruleset.sets,
-        "classes": compiled.n_classes,
-        "fields": sorted(_FIELD_NAMES[f] for f in compiled.fields_used),
+        "connection_tracking": ruleset.uses_ct(),
+        "directions": {
+            d: {"rules": len([r for r in user_rules if r.direction == d]), "classes": c.n_classes,
+                "fields": sorted(_FIELD_NAMES[f] for f in c.fields_used)}
+            for d, c in tables.items()
+        },
     }
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
-    out.print(f"{path}: OK: {info['rules']} rules, policy ingress {ruleset.policy['ingress']}, "
-              f"{len(ruleset.sets)} sets, {compiled.n_classes} classes over "
-              f"{', '.join(info['fields']) or 'no field'}")
+    out.print(f"{path}: OK: {info['rules']} rules, policy ingress {ruleset.policy['ingress']} egress "
+              f"{ruleset.policy['egress']}, {len(ruleset.sets)} sets, connection tracking "
+              f"{'on' if ruleset.uses_ct() else 'off'}")
+    for d, x in info["directions"].items():
+        out.print(f"  {d}: {x['rules']} rules, {x['classes']} classes over {', '.join(x['fields']) or 'no field'}")
+    if "egress" not in tables:
+        out.print("  egress: nothing to do (no egress rules, accept policy, no tracking): no program")
     for name in info["implicit_rules"]:
         out.print(f"  implicit rule {name}: accepts ICMPv6 neighbour discovery and packet-too-big "
                   "before the drop policy")
@@ -148,7 +158,7 @@ def check(path: str, as_json: bool) -> None:
 
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",
                 shared.F_DST: "dst", shared.F_SPORT: "sport", shared.F_DPORT: "dport",
-                shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp"}
+                shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp", shared.F_CT: "ct"}
 
 
 @main.command()

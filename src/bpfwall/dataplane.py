@@ -35,6 +35,14 @@ STATE_ROOT = "/run/bpfwall"
 MODES = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
 
 
+def compile_all(ruleset: Ruleset) -> dict[str, Compiled]:
+    """The tables of each direction that needs a program (ingress always)."""
+    out = {"ingress": compile_ruleset(ruleset, "ingress")}
+    if ruleset.needs_egress():
+        out["egress"] = compile_ruleset(ruleset, "egress")
+    return out
+
+
 def scope_name(ns: str | None) -> str:
     return f"netns-{ns}" if ns else "host"
 
@@ -164,11 +172,15 @@ class Scope:
     # --- apply -------------------------------------------------------------------------------
 
     def apply(self, ruleset: Ruleset, interfaces: list[str], mode: str = "native",
-              compiled: Compiled | None = None) -> ApplyReport:
-        """Puts ruleset in force on interfaces (and on every interface already attached)."""
+              compiled: dict[str, Compiled] | None = None) -> ApplyReport:
+        """Puts ruleset in force on interfaces (and on every interface already attached).
+
+        compiled: the ruleset compiled per direction (compile_all), if the caller has it.
+        """
         require_root()
         ensure_bpffs()
-        compiled = compiled or compile_ruleset(ruleset)
+        tables = compiled or compile_all(ruleset)
+        compiled_in = tables["ingress"]
         report = ApplyReport()
         with self.lock(), netns.enter(self.ns):
             old = self.read_state() or State(netns=self.ns)
@@ -195,20 +207,20 @@ class Scope:
 
             t0 = time.monotonic()
             uses_ct = ruleset.uses_ct()
-            ct_fds = self._ct_maps_for(compiled, uses_ct, report)
+            ct_fds = self._ct_maps_for(compiled_in, uses_ct, report)
             gens: dict[str, Generation] = {}
             new_n = old.generation + 1
             new_dir = self.gen_dir(new_n)
             swapped: list[tuple[int, str]] = []  # (link fd, direction) already on the new generation
             try:
-                gens["ingress"] = Generation.load(compiled, known, ct_fds)
+                gens["ingress"] = Generation.load(compiled_in, known, ct_fds)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
                     os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
                     for name in CT_MAPS:
                         libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
                     ct_fds = self.open_ct_maps()
-                if ruleset.needs_egress():
-                    gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), known, ct_fds)
+                if "egress" in tables:
+                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds)
                 report.load_seconds = time.monotonic() - t0
                 shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
                 for direction, gen in gens.items():

@@ -17,6 +17,7 @@ def test_check_good(tmp_path):
     assert res.exit_code == 0, res.output
     info = json.loads(res.output)
     assert info["rules"] == 1 and info["policy"]["ingress"] == "drop"
+    assert info["directions"]["ingress"]["rules"] == 1 and "egress" not in info["directions"]
 
 
 def test_check_bad_exit_2_one_line_each(tmp_path):
