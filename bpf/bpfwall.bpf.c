@@ -100,7 +100,9 @@ __noinline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	if (!pkt)
 		return BPFWALL_ACT_DROP;
 	if (cfg.ct_enabled) {
-		now = bpf_ktime_get_ns();
+		/* Timeouts are seconds: the coarse clock (a tick's precision)
+		 * is enough and, in a VM, a fifth of the per-packet cost cheaper. */
+		now = bpf_ktime_get_coarse_ns();
 		pkt->ct_state = ct_state_of(pkt, &lk, now);
 		if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
 			ct_stat(BPFWALL_CTS_INVALID);

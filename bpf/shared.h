@@ -125,7 +125,7 @@ struct bpfwall_ct_key {
 };
 
 struct bpfwall_ct_entry {
-	__u64 created_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+	__u64 created_ns; /* bpf_ktime_get_coarse_ns(): CLOCK_MONOTONIC_COARSE */
 	__u64 last_seen_ns;
 	__u64 packets[2]; /* [0] from the opener, [1] replies */
 	__u64 bytes[2];

@@ -285,7 +285,8 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
     ct = None
     if ruleset.uses_ct():
         ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-    ref = reference.decide(ruleset, frame, iface, ct=ct, now=time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+    ref = reference.decide(ruleset, frame, iface, ct=ct,
+                           now=conntrack_mod.now_ns())
     kernel_rule = rules[why.rule].name if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
     agree = verdict == ref.verdict and kernel_rule == ref_rule

@@ -12,6 +12,14 @@ from . import libbpf, shared
 from .dataplane import Scope
 from .errors import RuntimeFailure
 
+# Linux's clock id; Python's time module does not name it.
+CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
+
+
+def now_ns() -> int:
+    """The data plane's clock (bpf_ktime_get_coarse_ns) as user space reads it."""
+    return time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE)
+
 
 def read_table(fd: int) -> list[tuple[shared.CtKey, shared.CtEntry]]:
     """Every entry of the pinned LRU hash (batched: one syscall per few thousand flows)."""
@@ -54,19 +62,19 @@ def flows(scope: Scope) -> dict[str, Any]:
         for fd in fds.values():
             os.close(fd)
     timeouts = state.rules().conntrack.get("timeouts", shared.CT_TIMEOUT_DEFAULTS)
-    now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+    now = now_ns()
     out = []
     for k, e in entries:
         lo = (_addr(k.addr_lo, k.is_ipv6), k.port_lo)
         hi = (_addr(k.addr_hi, k.is_ipv6), k.port_hi)
         src, dst = (lo, hi) if e.flags & shared.CTF_ORIG_LO else (hi, lo)
-        idle = (now - e.last_seen_ns) / 1e9
+        idle = max(0, now - e.last_seen_ns) / 1e9
         expired = idle > _timeout(e, k.proto, timeouts)
         out.append({
             "proto": shared_proto_name(k.proto), "family": 6 if k.is_ipv6 else 4,
             "src": src[0], "sport": src[1], "dst": dst[0], "dport": dst[1],
             "state": "expired" if expired else _state(e, k.proto),
-            "age": round((now - e.created_ns) / 1e9, 1), "idle": round(idle, 1),
+            "age": round(max(0, now - e.created_ns) / 1e9, 1), "idle": round(idle, 1),
             "packets": [e.packets[0], e.packets[1]], "bytes": [e.bytes[0], e.bytes[1]],
         })
     out.sort(key=lambda f: f["age"], reverse=True)

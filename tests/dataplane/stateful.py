@@ -3,10 +3,9 @@ driven packet by packet beside the reference model."""
 
 from __future__ import annotations
 
-import time
-
 from bpfwall import reference, shared
 from bpfwall.compiler import compile_ruleset
+from bpfwall.conntrack import now_ns
 from bpfwall.generation import CT_MAPS, Generation
 from bpfwall.ruleset import Ruleset
 
@@ -38,7 +37,7 @@ class Pair:
         after = gen.counters()
         n = len(self.ruleset.direction(direction))
         hit = [i for i in range(n) if after[i][0] != before[i][0]]
-        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, time.monotonic_ns())
+        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now_ns())
         return (verdict, hit[0] if hit else None), (want.verdict, want.rule)
 
 
