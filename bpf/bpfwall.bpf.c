@@ -89,9 +89,10 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 /*
  * Connection state, classification, counting, and the flow update once the
  * packet is accepted; returns enum bpfwall_action and sets pkt->rule. Shared
- * by both programs, and global, so that the verifier checks it once.
+ * by both programs. Inlined: with the parser global, only its three outcomes
+ * reach here, and a call of its own cost 7 to 14 ns a packet.
  */
-__noinline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
+static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 {
 	struct ct_lookup lk = {};
 	__u32 rule, action, slot;
