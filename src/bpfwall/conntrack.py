@@ -11,6 +11,7 @@ from typing import Any
 from . import libbpf, shared
 from .dataplane import Scope
 from .errors import RuntimeFailure
+from .names import PROTOCOL_NAMES
 
 # Linux's clock id; Python's time module does not name it.
 CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)
@@ -31,7 +32,7 @@ def read_table(fd: int) -> list[tuple[shared.CtKey, shared.CtEntry]]:
     in_batch, out_batch = token(), token()
     first = True
     while True:
-        n = libbpf.map_lookup_batch_from(fd, None if first else in_batch, out_batch, keys, values, batch)
+        n = libbpf.map_lookup_batch(fd, None if first else in_batch, out_batch, keys, values, batch)
         out.extend((shared.CtKey.from_buffer_copy(keys[i]), shared.CtEntry.from_buffer_copy(values[i]))
                    for i in range(n))
         if n < batch:
@@ -48,7 +49,8 @@ def _addr(raw, is_ipv6: int) -> str:
 def flows(scope: Scope) -> dict[str, Any]:
     """The tracked flows, opener first, with state, age and counters."""
     state = scope.require_state()
-    if not state.rules().uses_ct():
+    ruleset = state.rules()
+    if not ruleset.uses_ct():
         return {"tracking": False, "flows": [], "entries": 0}
     fds = scope.open_ct_maps()
     if fds is None:
@@ -61,7 +63,7 @@ def flows(scope: Scope) -> dict[str, Any]:
     finally:
         for fd in fds.values():
             os.close(fd)
-    timeouts = state.rules().conntrack.get("timeouts", shared.CT_TIMEOUT_DEFAULTS)
+    timeouts = ruleset.conntrack.get("timeouts", shared.CT_TIMEOUT_DEFAULTS)
     now = now_ns()
     out = []
     for k, e in entries:
@@ -71,7 +73,7 @@ def flows(scope: Scope) -> dict[str, Any]:
         idle = max(0, now - e.last_seen_ns) / 1e9
         expired = idle > _timeout(e, k.proto, timeouts)
         out.append({
-            "proto": shared_proto_name(k.proto), "family": 6 if k.is_ipv6 else 4,
+            "proto": PROTOCOL_NAMES.get(k.proto, str(k.proto)), "family": 6 if k.is_ipv6 else 4,
             "src": src[0], "sport": src[1], "dst": dst[0], "dport": dst[1],
             "state": "expired" if expired else _state(e, k.proto),
             "age": round(max(0, now - e.created_ns) / 1e9, 1), "idle": round(idle, 1),
@@ -104,12 +106,6 @@ def _state(e: shared.CtEntry, proto: int) -> str:
     if proto == 6:
         return shared.TCP_STATE_NAMES[e.tcp_state] if e.tcp_state < len(shared.TCP_STATE_NAMES) else "?"
     return "replied" if e.flags & shared.CTF_SEEN_REPLY else "unreplied"
-
-
-def shared_proto_name(proto: int) -> str:
-    from .names import PROTOCOL_NAMES
-
-    return PROTOCOL_NAMES.get(proto, str(proto))
 
 
 def reference_table(scope: Scope, timeouts: dict[str, int]):

@@ -147,7 +147,7 @@ class Generation:
         n = shared.N_COUNTERS
         keys = (c_uint32 * n)()
         values = (shared.Counter * (n * self._ncpus))()
-        got = libbpf.map_lookup_batch(self.map_fds["counters"], keys, values, n)
+        got = libbpf.map_lookup_batch(self.map_fds["counters"], None, ctypes.byref(c_uint32()), keys, values, n)
         out = [(0, 0)] * n
         for i in range(got):
             pk = by = 0

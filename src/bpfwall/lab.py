@@ -115,10 +115,6 @@ class Lab:
         with netns.enter(ns):
             return socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, kind, proto)
 
-    @staticmethod
-    def server_addr(v6: bool) -> str:
-        return SERVER_V6 if v6 else SERVER_V4
-
     def _side(self, on: str) -> tuple[str, str, str]:
         """(namespace, own address v4, own address v6) of 'server' or 'client'."""
         if on == "server":
@@ -149,11 +145,16 @@ class Lab:
         them after a greeting."""
         self._listen(port, v6, on, self._accept_loop)
 
-    def _accept_loop(self, s: socket.socket) -> None:
+    def _accept_loop(self, s: socket.socket, handle=None) -> None:
+        """Accepts until the lab closes; handle(conn) serves each connection (default: greet, close)."""
         while not self._stop.is_set():
             try:
                 conn, _ = s.accept()
             except (TimeoutError, OSError):
+                continue
+            if handle is not None:
+                self._servers.append(conn)
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
                 continue
             with contextlib.suppress(OSError):
                 conn.sendall(b"hello\n")
@@ -161,16 +162,7 @@ class Lab:
 
     def tcp_echo_server(self, port: int, v6: bool = False, on: str = "server") -> None:
         """Echoes whatever each connection sends, for as long as it stays open."""
-        self._listen(port, v6, on, self._echo_accept_loop)
-
-    def _echo_accept_loop(self, s: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = s.accept()
-            except (TimeoutError, OSError):
-                continue
-            self._servers.append(conn)
-            threading.Thread(target=self._echo_conn, args=(conn,), daemon=True).start()
+        self._listen(port, v6, on, lambda sock: self._accept_loop(sock, self._echo_conn))
 
     def _echo_conn(self, conn: socket.socket) -> None:
         conn.settimeout(0.2)

@@ -144,25 +144,6 @@ class LinkInfo(Structure):
     ]
 
 
-class ProgInfo(Structure):
-    """The head of struct bpf_prog_info, up to the fields bpfwall reads."""
-
-    _fields_ = [
-        ("type", c_uint32),
-        ("id", c_uint32),
-        ("tag", c_char * 8),
-        ("jited_prog_len", c_uint32),
-        ("xlated_prog_len", c_uint32),
-        ("jited_prog_insns", c_uint64),
-        ("xlated_prog_insns", c_uint64),
-        ("load_time", c_uint64),
-        ("created_by_uid", c_uint32),
-        ("nr_map_ids", c_uint32),
-        ("map_ids", c_uint64),
-        ("name", c_char * 16),
-    ]
-
-
 def _fn(name: str, restype, argtypes):
     f = getattr(_lib, name)
     f.restype = restype
@@ -186,8 +167,6 @@ _obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
 _obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
 _update_elem = _fn("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64])
 _lookup_elem = _fn("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p])
-_delete_elem = _fn("bpf_map_delete_elem", c_int, [c_int, c_void_p])
-_get_next_key = _fn("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p])
 _update_batch = _fn(
     "bpf_map_update_batch", c_int, [c_int, c_void_p, c_void_p, POINTER(c_uint32), c_void_p]
 )
@@ -201,8 +180,6 @@ _link_update = _fn("bpf_link_update", c_int, [c_int, c_int, c_void_p])
 _link_detach = _fn("bpf_link_detach", c_int, [c_int])
 _test_run = _fn("bpf_prog_test_run_opts", c_int, [c_int, c_void_p])
 _get_info = _fn("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, POINTER(c_uint32)])
-_prog_fd_by_id = _fn("bpf_prog_get_fd_by_id", c_int, [c_uint32])
-_map_fd_by_id = _fn("bpf_map_get_fd_by_id", c_int, [c_uint32])
 _num_cpus = _fn("libbpf_num_possible_cpus", c_int, [])
 
 
@@ -303,31 +280,6 @@ def map_lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
     return True
 
 
-def map_delete(fd: int, key: ctypes._CData) -> bool:
-    ret = _delete_elem(fd, byref(key))
-    if ret < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOENT:
-            return False
-        raise BpfError("map delete", err)
-    return True
-
-
-def map_keys(fd: int, key_type: type) -> list:
-    """Every key of a hash-like map, in the kernel's order."""
-    keys = []
-    cur, nxt = key_type(), key_type()
-    ptr = None
-    while _get_next_key(fd, ptr, byref(nxt)) == 0:
-        keys.append(key_type.from_buffer_copy(nxt))
-        ctypes.memmove(byref(cur), byref(nxt), sizeof(key_type))
-        ptr = byref(cur)
-    err = ctypes.get_errno()
-    if err not in (0, errno.ENOENT):
-        raise BpfError("map get_next_key", err)
-    return keys
-
-
 def map_update_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int) -> None:
     """One syscall for count elements (array and hash maps)."""
     opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
@@ -342,18 +294,7 @@ def map_update_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: i
             raise BpfError("map update_batch", ctypes.get_errno())
 
 
-def map_lookup_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int) -> int:
-    """Reads up to count elements of an array map from its start; returns how many."""
-    opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
-    out_batch = c_uint32()
-    n = c_uint32(count)
-    ret = _lookup_batch(fd, None, byref(out_batch), keys, values, byref(n), byref(opts))
-    if ret < 0 and ctypes.get_errno() != errno.ENOENT:
-        raise BpfError("map lookup_batch", ctypes.get_errno())
-    return n.value
-
-
-def map_lookup_batch_from(fd: int, in_batch, out_batch, keys: ctypes.Array, values: ctypes.Array,
+def map_lookup_batch(fd: int, in_batch, out_batch, keys: ctypes.Array, values: ctypes.Array,
                           count: int) -> int:
     """One step of a batched walk of a hash map: up to count elements after in_batch
     (None: from the start); out_batch receives the position to continue from."""
@@ -387,13 +328,6 @@ def link_info(fd: int) -> LinkInfo:
     return info
 
 
-def prog_info(fd: int) -> ProgInfo:
-    info = ProgInfo()
-    n = c_uint32(sizeof(info))
-    _check("prog info", _get_info(fd, byref(info), byref(n)))
-    return info
-
-
 class MapInfo(Structure):
     """The head of struct bpf_map_info."""
 
@@ -413,10 +347,6 @@ def map_info(fd: int) -> MapInfo:
     n = c_uint32(sizeof(info))
     _check("map info", _get_info(fd, byref(info), byref(n)))
     return info
-
-
-def prog_fd_by_id(prog_id: int) -> int:
-    return _check(f"open program id {prog_id}", _prog_fd_by_id(prog_id))
 
 
 def _test_run_opts(data: bytes, repeat: int) -> tuple[TestRunOpts, ctypes.Array, ctypes.Array]:
@@ -457,9 +387,5 @@ def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int
     opts, _data_in, _out = _test_run_opts(packet, repeat)
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
     return ctypes.c_int32(opts.retval).value, opts.duration
-
-
-def close(fd: int) -> None:
-    os.close(fd)
 
 
