@@ -49,6 +49,35 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } src6 SEC(".maps"), dst6 SEC(".maps");
 
+/*
+ * The elements of every CIDR set, both copies, keyed by (slot * 2 + version,
+ * prefix); the value is the element's prefix length. Shared by the two
+ * directions of a generation and changed in place by `bpfwall set`.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_set4_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} set4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_set6_key);
+	__type(value, __u32);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} set6 SEC(".maps");
+
+/* Which copy of each set is current: one write switches a whole change in. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFWALL_MAX_SETS);
+	__type(key, __u32);
+	__type(value, __u32);
+} set_version SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1);
@@ -80,9 +109,14 @@ static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
 	return bpf_map_lookup_elem(&bitvectors, cls);
 }
 
-/* trie: 0 for the source tries, 2 for the destination ones. */
+/*
+ * trie: 0 for the source tries, 2 for the destination ones. key is one
+ * buffer for every lookup of classify(): an IPv4 key is the head of an IPv6
+ * one, and separate keys per inlined call would overflow the verifier's stack.
+ */
 static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
-						      void *trie4, void *trie6, __u32 trie)
+						      void *trie4, void *trie6, __u32 trie,
+						      struct bpfwall_lpm6_key *key)
 {
 	__u32 bit = trie + pkt->is_ipv6;
 	__u32 *cls;
@@ -93,15 +127,13 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 		return bpf_map_lookup_elem(&bitvectors, &root);
 	}
 	if (pkt->is_ipv6) {
-		struct bpfwall_lpm6_key k6 = {.prefixlen = 128};
-
-		__builtin_memcpy(k6.addr, addr, 16);
-		cls = bpf_map_lookup_elem(trie6, &k6);
+		key->prefixlen = 128;
+		__builtin_memcpy(key->addr, addr, 16);
+		cls = bpf_map_lookup_elem(trie6, key);
 	} else {
-		struct bpfwall_lpm4_key k4 = {.prefixlen = 32};
-
-		__builtin_memcpy(k4.addr, addr, 4);
-		cls = bpf_map_lookup_elem(trie4, &k4);
+		key->prefixlen = 32;
+		__builtin_memcpy(key->addr, addr, 4);
+		cls = bpf_map_lookup_elem(trie4, key);
 	}
 	/* Every trie holds a /0 entry, so a miss means a broken generation. */
 	if (!cls)
@@ -109,9 +141,88 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 	return bpf_map_lookup_elem(&bitvectors, cls);
 }
 
+/*
+ * Whether the packet's source (dst 0) or destination (dst 1) address is in
+ * the current copy of the set of slot. A global function: inlined eight times
+ * its keys would push classify()'s stack past what the verifier allows.
+ */
+__noinline int in_set(const struct packet *pkt, __u32 dst, __u32 slot)
+{
+	__u32 *version;
+
+	if (!pkt)
+		return 0;
+	version = bpf_map_lookup_elem(&set_version, &slot);
+	if (!version)
+		return 0;
+	if (pkt->is_ipv6) {
+		struct bpfwall_set6_key k6 = {.prefixlen = 32 + 128,
+					      .key_slot = slot * 2 + (*version & 1)};
+
+		__builtin_memcpy(k6.addr, dst ? pkt->daddr : pkt->saddr, 16);
+		return bpf_map_lookup_elem(&set6, &k6) != 0;
+	} else {
+		struct bpfwall_set4_key k4 = {.prefixlen = 32 + 32,
+					      .key_slot = slot * 2 + (*version & 1)};
+
+		__builtin_memcpy(k4.addr, dst ? pkt->daddr : pkt->saddr, 4);
+		return bpf_map_lookup_elem(&set4, &k4) != 0;
+	}
+}
+
+/* Bitmask of the field's sets (bit j: refs[j]) that hold addr; n is a
+ * constant of the generation, so the verifier drops sets it does not have. */
+static __always_inline __u32 sets_holding(const struct packet *pkt, __u32 dst,
+					  const volatile struct bpfwall_set_ref *refs, __u32 n)
+{
+	__u32 hits = 0;
+
+	if (n > 0 && in_set(pkt, dst, refs[0].slot))
+		hits |= 1;
+	if (n > 1 && in_set(pkt, dst, refs[1].slot))
+		hits |= 2;
+	if (n > 2 && in_set(pkt, dst, refs[2].slot))
+		hits |= 4;
+	if (n > 3 && in_set(pkt, dst, refs[3].slot))
+		hits |= 8;
+	return hits;
+}
+
 struct field_vectors {
 	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp, *ct;
+	__u32 src_sets, dst_sets; /* sets_holding() of each address */
 };
+
+_Static_assert(BPFWALL_MAX_FIELD_SETS == 4, "sets_holding() is written out for 4 sets");
+
+/* Word i of the rules that name a set holding the address (the OR over hits). */
+/*
+ * Word i of the OR of the bitvectors of the sets in hits (bit j: the field's
+ * j-th set) that hold the address. A global function with its own small
+ * frame: inlined into every and_word() its spills would push classify()'s
+ * stack past the verifier's limit. Called only when some set holds the address.
+ */
+__noinline __u64 sets_word(__u32 dst, __u32 hits, __u64 i)
+{
+	const __u32 n = cfg.n_summary + cfg.n_words;
+	__u64 word = 0;
+	__u32 j, key;
+
+	for (j = 0; j < BPFWALL_MAX_FIELD_SETS; j++) {
+		const __u64 *bits;
+
+		if (!(hits & (1u << j)))
+			continue;
+		key = dst ? cfg.dst_sets[j].cls : cfg.src_sets[j].cls;
+		bits = bpf_map_lookup_elem(&bitvectors, &key);
+		barrier_var(i);
+		if (!bits || i >= n)
+			return 0;
+		barrier_var(i);
+		word |= bits[i];
+	}
+	return word;
+}
 
 /* AND of word i over every used field. Unused fields are constants false
  * to the verifier, so their branches vanish from the JITed program. */
@@ -124,9 +235,9 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 	if (fields & (1 << BPFWALL_F_PROTO))
 		acc &= v->proto[i];
 	if (fields & (1 << BPFWALL_F_SRC))
-		acc &= v->src[i];
+		acc &= v->src[i] | (v->src_sets ? sets_word(0, v->src_sets, i) : 0);
 	if (fields & (1 << BPFWALL_F_DST))
-		acc &= v->dst[i];
+		acc &= v->dst[i] | (v->dst_sets ? sets_word(1, v->dst_sets, i) : 0);
 	if (fields & (1 << BPFWALL_F_SPORT))
 		acc &= v->sport[i];
 	if (fields & (1 << BPFWALL_F_DPORT))
@@ -159,6 +270,7 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 	const __u32 n_words = cfg.n_words;
 	const __u32 n_summary = cfg.n_summary;
 	struct field_vectors v = {};
+	struct bpfwall_lpm6_key key = {};
 	__u32 s, k;
 
 	if (!pkt)
@@ -206,10 +318,14 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 	 */
 	if (n_summary == 1 && !and_word(&v, fields & ~ADDR_FIELDS, 0))
 		return BPFWALL_NO_RULE;
-	if (fields & (1 << BPFWALL_F_SRC))
-		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6, 0));
-	if (fields & (1 << BPFWALL_F_DST))
-		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6, 2));
+	if (fields & (1 << BPFWALL_F_SRC)) {
+		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6, 0, &key));
+		v.src_sets = sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
+	}
+	if (fields & (1 << BPFWALL_F_DST)) {
+		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6, 2, &key));
+		v.dst_sets = sets_holding(pkt, 1, cfg.dst_sets, cfg.n_dst_sets);
+	}
 
 	for (s = 0; s < BPFWALL_MAX_SUMMARY && s < n_summary; s++) {
 		__u64 candidates = and_word(&v, fields, s);

@@ -155,14 +155,15 @@ static __always_inline __u32 ct_state_of(const struct packet *pkt, struct ct_loo
 	int orig;
 
 	if (proto_is_icmp(pkt) && pkt->has_l4 && icmp_is_error(pkt->is_ipv6, pkt->icmp_type)) {
-		struct bpfwall_ct_key inner = {};
 		int stale;
 
 		if (!pkt->has_inner)
 			return BPFWALL_CT_INVALID;
-		ct_make_key(&inner, pkt->inner_proto, pkt->is_ipv6, pkt->inner_saddr,
+		/* lk->key holds the quoted flow: a related or invalid packet never
+		 * updates the table, and one key on the stack keeps the frame small. */
+		ct_make_key(&lk->key, pkt->inner_proto, pkt->is_ipv6, pkt->inner_saddr,
 			    pkt->inner_sport, pkt->inner_daddr, pkt->inner_dport);
-		return ct_find(&inner, now, &stale) ? BPFWALL_CT_RELATED : BPFWALL_CT_INVALID;
+		return ct_find(&lk->key, now, &stale) ? BPFWALL_CT_RELATED : BPFWALL_CT_INVALID;
 	}
 
 	flow_ports(pkt, &sport, &dport);
@@ -209,6 +210,31 @@ static __always_inline void ct_tcp_advance(struct bpfwall_ct_entry *e, __u8 flag
 	}
 }
 
+/*
+ * A new flow's entry. A global function: the entry it builds would otherwise
+ * sit in the main program's frame, and with classify() nested below that
+ * frame the verifier's 512-byte stack limit is near.
+ */
+__noinline int ct_create(const struct packet *pkt, const struct bpfwall_ct_key *key, int from_lo,
+			 int stale, __u64 now)
+{
+	struct bpfwall_ct_entry fresh = {
+	    .created_ns = now,
+	    .last_seen_ns = now,
+	};
+
+	if (!pkt || !key)
+		return 0;
+	fresh.flags = from_lo ? BPFWALL_CTF_ORIG_LO : 0;
+	fresh.tcp_state = pkt->proto == IPPROTO_TCP ? BPFWALL_TCP_SYN_SENT : 0;
+	fresh.packets[0] = 1;
+	fresh.bytes[0] = pkt->len;
+	bpf_map_update_elem(&conntrack, key, &fresh, BPF_ANY);
+	if (!stale)
+		ct_stat(BPFWALL_CTS_CREATED);
+	return 0;
+}
+
 /* After the packet was accepted: create or advance its flow. */
 static __always_inline void ct_accepted(const struct packet *pkt, struct ct_lookup *lk, __u64 now)
 {
@@ -218,18 +244,7 @@ static __always_inline void ct_accepted(const struct packet *pkt, struct ct_look
 	if (pkt->ct_state == BPFWALL_CT_RELATED || pkt->ct_state == BPFWALL_CT_INVALID)
 		return;
 	if (!e) {
-		struct bpfwall_ct_entry fresh = {
-		    .created_ns = now,
-		    .last_seen_ns = now,
-		    .flags = lk->from_lo ? BPFWALL_CTF_ORIG_LO : 0,
-		    .tcp_state = pkt->proto == IPPROTO_TCP ? BPFWALL_TCP_SYN_SENT : 0,
-		};
-
-		fresh.packets[0] = 1;
-		fresh.bytes[0] = pkt->len;
-		bpf_map_update_elem(&conntrack, &lk->key, &fresh, BPF_ANY);
-		if (!lk->stale)
-			ct_stat(BPFWALL_CTS_CREATED);
+		ct_create(pkt, &lk->key, lk->from_lo, lk->stale, now);
 		return;
 	}
 	orig = lk->from_lo == !!(e->flags & BPFWALL_CTF_ORIG_LO);

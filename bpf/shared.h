@@ -16,6 +16,13 @@
 #define BPFWALL_MAX_SUMMARY (BPFWALL_MAX_WORDS / 64)
 #define BPFWALL_NO_RULE	    0xffffffffu
 
+/* CIDR sets: at most MAX_SETS in a rule file, at most MAX_FIELD_SETS named by
+ * the rules of one direction in one address field. Each set has two copies
+ * in the set tries (key slot * 2 + version) so a command that changes it
+ * flips from the old contents to the new in one write. */
+#define BPFWALL_MAX_SETS       64
+#define BPFWALL_MAX_FIELD_SETS 4
+
 /* Fields of the packet key; bit N of bpfwall_config.fields says whether
  * some rule constrains field N (unused fields are never looked up). */
 enum bpfwall_field {
@@ -148,6 +155,13 @@ struct bpfwall_ct_timeouts {
 
 /* Per-generation constants, in .rodata so the verifier prunes unused
  * fields and knows every loop bound. */
+/* A CIDR set one address field names: its slot, and the class of the rules
+ * that name it there (added to the field's bitvector when the address is in it). */
+struct bpfwall_set_ref {
+	__u32 slot;
+	__u32 cls;
+};
+
 struct bpfwall_config {
 	__u32 fields; /* bitmask of enum bpfwall_field */
 	__u32 n_rules;
@@ -163,6 +177,10 @@ struct bpfwall_config {
 	__u32 direction;  /* 0 ingress (XDP), 1 egress (tcx) */
 	__u32 ct_enabled; /* some rule matches ct: track flows */
 	struct bpfwall_ct_timeouts ct_timeouts;
+	__u32 n_src_sets;
+	__u32 n_dst_sets;
+	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
+	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };
 
 struct bpfwall_lpm4_key {
@@ -172,6 +190,19 @@ struct bpfwall_lpm4_key {
 
 struct bpfwall_lpm6_key {
 	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* Set trie keys: prefixlen counts the 32 bits of key_slot, then the address. */
+struct bpfwall_set4_key {
+	__u32 prefixlen;
+	__u32 key_slot; /* slot * 2 + version */
+	__u8 addr[4];
+};
+
+struct bpfwall_set6_key {
+	__u32 prefixlen;
+	__u32 key_slot;
 	__u8 addr[16];
 };
 

@@ -32,6 +32,7 @@ from scapy.all import (
     Raw,
 )
 
+from bpfwall.cidrset import CidrSet, from_network
 from bpfwall.ruleset import IcmpMatch, Rule, Ruleset
 
 NETS4 = ["10.200.0.0/16", "10.200.1.0/24", "10.200.1.128/25", "10.200.1.5/32", "0.0.0.0/0",
@@ -48,8 +49,18 @@ ICMP_CODES = [0, 1, 3, 4]
 IFNAMES = ["lo", "bw-other"]
 
 
+SET_NAMES = ["s0", "s1", "s2"]
+
+
 @st.composite
-def rules(draw, name: str) -> Rule:
+def cidr_sets(draw, name: str) -> CidrSet:
+    """A set from the same small universe as the rules' CIDRs, so they nest and overlap."""
+    nets = draw(st.lists(st.sampled_from(NETS4 + NETS6), max_size=5, unique=True))
+    return CidrSet(name, {from_network(ipaddress.ip_network(n)) for n in nets})
+
+
+@st.composite
+def rules(draw, name: str, set_names: tuple[str, ...] = ()) -> Rule:
     protos = draw(st.sampled_from(PROTO_CHOICES))
     kw: dict = {"name": name, "action": draw(st.sampled_from(["accept", "drop", "reject"]))}
     if protos is not None:
@@ -58,8 +69,11 @@ def rules(draw, name: str) -> Rule:
         kw["families"] = frozenset({draw(st.sampled_from([4, 6]))})
     for key in ("src", "dst"):
         if draw(st.booleans()):
-            nets = draw(st.lists(st.sampled_from(NETS4 + NETS6), min_size=1, max_size=3, unique=True))
+            refs = draw(st.lists(st.sampled_from(set_names), max_size=2, unique=True)) if set_names else []
+            nets = draw(st.lists(st.sampled_from(NETS4 + NETS6), min_size=0 if refs else 1, max_size=3,
+                                 unique=True))
             kw[key] = tuple(ipaddress.ip_network(n) for n in nets)
+            kw[f"{key}_sets"] = tuple(sorted(refs))
     if protos and protos <= {6, 17, 132}:
         for key in ("sport", "dport"):
             if draw(st.booleans()):
@@ -92,11 +106,15 @@ def rules(draw, name: str) -> Rule:
 @st.composite
 def rulesets(draw, max_rules: int = 8) -> Ruleset:
     n = draw(st.integers(0, max_rules))
-    rs = [draw(rules(f"r{i}")) for i in range(n)]
+    names = SET_NAMES[: draw(st.integers(0, len(SET_NAMES)))]
+    sets = {name: draw(cidr_sets(name)) for name in names}
+    rs = [draw(rules(f"r{i}", tuple(names))) for i in range(n)]
     policy = draw(st.sampled_from(["accept", "drop"]))
     egress = draw(st.sampled_from(["accept", "drop"]))
     return Ruleset(rules=rs, policy={"ingress": policy, "egress": egress},
-                   conntrack={"max_entries": 4096, "timeouts": {}})
+                   conntrack={"max_entries": 4096, "timeouts": {}},
+                   sets={n: {"type": "cidr", "size": len(sets[n]), "slot": i} for i, n in enumerate(names)},
+                   cidr_sets=sets)
 
 
 @st.composite

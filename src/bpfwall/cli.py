@@ -176,6 +176,8 @@ def status(ns: str | None, as_json: bool) -> None:
         return
     out.print(f"rules: {st['rules_file']} ({st['rules']} rules, policy ingress "
               f"{st['policy']['ingress']}), generation {st['generation']}, applied {st['applied_at']}")
+    if st["sets"]:
+        out.print("sets: " + ", ".join(f"{n} ({m['type']}, {m['size']} elements)" for n, m in st["sets"].items()))
     t = Table("interface", "mode", "program", "egress (tcx)", "state")
     for i in st["interfaces"]:
         state = "attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
@@ -352,6 +354,116 @@ def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
         if name not in removed:
             click.echo(f"note: {name} was not protected", err=True)
     out.print(f"detached from {', '.join(removed)}" if removed else "nothing was attached")
+
+
+@main.group(name="set")
+def set_group() -> None:
+    """Change or list a CIDR set of the rule set in force, without re-applying.
+
+    A command's changes reach the data plane all at once: a packet sees the set
+    either as it was before the command or as it is after. Elements are
+    addresses or CIDRs, IPv4 and IPv6 mixed; '-' reads them from stdin, one a
+    line, '#' comments allowed (FireHOL netset format). A later 'apply' loads
+    the sets as the rule file has them.
+    """
+
+
+def _read_elements(values: tuple[str, ...]) -> list:
+    from .cidrset import parse_element
+
+    texts: list[tuple[str, str]] = []
+    for v in values:
+        if v == "-":
+            for n, line in enumerate(sys.stdin, 1):
+                text = line.split("#", 1)[0].strip()
+                if text:
+                    texts.append((text, f"<stdin>:{n}"))
+        else:
+            texts.append((v, "argument"))
+    problems, elements = [], []
+    for text, where in texts:
+        e, err = parse_element(text)
+        if err:
+            problems.append(f"{where}: {err}")
+        else:
+            elements.append(e)
+    if problems:
+        raise InputError(problems)
+    if not elements:
+        raise InputError("no elements given (pass them as arguments, or '-' to read stdin)")
+    return elements
+
+
+def _set_change(name: str, values: tuple[str, ...], ns: str | None, add: bool) -> None:
+    scope = Scope(ns)
+    with netns.enter(ns):
+        scope.cidr_set_slot(name)  # a missing or port set is the first thing to say
+    elements = _read_elements(values)
+    t0 = time.monotonic()
+    changed, unchanged = scope.set_change(name, elements, add)
+    ms = (time.monotonic() - t0) * 1000
+    verb = "added" if add else "removed"
+    extra = f" ({unchanged} already there)" if add and unchanged else ""
+    out.print(f"set '{name}': {verb} {changed} element{'s' if changed != 1 else ''}{extra} in {ms:.1f} ms")
+
+
+@set_group.command(name="add")
+@click.argument("name")
+@click.argument("elements", nargs=-1, required=True)
+@netns_option
+@handle_errors
+def set_add(name: str, elements: tuple[str, ...], ns: str | None) -> None:
+    """Add ELEMENTS (addresses or CIDRs, or '-' for stdin) to set NAME."""
+    _set_change(name, elements, ns, add=True)
+
+
+@set_group.command(name="del")
+@click.argument("name")
+@click.argument("elements", nargs=-1, required=True)
+@netns_option
+@handle_errors
+def set_del(name: str, elements: tuple[str, ...], ns: str | None) -> None:
+    """Remove ELEMENTS from set NAME; every one must be in it, or nothing changes."""
+    _set_change(name, elements, ns, add=False)
+
+
+@set_group.command(name="list")
+@click.argument("name")
+@netns_option
+@json_option
+@handle_errors
+def set_list(name: str, ns: str | None, as_json: bool) -> None:
+    """Print the elements of set NAME, one a line (sorted: IPv4, then IPv6)."""
+    from .cidrset import format_element
+
+    elements = Scope(ns).set_elements(name)
+    if as_json:
+        click.echo(json.dumps({"name": name, "size": len(elements),
+                               "elements": [format_element(e) for e in elements]}))
+        return
+    for e in elements:
+        click.echo(format_element(e))
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Smaller sizes and shorter runs: under two minutes.")
+@click.option("--out", "out_dir", default="bench-results", show_default=True, metavar="DIR",
+              help="Where bench.json and the PNG charts go.")
+@click.option("--only", type=click.Choice(["packet", "flood", "latency"]), multiple=True,
+              help="Run only this part (repeatable). Default: all three.")
+@handle_errors
+def bench(quick: bool, out_dir: str, only: tuple[str, ...]) -> None:
+    """Benchmark per-packet cost, flood drop rate and control-plane latency, as ratios to
+    a trivial XDP program, nftables and iptables measured in the same run. Needs root;
+    builds its own namespaces and removes them."""
+    from . import bench as bench_mod
+    from .bench import table
+
+    plan = bench_mod.Plan.quick() if quick else bench_mod.Plan.full()
+    if only:
+        plan.parts = list(only)
+    results = bench_mod.run(plan, out_dir, lambda msg: click.echo(f"... {msg}", err=True))
+    table.show(results, out)
 
 
 @main.command()

@@ -100,6 +100,7 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
                 lambda r: None if r.ct is None else [(st, st) for st in r.ct])
 
     tries: dict[str, list[tuple[Network, int]]] = {}
+    set_refs: dict[str, list[tuple[int, int]]] = {"src": [], "dst": []}
     for fid, key in ((shared.F_SRC, "src"), (shared.F_DST, "dst")):
         conds = [getattr(r, key) for r in rules]
         if all(c is None for c in conds):
@@ -110,6 +111,7 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         wildcard = sum(1 << i for i, c in enumerate(conds) if c is None)
         for fam in (4, 6):
             tries[f"{key}{fam}"] = _address_classes(conds, fam, wildcard, classes)
+        set_refs[key] = _set_refs(rules, key, ruleset.set_slots(), classes)
 
     iface_classes: dict[str, int] = {}
     iface_default = 0
@@ -144,7 +146,12 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         iface_default_class=iface_default,
         direction=shared.DIRECTIONS[direction],
         ct_enabled=ruleset.uses_ct(),
+        n_src_sets=len(set_refs["src"]),
+        n_dst_sets=len(set_refs["dst"]),
     )
+    for key in ("src", "dst"):
+        for j, (slot, cid) in enumerate(set_refs[key]):
+            getattr(cfg, f"{key}_sets")[j] = shared.SetRef(slot, cid)
     timeouts = {**shared.CT_TIMEOUT_DEFAULTS, **ruleset.conntrack.get("timeouts", {})}
     for name, _ in shared.CtTimeouts._fields_:
         setattr(cfg.ct_timeouts, name, timeouts[name])
@@ -220,6 +227,19 @@ def _icmp_intervals(r: Rule):
             else:
                 out.append(((fam | t << 8 | m.code),) * 2)
     return out
+
+
+def _set_refs(rules: list[Rule], key: str, slots: dict[str, int],
+              classes: _Classes) -> list[tuple[int, int]]:
+    """(slot, class) of every CIDR set the rules name in field key: the class
+    holds the rules that name the set there."""
+    names = sorted({name for r in rules for name in getattr(r, f"{key}_sets")})
+    if len(names) > shared.MAX_FIELD_SETS:
+        raise ValueError(f"the {rules[0].direction} rules name {len(names)} sets in {key}: "
+                         f"at most {shared.MAX_FIELD_SETS}")
+    return [(slots[name], classes.id_of(sum(1 << i for i, r in enumerate(rules)
+                                            if name in getattr(r, f"{key}_sets"))))
+            for name in names]
 
 
 def _address_classes(conds, family: int, wildcard: int, classes: _Classes):

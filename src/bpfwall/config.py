@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import names, shared, yamlsrc
+from . import cidrset, names, shared, yamlsrc
+from .cidrset import CidrSet
 from .errors import InputError
 from .ruleset import IcmpMatch, Network, PortRange, Rule, Ruleset
 
@@ -157,7 +158,7 @@ class _Normaliser:
         self.p = problems
         self.filename = filename
         self.base_dir = os.path.dirname(os.path.abspath(filename))
-        self.cidr_sets: dict[str, list[Network]] = {}
+        self.cidr_sets: dict[str, CidrSet] = {}
         self.port_sets: dict[str, list[PortRange]] = {}
 
     def run(self) -> Ruleset:
@@ -193,8 +194,14 @@ class _Normaliser:
             n: {"type": s.type, "size": len(self.cidr_sets.get(n) or self.port_sets.get(n) or [])}
             for n, s in m.sets.items()
         }
+        # A CIDR set's slot in the set tries: stable for a given rule file.
+        for slot, n in enumerate(sorted(self.cidr_sets)):
+            sets_meta[n]["slot"] = slot
+        if len(self.cidr_sets) > shared.MAX_SETS:
+            self.p.add(("sets",), f"{len(self.cidr_sets)} address sets: at most {shared.MAX_SETS}")
         return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
-                       sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack)
+                       sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack,
+                       cidr_sets=self.cidr_sets)
 
     def _conntrack(self, c: ConntrackModel) -> dict[str, Any]:
         path = ("conntrack",)
@@ -234,14 +241,17 @@ class _Normaliser:
                 self.p.add(path + ("files", i),
                            f"cannot read set file {full}: {getattr(exc, 'strerror', None) or exc}")
         if s.type == "cidr":
-            nets = []
+            cset = CidrSet(name)
             for value, where in entries:
-                net, err = parse_cidr(value)
+                if not isinstance(value, str):
+                    self.p.add_raw(f"{where}: set '{name}': {value!r} is not an address or CIDR")
+                    continue
+                element, err = cidrset.parse_element(value)
                 if err:
                     self.p.add_raw(f"{where}: set '{name}': {err}")
                 else:
-                    nets.append(net)
-            self.cidr_sets[name] = nets
+                    cset.elements.add(element)
+            self.cidr_sets[name] = cset
         else:
             ports = []
             for value, where in entries:
@@ -273,14 +283,14 @@ class _Normaliser:
         if rm.family is not None:
             families = frozenset({4 if rm.family == "ipv4" else 6})
         used_sets: list[str] = []
-        src = self._addresses(rm.src, path + ("src",), used_sets)
-        dst = self._addresses(rm.dst, path + ("dst",), used_sets)
-        for key, nets in (("src", src), ("dst", dst)):
-            if nets is not None and families is not None:
+        src, src_sets = self._addresses(rm.src, path + ("src",), used_sets)
+        dst, dst_sets = self._addresses(rm.dst, path + ("dst",), used_sets)
+        for key, nets, refs in (("src", src, src_sets), ("dst", dst, dst_sets)):
+            if nets is not None and families is not None and not refs:
                 if not any(n.version in families for n in nets):
                     self.p.add(path + (key,), f"no address of family {rm.family}: the rule can "
                                "never match")
-        if src is not None and dst is not None and src and dst:
+        if src and dst and not src_sets and not dst_sets:
             if not {n.version for n in src} & {n.version for n in dst}:
                 self.p.add(path + ("dst",), "src and dst have no address family in common: the "
                            "rule can never match")
@@ -295,6 +305,7 @@ class _Normaliser:
         return Rule(
             name=rm.name, action=rm.action, direction=rm.direction, line=self.p.line_of(path),
             interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
+            src_sets=src_sets, dst_sets=dst_sets,
             sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets),
         )
 
@@ -324,20 +335,26 @@ class _Normaliser:
             self.p.add(path, "empty list")
         return out
 
-    def _addresses(self, value: Any, path: yamlsrc.Path, used: list[str]) -> tuple[Network, ...] | None:
+    def _addresses(self, value: Any, path: yamlsrc.Path,
+                   used: list[str]) -> tuple[tuple[Network, ...] | None, tuple[str, ...]]:
+        """The literal prefixes of an address condition and the sets it names.
+
+        (None, ()) for no condition; literals () with sets named means only the sets."""
         if value is None:
-            return None
+            return None, ()
         items = value if isinstance(value, list) else [value]
         if not items:
             self.p.add(path, "empty list: leave the key out to match any address")
-            return None
+            return None, ()
         out: list[Network] = []
+        refs: list[str] = []
         for j, item in enumerate(items):
             where = path + (j,) if isinstance(value, list) else path
             if isinstance(item, str) and item.startswith("@"):
                 name = item[1:]
                 if name in self.cidr_sets:
-                    out.extend(self.cidr_sets[name])
+                    if name not in refs:
+                        refs.append(name)
                     used.append(name)
                 elif name in self.port_sets:
                     self.p.add(where, f"set '{name}' holds ports, not addresses")
@@ -349,7 +366,7 @@ class _Normaliser:
                 self.p.add(where, err)
             else:
                 out.append(net)
-        return tuple(out)
+        return tuple(out), tuple(sorted(refs))
 
     def _protos(self, value: Any, path: yamlsrc.Path) -> frozenset[int] | None:
         if value is None:

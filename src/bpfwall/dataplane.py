@@ -2,7 +2,8 @@
 
 Everything bpfwall leaves on a host lives in one scope per network namespace:
 
-    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{prog,counters}         the running generation
+    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{ingress,egress}/{prog,counters}   the running generation
+    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{set4,set6,set_version}   its CIDR sets (`bpfwall set`)
     /sys/fs/bpf/bpfwall/<scope>/link-<ifname>                    one XDP link per interface
     /run/bpfwall/<scope>.json                                     what was applied (rules, interfaces)
 
@@ -24,11 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import libbpf, netns
+from . import libbpf, netns, setmaps
+from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
-from .errors import RuntimeFailure
-from .generation import CT_MAPS, Generation
+from .errors import InputError, RuntimeFailure
+from .generation import CT_MAPS, SET_MAPS, Generation
 from .ruleset import Ruleset
+from .setmaps import SetTables
 
 PIN_ROOT = "/sys/fs/bpf/bpfwall"
 STATE_ROOT = "/run/bpfwall"
@@ -135,6 +138,55 @@ class Scope:
         state = state or self.require_state()
         return Generation.open_pinned(os.path.join(self.gen_dir(state.generation), direction))
 
+    # --- sets ----------------------------------------------------------------------------------
+
+    def cidr_set_slot(self, name: str, state: State | None = None) -> int:
+        """The slot of CIDR set `name` in force, or an InputError that says why not."""
+        state = state or self.require_state()
+        meta = (state.ruleset or {}).get("sets", {}).get(name)
+        if meta is None:
+            known = ", ".join(sorted((state.ruleset or {}).get("sets", {}))) or "none"
+            raise InputError(f"no set named '{name}' in the rule set in force (sets: {known})")
+        if meta["type"] != "cidr":
+            raise InputError(f"set '{name}' holds ports, which are compiled into the rule tables: "
+                             "change it in the rule file and apply it")
+        return meta["slot"]
+
+    def set_change(self, name: str, elements: list[Element], add: bool) -> tuple[int, int]:
+        """Adds (or removes) elements of a CIDR set in force, all at once.
+
+        Returns (changed, unchanged): elements already present (for add) are
+        left alone; removing an element that is not in the set changes nothing
+        and is an error.
+        """
+        require_root()
+        with self.lock(), netns.enter(self.ns):
+            state = self.require_state()
+            slot = self.cidr_set_slot(name, state)
+            with SetTables(self.gen_dir(state.generation)) as tables:
+                present = [e for e in elements if tables.contains(slot, e)]
+                if add:
+                    todo = list(dict.fromkeys(e for e in elements if e not in set(present)))
+                    tables.change(slot, add=todo)
+                else:
+                    missing = [e for e in elements if e not in set(present)]
+                    if missing:
+                        raise InputError(f"not in set '{name}': " + ", ".join(
+                            format_element(e) for e in missing[:5]) + (" ..." if len(missing) > 5 else ""))
+                    todo = list(dict.fromkeys(present))
+                    tables.change(slot, remove=todo)
+            meta = state.ruleset["sets"][name]
+            meta["size"] = meta.get("size", 0) + (len(todo) if add else -len(todo))
+            self._write_state(state)
+        return len(todo), len(elements) - len(todo)
+
+    def set_elements(self, name: str) -> list[Element]:
+        with netns.enter(self.ns):
+            state = self.require_state()
+            slot = self.cidr_set_slot(name, state)
+            with SetTables(self.gen_dir(state.generation)) as tables:
+                return sorted(tables.elements(slot))
+
     def has_direction(self, state: State, direction: str) -> bool:
         return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
 
@@ -219,12 +271,18 @@ class Scope:
                     for name in CT_MAPS:
                         libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
                     ct_fds = self.open_ct_maps()
+                set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
-                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds)
+                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds)
+                t1 = time.monotonic()
+                setmaps.fill(set_fds, ruleset.cidr_sets, ruleset.set_slots())
+                report.set_seconds = time.monotonic() - t1
                 report.load_seconds = time.monotonic() - t0
                 shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
                 for direction, gen in gens.items():
                     gen.pin(os.path.join(new_dir, direction))
+                for name, fd in set_fds.items():
+                    libbpf.obj_pin(fd, os.path.join(new_dir, name))
                 state = State(netns=self.ns, generation=new_n, ruleset=ruleset.to_json(),
                               applied_at=time.time())
                 for name, ifindex in targets.items():
@@ -392,6 +450,7 @@ class Scope:
             rules_file=rules.source,
             rules=len([r for r in rules.rules if not r.implicit]),
             policy=rules.policy,
+            sets={name: {"type": m["type"], "size": m["size"]} for name, m in rules.sets.items()},
             interfaces=[],
         )
         for name, info in state.interfaces.items():
@@ -424,3 +483,4 @@ class ApplyReport:
     notes: list[str] = field(default_factory=list)
     interfaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_seconds: float = 0.0
+    set_seconds: float = 0.0  # of load_seconds, filling the CIDR sets

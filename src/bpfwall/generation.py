@@ -19,6 +19,10 @@ PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
 PINNED_MAPS = ("counters",)
 # Maps of the scope, not of a generation: one table for both directions, kept across applies.
 CT_MAPS = ("conntrack", "ct_stats")
+# Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
+SET_MAPS = ("set4", "set6", "set_version")
+# A cap, not an allocation: the set tries allocate per element.
+SET_CAPACITY = 1 << 24
 
 
 def object_path() -> str:
@@ -44,13 +48,14 @@ class Generation:
 
     @classmethod
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
-             ct_fds: dict[str, int] | None = None) -> Generation:
+             ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
         in the namespace the program will run in; names absent from it never match.
         ct_fds are the scope's connection table maps to share; without them the
         generation gets tables of its own (map_fds has them, for pinning).
+        set_fds are the set tables of the other direction of this generation, to share.
         """
         obj = libbpf.BpfObject(object_path())
         try:
@@ -58,6 +63,10 @@ class Generation:
                 obj.set_autoload(prog, direction == compiled.direction)
             obj.set_max_entries("conntrack", compiled.ct_max_entries)
             for name, fd in (ct_fds or {}).items():
+                obj.reuse_map(name, fd)
+            for name in ("set4", "set6"):
+                obj.set_max_entries(name, SET_CAPACITY)
+            for name, fd in (set_fds or {}).items():
                 obj.reuse_map(name, fd)
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
@@ -72,7 +81,7 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "src4", "src6", "dst4", "dst6", "iface_class",
-                         "rule_action", "counters", *CT_MAPS):
+                         "rule_action", "counters", *CT_MAPS, *SET_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             return gen
@@ -106,6 +115,10 @@ class Generation:
             keys = (c_uint32 * n)(*range(n))
             values = (c_uint32 * n)(*c.actions)
             libbpf.map_update_batch(self.map_fds["rule_action"], keys, values, n)
+
+    def set_fds(self) -> dict[str, int]:
+        """The CIDR set tables, to share with the other direction and to fill."""
+        return {name: self.map_fds[name] for name in SET_MAPS}
 
     # --- pinning ---------------------------------------------------------------------------
 

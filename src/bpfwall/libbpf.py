@@ -167,6 +167,8 @@ _obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
 _obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
 _update_elem = _fn("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64])
 _lookup_elem = _fn("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p])
+_delete_elem = _fn("bpf_map_delete_elem", c_int, [c_int, c_void_p])
+_get_next_key = _fn("bpf_map_get_next_key", c_int, [c_int, c_void_p, c_void_p])
 _update_batch = _fn(
     "bpf_map_update_batch", c_int, [c_int, c_void_p, c_void_p, POINTER(c_uint32), c_void_p]
 )
@@ -280,14 +282,39 @@ def map_lookup(fd: int, key: ctypes._CData, value: ctypes._CData) -> bool:
     return True
 
 
+def map_delete(fd: int, key: ctypes._CData) -> bool:
+    """False if the key was absent."""
+    if _delete_elem(fd, byref(key)) < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return False
+        raise BpfError("map delete", err)
+    return True
+
+
+def map_next_key(fd: int, key: ctypes._CData | None, next_key: ctypes._CData) -> bool:
+    """Fills next_key with the key after key (None: the first); False at the end."""
+    if _get_next_key(fd, byref(key) if key is not None else None, byref(next_key)) < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOENT:
+            return False
+        raise BpfError("map get_next_key", err)
+    return True
+
+
 def map_update_batch(fd: int, keys: ctypes.Array, values: ctypes.Array, count: int) -> None:
     """One syscall for count elements (array and hash maps)."""
+    map_update_batch_raw(fd, keys, values, sizeof(keys._type_), sizeof(values) // len(values), count)
+
+
+def map_update_batch_raw(fd: int, keys, values, key_size: int, value_size: int, count: int) -> None:
+    """map_update_batch over packed buffers of count keys and values."""
     opts = MapBatchOpts(sz=sizeof(MapBatchOpts))
     done = 0
     while done < count:
         n = c_uint32(count - done)
-        ks = ctypes.byref(keys, done * sizeof(keys._type_))
-        vs = ctypes.byref(values, done * (sizeof(values) // len(values)))
+        ks = ctypes.byref(keys, done * key_size)
+        vs = ctypes.byref(values, done * value_size)
         ret = _update_batch(fd, ks, vs, byref(n), byref(opts))
         done += n.value
         if ret < 0:
@@ -380,6 +407,21 @@ def test_run_xdp(
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
     raw = out.raw[: opts.data_size_out]
     return opts.retval, raw[: len(meta)], raw[len(meta) :], opts.duration
+
+
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+
+def test_run_xdp_live(prog_fd: int, packet: bytes, ifindex: int, repeat: int, batch_size: int = 64) -> None:
+    """Runs an XDP program on `repeat` copies of packet as if received on ifindex, acting on
+    its verdicts for real (XDP_TX sends the frame out): the lab's packet generator."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    ctx = XdpMd(data=0, data_end=len(packet), ingress_ifindex=ifindex)
+    opts = TestRunOpts(sz=sizeof(TestRunOpts), data_in=ctypes.cast(data_in, c_void_p),
+                       data_size_in=len(packet), ctx_in=ctypes.cast(byref(ctx), c_void_p),
+                       ctx_size_in=sizeof(ctx), repeat=repeat, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
+                       batch_size=batch_size)
+    _check("BPF_PROG_TEST_RUN (live frames)", _test_run(prog_fd, byref(opts)))
 
 
 def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int]:

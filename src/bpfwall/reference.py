@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass, field
 
 from . import names, shared
+from .cidrset import CidrSet
 from .ruleset import Rule, Ruleset
 
 MAX_VLAN_TAGS = 2
@@ -49,6 +50,14 @@ class Packet:
     @property
     def family(self) -> int:
         return 6 if self.is_ipv6 else 4
+
+    @property
+    def saddr_bytes(self) -> bytes:
+        return self.saddr.packed
+
+    @property
+    def daddr_bytes(self) -> bytes:
+        return self.daddr.packed
 
     @property
     def is_icmp(self) -> bool:
@@ -214,8 +223,9 @@ def _parse_quote(frame: bytes, pkt: Packet) -> tuple | None:
             dport = ident
     return proto, src.ljust(16, b"\0"), sport, dst.ljust(16, b"\0"), dport
 
-def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 0) -> bool:
-    """Whether every condition of the rule holds for the packet."""
+def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 0,
+            sets: dict[str, CidrSet] | None = None) -> bool:
+    """Whether every condition of the rule holds for the packet (sets: the CIDR sets' elements)."""
     if rule.interfaces is not None and ifname not in rule.interfaces:
         return False
     if rule.ct is not None and ct_state not in rule.ct:
@@ -224,8 +234,13 @@ def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 
         return False
     if rule.protos is not None and pkt.proto not in rule.protos:
         return False
-    for nets, addr in ((rule.src, pkt.saddr), (rule.dst, pkt.daddr)):
-        if nets is not None and not any(addr in net for net in nets if net.version == pkt.family):
+    for nets, refs, addr, raw in ((rule.src, rule.src_sets, pkt.saddr, pkt.saddr_bytes),
+                                  (rule.dst, rule.dst_sets, pkt.daddr, pkt.daddr_bytes)):
+        if nets is None:
+            continue
+        if any(addr in net for net in nets if net.version == pkt.family):
+            continue
+        if not any((sets or {})[name].contains(pkt.family, raw) for name in refs):
             return False
     has_ports = pkt.has_l4 and pkt.proto in names.PORT_PROTOCOLS
     for ranges, port in ((rule.sport, pkt.sport), (rule.dport, pkt.dport)):
@@ -278,7 +293,7 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
     lookup = ct.state_of(pkt, now) if tracking else None
     state = lookup.state if lookup else 0
     for i, rule in enumerate(ruleset.direction(direction)):
-        if matches(rule, pkt, ifname, state):
+        if matches(rule, pkt, ifname, state, ruleset.cidr_sets):
             d = Decision("rule", i, rule.action, _verdict(rule.action, pkt, egress), rule.name, state)
             break
     else:

@@ -10,6 +10,8 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .cidrset import CidrSet
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 PortRange = tuple[int, int]
 
@@ -32,8 +34,12 @@ class Rule:
     interfaces: tuple[str, ...] | None = None
     families: frozenset[int] | None = None  # {4}, {6}
     protos: frozenset[int] | None = None
+    # An address condition: the literal prefixes, and the CIDR sets named; the
+    # condition holds if the address is in either. src None: no condition.
     src: tuple[Network, ...] | None = None
     dst: tuple[Network, ...] | None = None
+    src_sets: tuple[str, ...] = ()
+    dst_sets: tuple[str, ...] = ()
     sport: tuple[PortRange, ...] | None = None
     dport: tuple[PortRange, ...] | None = None
     tcp_flags: tuple[int, int] | None = None  # (mask, value): flags & mask == value
@@ -59,6 +65,12 @@ class Ruleset:
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
     conntrack: dict[str, Any] = field(default_factory=dict)  # max_entries, timeouts
+    # The elements of every CIDR set; not part of to_json (the data plane holds them).
+    cidr_sets: dict[str, CidrSet] = field(default_factory=dict)
+
+    def set_slots(self) -> dict[str, int]:
+        """CIDR set name -> its slot in the set tries."""
+        return {n: meta["slot"] for n, meta in self.sets.items() if "slot" in meta}
 
     def ingress(self) -> list[Rule]:
         return self.direction("ingress")
@@ -105,11 +117,11 @@ class Ruleset:
             for key in ("families", "protos", "ct"):
                 if d.get(key) is not None:
                     d[key] = frozenset(d[key])
-            for key in ("interfaces", "sets"):
-                if d[key] is not None:
+            for key in ("interfaces", "sets", "src_sets", "dst_sets"):
+                if d.get(key) is not None:
                     d[key] = tuple(d[key])
             for key in ("sport", "dport"):
-                if d[key] is not None:
+                if d.get(key) is not None:
                     d[key] = tuple(tuple(p) for p in d[key])
             if d["tcp_flags"] is not None:
                 d["tcp_flags"] = tuple(d["tcp_flags"])

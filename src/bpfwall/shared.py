@@ -83,6 +83,22 @@ CT_TIMEOUT_DEFAULTS = {
 CT_MAX_ENTRIES_DEFAULT = 262144
 
 
+MAX_SETS = 64
+MAX_FIELD_SETS = 4
+
+
+class SetRef(Structure):
+    _fields_ = [("slot", c_uint32), ("cls", c_uint32)]
+
+
+class Set4Key(Structure):
+    _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 4)]
+
+
+class Set6Key(Structure):
+    _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 16)]
+
+
 class Config(Structure):
     _fields_ = [
         ("fields", c_uint32),
@@ -97,6 +113,10 @@ class Config(Structure):
         ("direction", c_uint32),
         ("ct_enabled", c_uint32),
         ("ct_timeouts", CtTimeouts),
+        ("n_src_sets", c_uint32),
+        ("n_dst_sets", c_uint32),
+        ("src_sets", SetRef * MAX_FIELD_SETS),
+        ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]
 
 
@@ -158,4 +178,7 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_ct_key": CtKey,
     "bpfwall_ct_entry": CtEntry,
     "bpfwall_ct_timeouts": CtTimeouts,
+    "bpfwall_set_ref": SetRef,
+    "bpfwall_set4_key": Set4Key,
+    "bpfwall_set6_key": Set6Key,
 }

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 
-from bpfwall import config, dataplane
+from bpfwall import config, dataplane, setmaps
 from bpfwall.compiler import compile_ruleset
 from bpfwall.generation import Generation
 from bpfwall.ruleset import Ruleset
@@ -21,6 +21,7 @@ def _bpffs():
 def loaded(ruleset: Ruleset, ifindexes: dict[str, int] | None = None):
     gen = Generation.load(compile_ruleset(ruleset), ifindexes or {"lo": 1})
     try:
+        setmaps.fill(gen.set_fds(), ruleset.cidr_sets, ruleset.set_slots())
         yield gen
     finally:
         gen.close()

@@ -3,7 +3,7 @@ driven packet by packet beside the reference model."""
 
 from __future__ import annotations
 
-from bpfwall import reference, shared
+from bpfwall import reference, setmaps, shared
 from bpfwall.compiler import compile_ruleset
 from bpfwall.conntrack import now_ns
 from bpfwall.generation import CT_MAPS, Generation
@@ -15,7 +15,9 @@ class Pair:
         self.ruleset = ruleset
         self.gens = {"ingress": Generation.load(compile_ruleset(ruleset, "ingress"), {"lo": 1})}
         ct = {n: self.gens["ingress"].map_fds[n] for n in CT_MAPS}
-        self.gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), {"lo": 1}, ct)
+        sets = self.gens["ingress"].set_fds()
+        self.gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), {"lo": 1}, ct, sets)
+        setmaps.fill(sets, ruleset.cidr_sets, ruleset.set_slots())
         self.ref = reference.Conntrack(ruleset.conntrack.get("timeouts"))
 
     def close(self) -> None:

@@ -21,18 +21,31 @@ def lookup_trie(entries, addr) -> int:
     return dict(entries)[best]
 
 
-def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int) -> int | None:
-    """classify() of bpf/classify.h, in Python, over the compiled tables."""
+def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
+             ruleset: Ruleset) -> int | None:
+    """classify() of bpf/classify.h, in Python, over the compiled tables (and the
+    set tries' contents, taken from ruleset.cidr_sets)."""
     fam = "6" if pkt.is_ipv6 else "4"
+    by_slot = {slot: ruleset.cidr_sets[name] for name, slot in ruleset.set_slots().items()}
+
+    def with_sets(cid: int, refs, addr) -> int:
+        bits = c.bitvectors[cid]
+        for ref in refs:
+            if by_slot[ref.slot].contains(pkt.family, addr.packed):
+                bits |= c.bitvectors[ref.cls]
+        return bits
+
     vectors = []
     if shared.F_IFACE in c.fields_used:
         vectors.append(c.iface_classes.get(ifname, c.config.iface_default_class))
     if shared.F_PROTO in c.fields_used:
         vectors.append(c.class_of[shared.PROTO_BASE + pkt.is_ipv6 * 256 + pkt.proto])
     if shared.F_SRC in c.fields_used:
-        vectors.append(lookup_trie(c.tries["src" + fam], pkt.saddr))
+        vectors.append(("bits", with_sets(lookup_trie(c.tries["src" + fam], pkt.saddr),
+                                          c.config.src_sets[: c.config.n_src_sets], pkt.saddr)))
     if shared.F_DST in c.fields_used:
-        vectors.append(lookup_trie(c.tries["dst" + fam], pkt.daddr))
+        vectors.append(("bits", with_sets(lookup_trie(c.tries["dst" + fam], pkt.daddr),
+                                          c.config.dst_sets[: c.config.n_dst_sets], pkt.daddr)))
     ports = pkt.has_l4 and pkt.proto in (6, 17, 132)
     if shared.F_SPORT in c.fields_used:
         vectors.append(c.class_of[shared.SPORT_BASE + (pkt.sport if ports else shared.PORT_ABSENT)])
@@ -50,7 +63,7 @@ def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int) -> 
         vectors.append(c.class_of[shared.CT_BASE + ct_state])
     acc = -1
     for cid in vectors:
-        acc &= c.bitvectors[cid]
+        acc &= cid[1] if isinstance(cid, tuple) else c.bitvectors[cid]
     assert vectors, "at least one field is always in use"
     if acc == 0:
         return None
@@ -66,7 +79,7 @@ def test_compiled_tables_agree_with_reference(ruleset: Ruleset, frame: bytes):
     except (reference.Malformed, reference.NotIp):
         return
     want = reference.decide(ruleset, frame, "lo", ct=reference.Conntrack(), learn=False)
-    got = simulate(c, pkt, "lo", want.ct_state or 0)
+    got = simulate(c, pkt, "lo", want.ct_state or 0, ruleset)
     assert got == want.rule, (got, want)
 
 

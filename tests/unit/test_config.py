@@ -47,8 +47,11 @@ def test_good_file_normalises(good):
     rs = config.load(good)
     by = {r.name: r for r in rs.rules}
     assert rs.policy == {"ingress": "drop", "egress": "accept"}
-    assert ipaddress.ip_network("198.51.100.0/24") in by["drop-blocklist"].src
-    assert ipaddress.ip_network("2001:db8:1::/48") in by["drop-blocklist"].src
+    assert by["drop-blocklist"].src == () and by["drop-blocklist"].src_sets == ("blocklist",)
+    block = rs.cidr_sets["blocklist"]
+    assert block.contains(4, ipaddress.ip_address("198.51.100.7").packed)
+    assert block.contains(6, ipaddress.ip_address("2001:db8:1::9").packed)
+    assert not block.contains(4, ipaddress.ip_address("198.51.101.7").packed)
     assert by["web"].dport == ((80, 80), (443, 443), (8000, 8100))
     assert by["ssh"].protos == {6} and by["ssh"].dport == ((22, 22),)
     assert by["syn"].tcp_flags == (0x12, 0x02)

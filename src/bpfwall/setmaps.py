@@ -1,0 +1,123 @@
+"""The CIDR set tables of a generation: filled by apply, changed in place by `bpfwall set`.
+
+Each set has two copies in the set tries, keyed slot * 2 + version, and
+set_version[slot] names the current one. A change writes the spare copy, then
+flips set_version[slot] (one array write: the moment every packet after it sees
+the whole change and no packet sees part of it), then brings the old copy level
+so the next change starts again from two equal copies.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterable, Iterator
+from ctypes import c_uint32
+
+from . import libbpf, shared
+from .cidrset import CidrSet, Element, lpm_keys
+from .errors import RuntimeFailure
+
+TRIES = {4: "set4", 6: "set6"}
+KEYS = {4: shared.Set4Key, 6: shared.Set6Key}
+WIDTH = {4: 4, 6: 16}
+
+
+def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -> None:
+    """Loads every set into both copies, the first one current (a fresh generation)."""
+    for name, cset in sets.items():
+        slot = slots[name]
+        for version in (0, 1):
+            _write(fds, slot * 2 + version, cset.elements)
+        libbpf.map_update(fds["set_version"], c_uint32(slot), c_uint32(0))
+
+
+def _write(fds: dict[str, int], key_slot: int, elements: Iterable[Element]) -> None:
+    elements = list(elements)
+    for family, name in TRIES.items():
+        keys, n = lpm_keys(key_slot, elements, family)
+        if not n:
+            continue
+        values = (c_uint32 * n)(*[e[2] for e in elements if e[0] == family])
+        buf = ctypes.create_string_buffer(keys, len(keys))
+        try:
+            libbpf.map_update_batch_raw(fds[name], buf, values, len(keys) // n, 4, n)
+        except libbpf.BpfError as exc:
+            raise RuntimeFailure(f"cannot write set elements: {exc}") from None
+
+
+def _delete(fds: dict[str, int], key_slot: int, elements: Iterable[Element]) -> None:
+    for e in elements:
+        libbpf.map_delete(fds[TRIES[e[0]]], _key(key_slot, e))
+
+
+def _key(key_slot: int, e: Element) -> ctypes.Structure:
+    family, net, plen = e
+    raw = net.to_bytes(WIDTH[family], "big")
+    return KEYS[family](32 + plen, key_slot, (ctypes.c_uint8 * WIDTH[family])(*raw))
+
+
+class SetTables:
+    """The pinned set tables of the generation in force."""
+
+    def __init__(self, directory: str) -> None:
+        self.fds: dict[str, int] = {}
+        try:
+            for name in ("set4", "set6", "set_version"):
+                self.fds[name] = libbpf.obj_get(os.path.join(directory, name))
+        except libbpf.BpfError as exc:
+            self.close()
+            raise RuntimeFailure(f"the set tables in {directory} are unreadable: {exc}") from None
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds = {}
+
+    def __enter__(self) -> SetTables:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def version(self, slot: int) -> int:
+        value = c_uint32()
+        libbpf.map_lookup(self.fds["set_version"], c_uint32(slot), value)
+        return value.value & 1
+
+    def contains(self, slot: int, e: Element) -> bool:
+        """Whether e itself (not only a prefix covering it) is an element of the set."""
+        value = c_uint32()
+        key_slot = slot * 2 + self.version(slot)
+        found = libbpf.map_lookup(self.fds[TRIES[e[0]]], _key(key_slot, e), value)
+        # The trie answers with the longest element covering e; its value is that
+        # element's prefix length, so an equal length means e itself.
+        return found and value.value == e[2]
+
+    def change(self, slot: int, add: Iterable[Element] = (), remove: Iterable[Element] = ()) -> None:
+        """Adds and removes elements in one step that packets see whole."""
+        add, remove = list(add), list(remove)
+        current = self.version(slot)
+        spare = 1 - current
+        spare_key, current_key = slot * 2 + spare, slot * 2 + current
+        try:
+            _write(self.fds, spare_key, add)
+            _delete(self.fds, spare_key, remove)
+        except (libbpf.BpfError, RuntimeFailure):
+            # Level the spare copy with the current one again, then report.
+            _delete(self.fds, spare_key, add)
+            _write(self.fds, spare_key, remove)
+            raise
+        libbpf.map_update(self.fds["set_version"], c_uint32(slot), c_uint32(spare))
+        _write(self.fds, current_key, add)
+        _delete(self.fds, current_key, remove)
+
+    def elements(self, slot: int) -> Iterator[Element]:
+        key_slot = slot * 2 + self.version(slot)
+        for family, name in TRIES.items():
+            fd = self.fds[name]
+            key, nxt = None, KEYS[family]()
+            while libbpf.map_next_key(fd, key, nxt):
+                if nxt.key_slot == key_slot:
+                    yield (family, int.from_bytes(bytes(nxt.addr), "big"), nxt.prefixlen - 32)
+                key, nxt = nxt, KEYS[family]()

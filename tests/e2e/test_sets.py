@@ -1,0 +1,101 @@
+"""`bpfwall set`: CIDR sets changed on the running firewall, judged from the next packet on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from bpfwall.lab import CLIENT_V4, CLIENT_V6
+from tests.e2e.conftest import apply, bpfwall, write
+
+RULES = """\
+version: 1
+policy: {ingress: accept}
+sets:
+  blocked: {type: cidr, elements: [10.200.99.0/24, "fd42:200::99/128"]}
+  web: {type: port, elements: [80]}
+rules:
+  - {name: drop-blocked, src: "@blocked", action: drop}
+  - {name: dns, proto: udp, dport: 53, action: accept}
+"""
+
+
+def set_cmd(lab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    if stdin is None:
+        return bpfwall("set", *args, "--netns", lab.server_ns)
+    return subprocess.run([sys.executable, "-m", "bpfwall.cli", "set", *args, "--netns", lab.server_ns],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_set_changes_verdicts_from_the_next_packet(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    for v6, me in ((False, CLIENT_V4), (True, CLIENT_V6)):
+        for _ in range(5):
+            assert lab.udp_query(53, v6) == "answered"
+            res = set_cmd(lab, "add", "blocked", me)
+            assert res.returncode == 0, res.stderr
+            assert "added 1 element" in res.stdout
+            assert lab.udp_query(53, v6, timeout=0.3) == "timeout"
+            res = set_cmd(lab, "del", "blocked", me)
+            assert res.returncode == 0, res.stderr
+        assert lab.udp_query(53, v6) == "answered"
+
+
+def test_set_changes_under_traffic(lab, tmp_path):
+    """With a client hammering, each add and del takes effect, and once a command
+    has returned every later packet sees its result."""
+    apply(lab, write(tmp_path, RULES))
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def hammer():
+        while not stop.is_set():
+            lab.udp_query(53, timeout=0.05)
+
+    t = threading.Thread(target=hammer)
+    t.start()
+    try:
+        for _ in range(10):
+            assert set_cmd(lab, "add", "blocked", "10.200.0.0/24").returncode == 0
+            if lab.udp_query(53, timeout=0.2) != "timeout":
+                errors.append("answered after add")
+            assert set_cmd(lab, "del", "blocked", "10.200.0.0/24").returncode == 0
+            if lab.udp_query(53, timeout=1.0) != "answered":
+                errors.append("no answer after del")
+    finally:
+        stop.set()
+        t.join()
+    assert not errors
+
+
+def test_set_bulk_from_stdin_and_list(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    many = [f"10.{i // 256}.{i % 256}.0/24" for i in range(5000)] + [f"2001:db8:{i:x}::/48" for i in range(500)]
+    res = set_cmd(lab, "add", "blocked", "-", stdin="# a netset\n" + "\n".join(many) + "\n")
+    assert res.returncode == 0, res.stderr
+    assert "added 5500 elements" in res.stdout
+    res = set_cmd(lab, "list", "blocked")
+    assert res.returncode == 0, res.stderr
+    listed = res.stdout.split()
+    assert len(listed) == 5502 and "10.200.99.0/24" in listed and "fd42:200::99" in listed
+    assert listed[0] == "10.0.0.0/24"  # sorted, IPv4 first
+    # add again: idempotent
+    res = set_cmd(lab, "add", "blocked", "10.0.0.0/24")
+    assert res.returncode == 0 and "already there" in res.stdout
+    status = bpfwall("status", "--netns", lab.server_ns, "--json")
+    assert '"blocked"' in status.stdout
+
+
+def test_set_errors_change_nothing(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    res = set_cmd(lab, "del", "blocked", "10.200.99.0/24", "10.200.5.0/24")
+    assert res.returncode == 2 and "not in set 'blocked': 10.200.5.0/24" in res.stderr
+    res = set_cmd(lab, "add", "blocked", "10.200.0.2", "10.200.0.300")
+    assert res.returncode == 2 and "10.200.0.300" in res.stderr
+    res = set_cmd(lab, "add", "web", "443")
+    assert res.returncode == 2 and "holds ports" in res.stderr
+    res = set_cmd(lab, "add", "nosuch", "10.200.0.2")
+    assert res.returncode == 2 and "no set named 'nosuch'" in res.stderr
+    assert set_cmd(lab, "list", "blocked").stdout.split() == ["10.200.99.0/24", "fd42:200::99"]
+    assert lab.udp_query(53) == "answered"
