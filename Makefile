@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
 build: system $(OBJECTS)
@@ -43,7 +43,7 @@ demo: setup build
 	$(BIN)/bpfwall demo
 
 bench: setup build
-	$(BIN)/python bench/pktcost.py
+	$(BIN)/bpfwall bench --out bench/results
 	$(BIN)/python bench/ctcost.py
 
 clean:

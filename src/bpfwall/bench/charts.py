@@ -1,0 +1,83 @@
+"""PNG charts of a bench run (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+
+
+def draw(results: dict, out_dir: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    when = f"{results['machine']['kernel']}, {results['machine']['cpus']} CPUs"
+
+    if "per_packet" in results:
+        pp = results["per_packet"]
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for packet, style in (("first", "o-"), ("last", "s-"), ("none", "^-")):
+            rows = [r for r in pp["rows"] if r["kind"] == "rules" and r["packet"] == packet]
+            ax1.plot([r["size"] for r in rows], [r["ns"] for r in rows], style, label=f"bpfwall, {packet} rule")
+        ax1.axhline(pp["baseline_xdp_drop_ns"], color="grey", ls="--", label="trivial XDP_DROP")
+        ax1.set(xscale="log", xlabel="rules", ylabel="ns per packet", title="Per packet, by rule count")
+        ax1.set_ylim(bottom=0)
+        ax1.legend(fontsize=8)
+        for packet, style in (("first", "o-"), ("none", "^-")):
+            rows = [r for r in pp["rows"] if r["kind"] == "set" and r["packet"] == packet]
+            ax2.plot([r["size"] for r in rows], [r["ns"] for r in rows], style,
+                     label="in the set (first rule)" if packet == "first" else "not in the set (no rule)")
+        ax2.axhline(pp["baseline_xdp_drop_ns"], color="grey", ls="--", label="trivial XDP_DROP")
+        ax2.set(xscale="log", xlabel="prefixes in the set", ylabel="ns per packet", title="Per packet, by set size")
+        ax2.set_ylim(bottom=0)
+        ax2.legend(fontsize=8)
+        fig.suptitle(f"bpfwall per-packet cost (BPF_PROG_TEST_RUN; {when})", fontsize=10)
+        fig.tight_layout()
+        files.append(_save(fig, out_dir, "per_packet.png"))
+
+    if "flood" in results:
+        rows = results["flood"]["rows"]
+        counts = sorted({r["rules"] for r in rows})
+        variants = list(dict.fromkeys(r["variant"] for r in rows))
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        width = 0.8 / len(counts)
+        for k, n in enumerate(counts):
+            xs = [i + k * width for i in range(len(variants))]
+            by = {r["variant"]: r for r in rows if r["rules"] == n}
+            ax1.bar(xs, [by[v]["pps"] / 1e6 for v in variants], width, label=f"{n} rule{'s' if n > 1 else ''}")
+            ax2.bar(xs, [by[v]["cpu_s_per_mpkt"] for v in variants], width, label=f"{n} rule{'s' if n > 1 else ''}")
+        for ax, label in ((ax1, "Mpps dropped"), (ax2, "CPU seconds per million packets")):
+            ax.set_xticks([i + width * (len(counts) - 1) / 2 for i in range(len(variants))])
+            ax.set_xticklabels(variants, rotation=20, fontsize=8)
+            ax.set_ylabel(label)
+            ax.legend(fontsize=8)
+        ax1.set_title("Drop rate of a UDP flood (higher is better)")
+        ax2.set_title("CPU cost (lower is better)")
+        fig.suptitle(f"Dropping a flood across a veth pair ({when})", fontsize=10)
+        fig.tight_layout()
+        files.append(_save(fig, out_dir, "flood.png"))
+
+    if "latency" in results:
+        rows = results["latency"]["rows"]
+        fig, ax = plt.subplots(figsize=(10, 0.35 * len(rows) + 1.2))
+        colours = {"bpfwall": "tab:blue", "nft": "tab:orange", "iptables": "tab:green"}
+        labels = [f"{r['tool']}: {r['operation']}" for r in rows]
+        ax.barh(range(len(rows)), [r["seconds"] * 1000 for r in rows],
+                color=[colours.get(r["tool"], "grey") for r in rows])
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set(xscale="log", xlabel="milliseconds (log)", title=f"Control-plane latency ({when})")
+        fig.tight_layout()
+        files.append(_save(fig, out_dir, "latency.png"))
+    return files
+
+
+def _save(fig, out_dir: str, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    path = os.path.join(out_dir, name)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,108 @@
+"""The rule sets the benchmarks run, written for bpfwall, nftables and iptables alike.
+
+Service rules: rule i accepts TCP port 1000+i from its own /24 (10.x.y.0/24),
+the shape of a host's allow list. The flood variants end with the rule that
+drops the flood (UDP to port 9), so every flood packet walks past the rest.
+"""
+
+from __future__ import annotations
+
+import random
+
+from ..cidrset import CidrSet
+from ..ruleset import Rule, Ruleset
+
+FLOOD_PORT = 9
+
+
+def rule_source(i: int) -> str:
+    return f"10.{i >> 8}.{i & 255}.5"
+
+
+def _net(i: int) -> str:
+    return f"10.{i >> 8}.{i & 255}.0/24"
+
+
+def service_rules(n: int, changed: int | None = None) -> str:
+    """n service rules, policy drop. changed: the index of one rule given another port."""
+    lines = ["version: 1", "policy: {ingress: drop}", "rules:"]
+    for i in range(n):
+        port = 1000 + i if i != changed else 999
+        lines.append(f"  - {{name: r{i}, proto: tcp, dport: {port}, src: {_net(i)}, action: accept}}")
+    return "\n".join(lines) + "\n"
+
+
+def flood_rules(n: int) -> str:
+    """n-1 service rules, then the rule that drops the flood; policy accept."""
+    lines = ["version: 1", "policy: {ingress: accept}", "rules:"]
+    for i in range(n - 1):
+        lines.append(f"  - {{name: r{i}, proto: tcp, dport: {1000 + i}, src: {_net(i)}, action: accept}}")
+    lines.append(f"  - {{name: flood, proto: udp, dport: {FLOOD_PORT}, action: drop}}")
+    return "\n".join(lines) + "\n"
+
+
+def nft_rules(n: int, hook: str, device: str = "", changed: int | None = None, flood: bool = True) -> str:
+    """The same rules for nftables: hook 'netdev' (ingress of device) or 'inet' (input)."""
+    family = "netdev" if hook == "netdev" else "inet"
+    chain = (f"type filter hook ingress device {device} priority 0; policy accept;" if hook == "netdev"
+             else "type filter hook input priority 0; policy accept;")
+    lines = [f"table {family} bwbench {{", "  chain c {", f"    {chain}"]
+    count = n - 1 if flood else n
+    for i in range(count):
+        port = 1000 + i if i != changed else 999
+        lines.append(f"    ip saddr {_net(i)} tcp dport {port} accept")
+    if flood:
+        lines.append(f"    udp dport {FLOOD_PORT} counter drop")
+    lines += ["  }", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def iptables_rules(n: int, changed: int | None = None, flood: bool = True) -> str:
+    """The same rules for iptables-restore (filter table, INPUT chain)."""
+    lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
+    count = n - 1 if flood else n
+    for i in range(count):
+        port = 1000 + i if i != changed else 999
+        lines.append(f"-A INPUT -s {_net(i)} -p tcp --dport {port} -j ACCEPT")
+    if flood:
+        lines.append(f"-A INPUT -p udp --dport {FLOOD_PORT} -j DROP")
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def blocklist_elements(rnd: random.Random, size: int) -> set[tuple[int, int, int]]:
+    """A blocklist as they come: mostly single addresses, some networks, a tenth IPv6.
+    Nothing in 10.200.0.0/16, where the benchmark's own traffic lives."""
+    out: set[tuple[int, int, int]] = set()
+    while len(out) < size:
+        if rnd.random() < 0.9:
+            plen = 32 if rnd.random() < 0.9 else rnd.randint(16, 24)
+            net = rnd.getrandbits(32) >> (32 - plen) << (32 - plen)
+            if net >> 16 == 0x0AC8 or (net >> 24 == 10 and plen < 16):
+                continue
+            out.add((4, net, plen))
+        else:
+            plen = 128 if rnd.random() < 0.5 else 64
+            net = (0x2001_0DB8 << 96 | rnd.getrandbits(96)) >> (128 - plen) << (128 - plen)
+            out.add((6, net, plen))
+    return out
+
+
+def blocklist_ruleset(rnd: random.Random, size: int) -> Ruleset:
+    """Drop what is in the blocklist, then a few services; policy accept."""
+    rules = [
+        Rule(name="blocklist", action="drop", src=(), src_sets=("blocklist",)),
+        Rule(name="web", action="accept", protos=frozenset({6}), dport=((80, 80), (443, 443))),
+        Rule(name="ssh", action="accept", protos=frozenset({6}), dport=((22, 22),)),
+    ]
+    cset = CidrSet("blocklist", blocklist_elements(rnd, size))
+    return Ruleset(rules=rules, policy={"ingress": "drop", "egress": "accept"},
+                   sets={"blocklist": {"type": "cidr", "size": size, "slot": 0}},
+                   cidr_sets={"blocklist": cset})
+
+
+def netset_text(elements: set[tuple[int, int, int]]) -> str:
+    """A FireHOL netset file of the elements."""
+    from ..cidrset import format_element
+
+    return "# bpfwall benchmark blocklist\n" + "\n".join(format_element(e) for e in elements) + "\n"

@@ -1,0 +1,39 @@
+"""The bench results as rich tables on the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def show(results: dict, out: Console) -> None:
+    m = results["machine"]
+    out.print(f"machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_gib']} GiB, kernel {m['kernel']}; {m['date']}")
+    if "per_packet" in results:
+        pp = results["per_packet"]
+        base = pp["baseline_xdp_drop_ns"]
+        t = Table("rules / set size", "packet", "ns/packet", "x XDP_DROP",
+                  title=f"Per packet (BPF_PROG_TEST_RUN); trivial XDP_DROP {base:.1f} ns")
+        for r in pp["rows"]:
+            what = f"{r['size']} rules" if r["kind"] == "rules" else f"set of {r['size']}"
+            t.add_row(what, r["packet"], f"{r['ns']:.1f}", f"{r['ratio']:.2f}")
+        out.print(t)
+        mem = results.get("memory")
+        if mem:
+            out.print(f"maps of {mem['rules']} rules + a set of {mem['set_size']} prefixes: "
+                      f"{mem['total_bytes'] / 2**20:.1f} MiB ({mem['classes']} classes)")
+    if "flood" in results:
+        t = Table("firewall", "rules", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
+                  title=f"Flood across veth ({results['flood']['packets']} packets, best of "
+                        f"{results['flood']['trials']})")
+        for r in results["flood"]["rows"]:
+            t.add_row(r["variant"], str(r["rules"]), f"{r['pps'] / 1e6:.2f}", f"{r['pps_ratio']:.2f}",
+                      f"{r['cpu_s_per_mpkt']:.3f}", f"{r['cpu_ratio']:.2f}")
+        out.print(t)
+    if "latency" in results:
+        t = Table("tool", "operation", "ms", title="Control plane (wall time of a new process unless noted)")
+        for r in results["latency"]["rows"]:
+            t.add_row(r["tool"], r["operation"], f"{r['seconds'] * 1000:.1f}")
+        out.print(t)
+    for path in results.get("files", []):
+        out.print(f"wrote {path}")
