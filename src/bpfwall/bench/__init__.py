@@ -31,18 +31,22 @@ class Plan:
     trials: int
     flood_rules: list[int]
     flood_packets: int
+    flood_trials: int
     latency_rules: int
     latency_set: int
     parts: list[str] = field(default_factory=lambda: ["packet", "flood", "latency"])
 
     @classmethod
     def full(cls) -> Plan:
-        return cls([1, 10, 100, 1000, 10000], [1000, 100_000, 1_000_000], 200_000, 5,
-                   [1, 1000], 2_000_000, 3, 10000, 1_000_000)
+        return cls(rule_counts=[1, 10, 100, 1000, 10000], set_sizes=[1000, 100_000, 1_000_000],
+                   repeat=200_000, trials=5, flood_rules=[1, 1000], flood_packets=2_000_000, flood_trials=3,
+                   latency_rules=10000, latency_set=1_000_000)
 
     @classmethod
     def quick(cls) -> Plan:
-        return cls([1, 10, 1000], [1000, 100_000], 50_000, 3, [1, 1000], 300_000, 1, 1000, 10_000)
+        return cls(rule_counts=[1, 10, 1000], set_sizes=[1000, 100_000], repeat=50_000, trials=3,
+                   flood_rules=[1, 1000], flood_packets=300_000, flood_trials=1, latency_rules=1000,
+                   latency_set=10_000)
 
 
 def machine() -> dict:
@@ -67,8 +71,8 @@ def run(plan: Plan, out_dir: str, progress: Callable[[str], None]) -> dict:
             progress("memory of the maps")
             results["memory"] = memory.measure(max(plan.rule_counts), max(plan.set_sizes))
         if "flood" in plan.parts:
-            results["flood"] = throughput.measure(plan.flood_rules, plan.flood_packets, plan.trials, work,
-                                                  progress)
+            results["flood"] = throughput.measure(plan.flood_rules, plan.flood_packets, plan.flood_trials,
+                                                  work, progress, 0.3 if plan.repeat < 100_000 else 1.0)
         if "latency" in plan.parts:
             results["latency"] = latency.measure(plan.latency_rules, plan.latency_set, work, progress)
     path = os.path.join(out_dir, "bench.json")

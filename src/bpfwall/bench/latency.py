@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from .. import cidrset
 from ..dataplane import Scope
+from ..errors import RuntimeFailure
 from ..lab import Lab
 from . import rulesets
 
@@ -25,7 +26,7 @@ def _timed(cmd: list[str], stdin: str | None = None) -> float:
     res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])}: {res.stderr.strip()[:300]}")
+        raise RuntimeFailure(f"{' '.join(cmd[:6])}: {res.stderr.strip()[:300]}")
     return seconds
 
 
@@ -121,7 +122,8 @@ def _set_rows(lab: Lab, size: int, workdir: str, ns: list[str]) -> list[dict]:
     # nftables: the same set as an interval set, loaded from a file as an operator would.
     nft_file = os.path.join(workdir, "set.nft")
     with open(nft_file, "w") as f:
-        f.write("table inet bwbench {\n  set blocklist {\n    type ipv4_addr; flags interval;\n    elements = {\n")
+        f.write("table inet bwbench {\n  set blocklist {\n    type ipv4_addr; flags interval; auto-merge;\n"
+                "    elements = {\n")
         f.write(",\n".join(cidrset.format_element(e) for e in sorted(elements)))
         f.write("\n    }\n  }\n  chain c {\n    type filter hook input priority 0;\n"
                 "    ip saddr @blocklist drop\n  }\n}\n")

@@ -24,8 +24,8 @@ def show(results: dict, out: Console) -> None:
                       f"{mem['total_bytes'] / 2**20:.1f} MiB ({mem['classes']} classes)")
     if "flood" in results:
         t = Table("firewall", "rules", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
-                  title=f"Flood across veth ({results['flood']['packets']} packets, best of "
-                        f"{results['flood']['trials']})")
+                  title=f"Flood across veth (runs of ~{results['flood']['seconds_per_run']} s, at most "
+                        f"{results['flood']['packets']} packets, best of {results['flood']['trials']})")
         for r in results["flood"]["rows"]:
             t.add_row(r["variant"], str(r["rules"]), f"{r['pps'] / 1e6:.2f}", f"{r['pps_ratio']:.2f}",
                       f"{r['cpu_s_per_mpkt']:.3f}", f"{r['cpu_ratio']:.2f}")

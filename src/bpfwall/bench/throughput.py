@@ -23,6 +23,7 @@ from scapy.all import IP, UDP, Ether
 
 from .. import config, libbpf, netns
 from ..dataplane import Scope
+from ..errors import RuntimeFailure
 from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
 from ..stats import collect
 from . import rulesets
@@ -35,7 +36,7 @@ def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
     res = subprocess.run(["ip", "netns", "exec", lab.server_ns, *cmd], input=stdin, capture_output=True,
                          text=True, check=False)
     if res.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {res.stderr.strip()}")
+        raise RuntimeFailure(f"{' '.join(cmd)}: {res.stderr.strip()}")
     return res.stdout
 
 
@@ -141,7 +142,8 @@ class Flood:
 
 
 def measure(rule_counts: list[int], packets: int, trials: int, workdir: str,
-            progress: Callable[[str], None]) -> dict:
+            progress: Callable[[str], None], seconds_per_run: float = 1.0) -> dict:
+    """packets: the most one run sends; fewer when the firewall is slow (see seconds_per_run)."""
     rows = []
     with Lab("bench") as lab:
         flood = Flood(lab)
@@ -151,15 +153,18 @@ def measure(rule_counts: list[int], packets: int, trials: int, workdir: str,
                     progress(f"flood: {name}, {n} rules")
                     best = None
                     with flood.variant(name, n, workdir) as dropped:
-                        flood.send(min(packets, 50_000))  # warm up: caches, neighbour, NAPI
+                        # Warm up (caches, NAPI), and size the runs to about a second each:
+                        # a linear rule walk can be a hundred times slower than XDP.
+                        warm = 20_000
+                        count = min(packets, max(warm, int(warm / flood.send(warm) * seconds_per_run)))
                         for _ in range(trials):
                             before, jiffies = dropped(), _busy_jiffies()
-                            seconds = flood.send(packets)
+                            seconds = flood.send(count)
                             got = dropped() - before
                             cpu = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
                             pps = got / seconds
                             if best is None or pps > best["pps"]:
-                                best = {"pps": pps, "dropped": got, "sent": packets, "seconds": seconds,
+                                best = {"pps": pps, "dropped": got, "sent": count, "seconds": seconds,
                                         "cpu_s_per_mpkt": cpu / max(got, 1) * 1e6}
                     rows.append({"variant": name, "rules": n, **best})
         finally:
@@ -170,4 +175,4 @@ def measure(rule_counts: list[int], packets: int, trials: int, workdir: str,
             if r["rules"] == n:
                 r["pps_ratio"] = r["pps"] / base["pps"]
                 r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"]
-    return {"rows": rows, "packets": packets, "trials": trials}
+    return {"rows": rows, "packets": packets, "trials": trials, "seconds_per_run": seconds_per_run}
