@@ -34,12 +34,19 @@ struct {
 } bitvectors SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1);
-	__type(key, struct bpfwall_lpm4_key);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFWALL_DIR_L1_SLOTS);
+	__type(key, __u32);
 	__type(value, __u32);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} src4 SEC(".maps"), dst4 SEC(".maps");
+} dir_l1 SEC(".maps");
+
+/* max_entries (256 a chunk) is set by the loader for each generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} dir_chunks SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -115,7 +122,7 @@ static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
  * one, and separate keys per inlined call would overflow the verifier's stack.
  */
 static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
-						      void *trie4, void *trie6, __u32 trie,
+						      void *trie6, __u32 trie,
 						      struct bpfwall_lpm6_key *key)
 {
 	__u32 bit = trie + pkt->is_ipv6;
@@ -131,9 +138,20 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 		__builtin_memcpy(key->addr, addr, 16);
 		cls = bpf_map_lookup_elem(trie6, key);
 	} else {
-		key->prefixlen = 32;
-		__builtin_memcpy(key->addr, addr, 4);
-		cls = bpf_map_lookup_elem(trie4, key);
+		/* Up to three array reads, which the verifier turns into plain loads. */
+		__u32 k = (trie ? 65536 : 0) + ((__u32)addr[0] << 8 | addr[1]);
+
+		cls = bpf_map_lookup_elem(&dir_l1, &k);
+		if (cls && (*cls & BPFWALL_DIR_CHUNK)) {
+			k = (*cls & ~BPFWALL_DIR_CHUNK) * 256 + addr[2];
+			cls = bpf_map_lookup_elem(&dir_chunks, &k);
+		}
+		if (cls && (*cls & BPFWALL_DIR_CHUNK)) {
+			k = (*cls & ~BPFWALL_DIR_CHUNK) * 256 + addr[3];
+			cls = bpf_map_lookup_elem(&dir_chunks, &k);
+		}
+		if (cls && (*cls & BPFWALL_DIR_CHUNK))
+			return 0; /* a broken generation: chunks end at the third level */
 	}
 	/* Every trie holds a /0 entry, so a miss means a broken generation. */
 	if (!cls)
@@ -319,11 +337,11 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 	if (n_summary == 1 && !and_word(&v, fields & ~ADDR_FIELDS, 0))
 		return BPFWALL_NO_RULE;
 	if (fields & (1 << BPFWALL_F_SRC)) {
-		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src4, &src6, 0, &key));
+		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src6, 0, &key));
 		v.src_sets = sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
 	}
 	if (fields & (1 << BPFWALL_F_DST)) {
-		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst4, &dst6, 2, &key));
+		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst6, 2, &key));
 		v.dst_sets = sets_holding(pkt, 1, cfg.dst_sets, cfg.n_dst_sets);
 	}
 

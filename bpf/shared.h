@@ -16,6 +16,12 @@
 #define BPFWALL_MAX_SUMMARY (BPFWALL_MAX_WORDS / 64)
 #define BPFWALL_NO_RULE	    0xffffffffu
 
+/* IPv4 addresses map to their class through direct-indexed tables
+ * (DIR-16-8-8): one entry per /16 (src, then dst), each a class or
+ * DIR_CHUNK | n for chunk n of 256 entries, one level per further byte. */
+#define BPFWALL_DIR_L1_SLOTS (2 * 65536)
+#define BPFWALL_DIR_CHUNK    0x80000000u
+
 /* CIDR sets: at most MAX_SETS in a rule file, at most MAX_FIELD_SETS named by
  * the rules of one direction in one address field. Each set has two copies
  * in the set tries (key slot * 2 + version) so a command that changes it

@@ -26,6 +26,8 @@ class Compiled:
     class_of: array  # CLASS_SLOTS u32: slot -> class id (unused fields left 0)
     bitvectors: list[int]  # class id -> rule bitset
     tries: dict[str, list[tuple[Network, int]]]  # src4/src6/dst4/dst6 -> (prefix, class id)
+    dir_l1: array  # DIR_L1_SLOTS u32: src then dst, one per /16 (see _ipv4_tables)
+    dir_chunks: array  # 256 u32 per chunk
     iface_classes: dict[str, int]  # interface name -> class id
     actions: list[int]
     n_words: int
@@ -160,8 +162,10 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         if len(entries) == 1:  # only the /0 root: every address has its class
             cfg.trie_root_only |= 1 << bit
             cfg.root_class[bit] = entries[0][1]
+    dir_l1, dir_chunks = _ipv4_tables([tries["src4"], tries["dst4"]])
     return Compiled(
         rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
+        dir_l1=dir_l1, dir_chunks=dir_chunks,
         iface_classes=iface_classes, actions=[shared.ACTIONS[r.action] for r in rules],
         n_words=n_words, n_summary=n_summary, fields_used=used, direction=direction,
         # An LRU table is allocated whole: keep the unused one tiny.
@@ -227,6 +231,60 @@ def _icmp_intervals(r: Rule):
             else:
                 out.append(((fam | t << 8 | m.code),) * 2)
     return out
+
+
+def _ipv4_tables(fields: list[list[tuple[Network, int]]]) -> tuple[array, array]:
+    """IPv4 longest-prefix match as up to three array reads (DIR-16-8-8) instead of a trie walk.
+
+    Per field, 65,536 entries, one per /16: a class, or DIR_CHUNK | n for
+    chunk n of 256 entries (one per /24 of that /16), whose entries are again
+    a class or a chunk of 256 (one per address). Prefixes are painted
+    shortest first, so a longer prefix overwrites exactly the addresses it
+    holds; a chunk starts as copies of the entry it replaces.
+    """
+    l1 = array("I", bytes(4 * shared.DIR_L1_SLOTS))
+    chunks = array("I")
+
+    def chunk_of(table: array, index: int) -> int:
+        value = table[index]
+        if value & shared.DIR_CHUNK:
+            return value & ~shared.DIR_CHUNK
+        n = len(chunks) // 256
+        if n >= shared.DIR_MAX_CHUNKS:
+            raise ValueError(f"the IPv4 prefixes of the rules need more than {shared.DIR_MAX_CHUNKS} tables")
+        chunks.extend(array("I", [value]) * 256)
+        table[index] = shared.DIR_CHUNK | n
+        return n
+
+    for f, entries in enumerate(fields):
+        base = f * 65536
+        if not entries:
+            continue
+        for net, cid in sorted(entries, key=lambda e: e[0].prefixlen):
+            start, plen = int(net.network_address), net.prefixlen
+            if plen <= 16:
+                lo = base + (start >> 16)
+                l1[lo : lo + (1 << (16 - plen))] = array("I", [cid]) * (1 << (16 - plen))
+                continue
+            c2 = chunk_of(l1, base + (start >> 16))
+            if plen <= 24:
+                lo = c2 * 256 + ((start >> 8) & 255)
+                chunks[lo : lo + (1 << (24 - plen))] = array("I", [cid]) * (1 << (24 - plen))
+                continue
+            c3 = chunk_of(chunks, c2 * 256 + ((start >> 8) & 255))
+            lo = c3 * 256 + (start & 255)
+            chunks[lo : lo + (1 << (32 - plen))] = array("I", [cid]) * (1 << (32 - plen))
+    return l1, chunks
+
+
+def ipv4_class(c: Compiled, field: int, addr: int) -> int:
+    """The class the DIR tables give an IPv4 address (field 0 src, 1 dst), as the data plane reads them."""
+    value = c.dir_l1[field * 65536 + (addr >> 16)]
+    for shift in (8, 0):
+        if not value & shared.DIR_CHUNK:
+            return value
+        value = c.dir_chunks[(value & ~shared.DIR_CHUNK) * 256 + ((addr >> shift) & 255)]
+    return value
 
 
 def _set_refs(rules: list[Rule], key: str, slots: dict[str, int],

@@ -71,8 +71,9 @@ class Generation:
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
-            for name, entries in compiled.tries.items():
-                obj.set_max_entries(name, max(1, len(entries)))
+            for name in ("src6", "dst6"):
+                obj.set_max_entries(name, max(1, len(compiled.tries[name])))
+            obj.set_max_entries("dir_chunks", max(256, len(compiled.dir_chunks)))
             obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
             try:
                 obj.load()
@@ -80,7 +81,7 @@ class Generation:
                 tail = "\n".join(exc.log.strip().splitlines()[-12:])
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
-            for name in ("class_of", "bitvectors", "src4", "src6", "dst4", "dst6", "iface_class",
+            for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
                          "rule_action", "counters", *CT_MAPS, *SET_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
@@ -101,9 +102,15 @@ class Generation:
         values = (c_uint8 * (n * vsize)).from_buffer_copy(c.bitvector_bytes())
         libbpf.map_update_batch(self.map_fds["bitvectors"], keys, values, n)
 
-        for name, entries in c.tries.items():
+        for name, table in (("dir_l1", c.dir_l1), ("dir_chunks", c.dir_chunks)):
+            n = len(table)
+            if n:
+                keys = (c_uint32 * n)(*range(n))
+                values = (c_uint32 * n).from_buffer_copy(table.tobytes())
+                libbpf.map_update_batch(self.map_fds[name], keys, values, n)
+        for name in ("src6", "dst6"):
             fd = self.map_fds[name]
-            for net, cid in entries:
+            for net, cid in c.tries[name]:
                 libbpf.map_update(fd, _lpm_key(net), c_uint32(cid))
 
         for ifname, cid in c.iface_classes.items():

@@ -83,6 +83,9 @@ CT_TIMEOUT_DEFAULTS = {
 CT_MAX_ENTRIES_DEFAULT = 262144
 
 
+DIR_L1_SLOTS = 2 * 65536  # src, then dst: one entry per IPv4 /16
+DIR_CHUNK = 1 << 31  # an entry that names a chunk of 256, not a class
+DIR_MAX_CHUNKS = 1 << 20
 MAX_SETS = 64
 MAX_FIELD_SETS = 4
 

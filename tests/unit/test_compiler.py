@@ -11,7 +11,7 @@ import ipaddress
 from hypothesis import given, settings
 
 from bpfwall import reference, shared
-from bpfwall.compiler import Compiled, compile_ruleset
+from bpfwall.compiler import Compiled, compile_ruleset, ipv4_class
 from bpfwall.ruleset import Rule, Ruleset
 from tests.strategies import frames, rulesets
 
@@ -21,11 +21,17 @@ def lookup_trie(entries, addr) -> int:
     return dict(entries)[best]
 
 
+def address_class(c: Compiled, field: int, addr) -> int:
+    """IPv4 through the DIR tables, IPv6 through the trie, as bitvector_of_addr() does."""
+    if addr.version == 4:
+        return ipv4_class(c, field, int(addr))
+    return lookup_trie(c.tries[("src6", "dst6")[field]], addr)
+
+
 def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
              ruleset: Ruleset) -> int | None:
     """classify() of bpf/classify.h, in Python, over the compiled tables (and the
     set tries' contents, taken from ruleset.cidr_sets)."""
-    fam = "6" if pkt.is_ipv6 else "4"
     by_slot = {slot: ruleset.cidr_sets[name] for name, slot in ruleset.set_slots().items()}
 
     def with_sets(cid: int, refs, addr) -> int:
@@ -41,10 +47,10 @@ def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
     if shared.F_PROTO in c.fields_used:
         vectors.append(c.class_of[shared.PROTO_BASE + pkt.is_ipv6 * 256 + pkt.proto])
     if shared.F_SRC in c.fields_used:
-        vectors.append(("bits", with_sets(lookup_trie(c.tries["src" + fam], pkt.saddr),
+        vectors.append(("bits", with_sets(address_class(c, 0, pkt.saddr),
                                           c.config.src_sets[: c.config.n_src_sets], pkt.saddr)))
     if shared.F_DST in c.fields_used:
-        vectors.append(("bits", with_sets(lookup_trie(c.tries["dst" + fam], pkt.daddr),
+        vectors.append(("bits", with_sets(address_class(c, 1, pkt.daddr),
                                           c.config.dst_sets[: c.config.n_dst_sets], pkt.daddr)))
     ports = pkt.has_l4 and pkt.proto in (6, 17, 132)
     if shared.F_SPORT in c.fields_used:
