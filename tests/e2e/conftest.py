@@ -29,10 +29,10 @@ def lab():
         yield lab
 
 
-def bpfwall(*args: str, user: str | None = None) -> subprocess.CompletedProcess:
+def bpfwall(*args: str, user: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Runs the CLI as a separate process, as an operator would."""
     return subprocess.run([sys.executable, "-m", "bpfwall.cli", *args], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def apply(lab: Lab, path: str, *extra: str) -> subprocess.CompletedProcess:
