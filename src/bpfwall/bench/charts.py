@@ -19,7 +19,8 @@ def draw(results: dict, out_dir: str) -> list[str]:
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
         for packet, style in (("first", "o-"), ("last", "s-"), ("none", "^-")):
             rows = [r for r in pp["rows"] if r["kind"] == "rules" and r["packet"] == packet]
-            ax1.plot([r["size"] for r in rows], [r["ns"] for r in rows], style, label=f"bpfwall, {packet} rule")
+            label = {"first": "first rule matches", "last": "last rule matches", "none": "no rule matches"}[packet]
+            ax1.plot([r["size"] for r in rows], [r["ns"] for r in rows], style, label=f"bpfwall, {label}")
         ax1.axhline(pp["baseline_xdp_drop_ns"], color="grey", ls="--", label="trivial XDP_DROP")
         ax1.set(xscale="log", xlabel="rules", ylabel="ns per packet", title="Per packet, by rule count")
         ax1.set_ylim(bottom=0)
@@ -53,7 +54,8 @@ def draw(results: dict, out_dir: str) -> list[str]:
             ax.set_ylabel(label)
             ax.legend(fontsize=8)
         ax1.set_title("Drop rate of a UDP flood (higher is better)")
-        ax2.set_title("CPU cost (lower is better)")
+        ax2.set_yscale("log")
+        ax2.set_title("CPU cost (lower is better; log scale)")
         fig.suptitle(f"Dropping a flood across a veth pair ({when})", fontsize=10)
         fig.tight_layout()
         files.append(_save(fig, out_dir, "flood.png"))
