@@ -22,6 +22,7 @@ from . import conntrack as conntrack_mod
 from . import stats as stats_mod
 from .dataplane import Scope, compile_all
 from .errors import BpfwallError, InputError, RuntimeFailure
+from .setmaps import SetTables
 
 out = Console(highlight=False)
 
@@ -287,8 +288,9 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
     ct = None
     if ruleset.uses_ct():
         ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-    ref = reference.decide(ruleset, frame, iface, ct=ct,
-                           now=conntrack_mod.now_ns())
+    with SetTables(scope.gen_dir(state.generation)) as tables:
+        ruleset.cidr_sets = {name: tables.view(slot) for name, slot in ruleset.set_slots().items()}
+        ref = reference.decide(ruleset, frame, iface, ct=ct, now=conntrack_mod.now_ns())
     kernel_rule = rules[why.rule].name if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
     agree = verdict == ref.verdict and kernel_rule == ref_rule

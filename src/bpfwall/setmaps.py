@@ -112,6 +112,9 @@ class SetTables:
         _write(self.fds, current_key, add)
         _delete(self.fds, current_key, remove)
 
+    def view(self, slot: int) -> PinnedSet:
+        return PinnedSet(self, slot)
+
     def elements(self, slot: int) -> Iterator[Element]:
         key_slot = slot * 2 + self.version(slot)
         for family, name in TRIES.items():
@@ -121,3 +124,19 @@ class SetTables:
                 if nxt.key_slot == key_slot:
                     yield (family, int.from_bytes(bytes(nxt.addr), "big"), nxt.prefixlen - 32)
                 key, nxt = nxt, KEYS[family]()
+
+
+class PinnedSet:
+    """A set in force, as the reference model asks about it (CidrSet.contains), answered
+    from the kernel's table: `explain` must not read a million elements for one packet."""
+
+    def __init__(self, tables: SetTables, slot: int) -> None:
+        self.tables, self.slot = tables, slot
+
+    def contains(self, family: int, addr: bytes) -> bool:
+        width = WIDTH[family]
+        bits = width * 8
+        e = (family, int.from_bytes(addr[:width], "big"), bits)
+        value = c_uint32()
+        key = _key(self.slot * 2 + self.tables.version(self.slot), e)
+        return libbpf.map_lookup(self.tables.fds[TRIES[family]], key, value)

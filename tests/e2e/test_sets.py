@@ -99,3 +99,14 @@ def test_set_errors_change_nothing(lab, tmp_path):
     assert res.returncode == 2 and "no set named 'nosuch'" in res.stderr
     assert set_cmd(lab, "list", "blocked").stdout.split() == ["10.200.99.0/24", "fd42:200::99"]
     assert lab.udp_query(53) == "answered"
+
+
+def test_explain_sees_the_sets_in_force(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    args = ("explain", "--netns", lab.server_ns, "-i", lab.server_if, "--proto", "udp", "--src", CLIENT_V4,
+            "--dst", "10.200.0.1", "--dport", "53", "--json")
+    assert '"rule": "dns"' in bpfwall(*args).stdout
+    assert set_cmd(lab, "add", "blocked", CLIENT_V4).returncode == 0
+    res = bpfwall(*args)
+    assert res.returncode == 0, res.stdout  # kernel and reference model agree
+    assert '"rule": "drop-blocked"' in res.stdout
