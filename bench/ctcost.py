@@ -16,6 +16,7 @@ import sys
 from scapy.all import IP, TCP, UDP, Ether
 
 from bpfwall import config, libbpf
+from bpfwall.bench.memory import map_memlock
 from bpfwall.compiler import compile_ruleset
 from bpfwall.generation import CT_MAPS, Generation
 from bpfwall.lab import lab_object_path
@@ -47,13 +48,6 @@ SERVICE = bytes(E / IP(src=PEER, dst=HOST) / TCP(sport=50000, dport=22, flags="S
 def median_ns(run, frame: bytes, repeat: int, trials: int) -> float:
     return statistics.median(run(frame, repeat) for _ in range(trials))
 
-
-def fdinfo_memlock(fd: int) -> int:
-    with open(f"/proc/self/fdinfo/{fd}") as f:
-        for line in f:
-            if line.startswith("memlock:"):
-                return int(line.split()[1])
-    return 0
 
 
 def main() -> int:
@@ -99,7 +93,7 @@ def main() -> int:
     # memory of the table at its default size (262,144 entries), as the kernel charges it
     rs = config.loads(STATEFUL, "default-size")
     with Generation.load(compile_ruleset(rs, "ingress")) as g:
-        table_bytes = fdinfo_memlock(g.map_fds["conntrack"])
+        table_bytes = map_memlock(g.map_fds["conntrack"])
 
     print(f"{'case':<48} {'hook':<8} {'ns/packet':>10} {'x trivial':>10}")
     for name, hook, ns, ratio in rows:

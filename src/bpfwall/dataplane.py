@@ -164,16 +164,16 @@ class Scope:
             state = self.require_state()
             slot = self.cidr_set_slot(name, state)
             with SetTables(self.gen_dir(state.generation)) as tables:
-                present = [e for e in elements if tables.contains(slot, e)]
+                present = {e for e in elements if tables.contains(slot, e)}
                 if add:
-                    todo = list(dict.fromkeys(e for e in elements if e not in set(present)))
+                    todo = list(dict.fromkeys(e for e in elements if e not in present))
                     tables.change(slot, add=todo)
                 else:
-                    missing = [e for e in elements if e not in set(present)]
+                    missing = [e for e in elements if e not in present]
                     if missing:
                         raise InputError(f"not in set '{name}': " + ", ".join(
                             format_element(e) for e in missing[:5]) + (" ..." if len(missing) > 5 else ""))
-                    todo = list(dict.fromkeys(present))
+                    todo = list(dict.fromkeys(elements))
                     tables.change(slot, remove=todo)
             meta = state.ruleset["sets"][name]
             meta["size"] = meta.get("size", 0) + (len(todo) if add else -len(todo))

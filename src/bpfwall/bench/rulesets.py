@@ -23,20 +23,25 @@ def _net(i: int) -> str:
     return f"10.{i >> 8}.{i & 255}.0/24"
 
 
+def _services(n: int, changed: int | None = None):
+    """(i, source network, port) of the n service rules; rule `changed` gets port 999."""
+    for i in range(n):
+        yield i, _net(i), (1000 + i if i != changed else 999)
+
+
 def service_rules(n: int, changed: int | None = None) -> str:
     """n service rules, policy drop. changed: the index of one rule given another port."""
     lines = ["version: 1", "policy: {ingress: drop}", "rules:"]
-    for i in range(n):
-        port = 1000 + i if i != changed else 999
-        lines.append(f"  - {{name: r{i}, proto: tcp, dport: {port}, src: {_net(i)}, action: accept}}")
+    lines += [f"  - {{name: r{i}, proto: tcp, dport: {port}, src: {net}, action: accept}}"
+              for i, net, port in _services(n, changed)]
     return "\n".join(lines) + "\n"
 
 
 def flood_rules(n: int) -> str:
     """n-1 service rules, then the rule that drops the flood; policy accept."""
     lines = ["version: 1", "policy: {ingress: accept}", "rules:"]
-    for i in range(n - 1):
-        lines.append(f"  - {{name: r{i}, proto: tcp, dport: {1000 + i}, src: {_net(i)}, action: accept}}")
+    lines += [f"  - {{name: r{i}, proto: tcp, dport: {port}, src: {net}, action: accept}}"
+              for i, net, port in _services(n - 1)]
     lines.append(f"  - {{name: flood, proto: udp, dport: {FLOOD_PORT}, action: drop}}")
     return "\n".join(lines) + "\n"
 
@@ -47,10 +52,7 @@ def nft_rules(n: int, hook: str, device: str = "", changed: int | None = None, f
     chain = (f"type filter hook ingress device {device} priority 0; policy accept;" if hook == "netdev"
              else "type filter hook input priority 0; policy accept;")
     lines = [f"table {family} bwbench {{", "  chain c {", f"    {chain}"]
-    count = n - 1 if flood else n
-    for i in range(count):
-        port = 1000 + i if i != changed else 999
-        lines.append(f"    ip saddr {_net(i)} tcp dport {port} accept")
+    lines += [f"    ip saddr {net} tcp dport {port} accept" for _, net, port in _services(n - flood, changed)]
     if flood:
         lines.append(f"    udp dport {FLOOD_PORT} counter drop")
     lines += ["  }", "}"]
@@ -60,10 +62,7 @@ def nft_rules(n: int, hook: str, device: str = "", changed: int | None = None, f
 def iptables_rules(n: int, changed: int | None = None, flood: bool = True) -> str:
     """The same rules for iptables-restore (filter table, INPUT chain)."""
     lines = ["*filter", ":INPUT ACCEPT [0:0]", ":FORWARD ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
-    count = n - 1 if flood else n
-    for i in range(count):
-        port = 1000 + i if i != changed else 999
-        lines.append(f"-A INPUT -s {_net(i)} -p tcp --dport {port} -j ACCEPT")
+    lines += [f"-A INPUT -s {net} -p tcp --dport {port} -j ACCEPT" for _, net, port in _services(n - flood, changed)]
     if flood:
         lines.append(f"-A INPUT -p udp --dport {FLOOD_PORT} -j DROP")
     lines.append("COMMIT")
