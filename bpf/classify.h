@@ -117,9 +117,9 @@ static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
 }
 
 /*
- * trie: 0 for the source tries, 2 for the destination ones. key is one
- * buffer for every lookup of classify(): an IPv4 key is the head of an IPv6
- * one, and separate keys per inlined call would overflow the verifier's stack.
+ * The class of an address: trie is 0 for the source field, 2 for the
+ * destination one. key is the one IPv6 trie key buffer of classify(): a key
+ * per inlined call would overflow the verifier's stack.
  */
 static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
 						      void *trie6, __u32 trie,

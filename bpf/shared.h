@@ -189,11 +189,6 @@ struct bpfwall_config {
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };
 
-struct bpfwall_lpm4_key {
-	__u32 prefixlen;
-	__u8 addr[4];
-};
-
 struct bpfwall_lpm6_key {
 	__u32 prefixlen;
 	__u8 addr[16];

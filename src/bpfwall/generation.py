@@ -204,9 +204,5 @@ class Generation:
 
 
 def _lpm_key(net: Network) -> ctypes.Structure:
-    raw = net.network_address.packed
-    if net.version == 4:
-        return shared.Lpm4Key(net.prefixlen, (c_uint8 * 4)(*raw))
-    return shared.Lpm6Key(net.prefixlen, (c_uint8 * 16)(*raw))
-
-
+    """The key of an IPv6 trie entry (IPv4 prefixes go into the DIR tables)."""
+    return shared.Lpm6Key(net.prefixlen, (c_uint8 * 16)(*net.network_address.packed))

@@ -123,10 +123,6 @@ class Config(Structure):
     ]
 
 
-class Lpm4Key(Structure):
-    _fields_ = [("prefixlen", c_uint32), ("addr", c_uint8 * 4)]
-
-
 class Lpm6Key(Structure):
     _fields_ = [("prefixlen", c_uint32), ("addr", c_uint8 * 16)]
 
@@ -174,7 +170,6 @@ class CtEntry(Structure):
 # C struct name -> ctypes twin, for the BTF test.
 STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_config": Config,
-    "bpfwall_lpm4_key": Lpm4Key,
     "bpfwall_lpm6_key": Lpm6Key,
     "bpfwall_counter": Counter,
     "bpfwall_explain": Explain,
