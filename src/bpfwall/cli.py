@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import compiler, config, libbpf, names, netns, packets, reference, shared
+from . import compiler, libbpf, names, netns, packets, reference, shared
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
 from .dataplane import Scope, compile_all
@@ -90,7 +90,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     if confirm is not None:
         raise InputError("--confirm is not available yet: apply without it")
     t0 = time.monotonic()
-    ruleset = config.load(path)
+    ruleset = _load(path)
     tables = _compile(ruleset, path)
     scope = Scope(ns)
     targets = list(interfaces) or ruleset.interfaces
@@ -112,6 +112,14 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
               f"{ifaces}{where}; generation {report.generation}; {took:.2f} s")
 
 
+def _load(path: str):
+    """The rule file. Imported here: pydantic's models take 0.1 s to import, which
+    commands that read no rule file (set, stats, status) should not pay."""
+    from . import config
+
+    return config.load(path)
+
+
 def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
     """Both directions' tables; a rule set too large for the data plane is bad input."""
     try:
@@ -126,7 +134,7 @@ def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
 @handle_errors
 def check(path: str, as_json: bool) -> None:
     """Validate and compile FILE; touches nothing, needs no root."""
-    ruleset = config.load(path)
+    ruleset = _load(path)
     tables = _compile(ruleset, path)
     user_rules = [r for r in ruleset.rules if not r.implicit]
     info = {
