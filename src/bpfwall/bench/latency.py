@@ -94,7 +94,7 @@ def _replace_nft_rule(ns: list[str]) -> float:
 
 def _set_rows(lab: Lab, size: int, workdir: str, ns: list[str]) -> list[dict]:
     rows = []
-    elements = {e for e in rulesets.blocklist_elements(random.Random(7), size) if e[0] == 4}
+    elements = rulesets.blocklist_elements(random.Random(7), size, ipv6_share=0.0)  # nft's set is ipv4_addr
     netset = os.path.join(workdir, "blocklist.netset")
     with open(netset, "w") as f:
         f.write(rulesets.netset_text(elements))

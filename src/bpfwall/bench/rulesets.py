@@ -69,12 +69,12 @@ def iptables_rules(n: int, changed: int | None = None, flood: bool = True) -> st
     return "\n".join(lines) + "\n"
 
 
-def blocklist_elements(rnd: random.Random, size: int) -> set[tuple[int, int, int]]:
-    """A blocklist as they come: mostly single addresses, some networks, a tenth IPv6.
+def blocklist_elements(rnd: random.Random, size: int, ipv6_share: float = 0.1) -> set[tuple[int, int, int]]:
+    """A blocklist as they come: mostly single addresses, some networks, a share IPv6.
     Nothing in 10.200.0.0/16, where the benchmark's own traffic lives."""
     out: set[tuple[int, int, int]] = set()
     while len(out) < size:
-        if rnd.random() < 0.9:
+        if rnd.random() >= ipv6_share:
             plen = 32 if rnd.random() < 0.9 else rnd.randint(16, 24)
             net = rnd.getrandbits(32) >> (32 - plen) << (32 - plen)
             if net >> 16 == 0x0AC8 or (net >> 24 == 10 and plen < 16):
