@@ -31,7 +31,7 @@ from .compiler import Compiled, compile_ruleset
 from .errors import InputError, RuntimeFailure
 from .generation import CT_MAPS, SET_MAPS, Generation
 from .ruleset import Ruleset
-from .setmaps import SetTables
+from .setmaps import Fix, SetTables
 
 PIN_ROOT = "/sys/fs/bpf/bpfwall"
 STATE_ROOT = "/run/bpfwall"
@@ -89,6 +89,9 @@ class Scope:
         self.name = scope_name(ns)
         self.pin_dir = os.path.join(PIN_ROOT, self.name)
         self.state_path = os.path.join(STATE_ROOT, f"{self.name}.json")
+        # What `bpfwall set` changed since the apply: small, so a set command never
+        # rewrites the rule set's state (megabytes at 10,000 rules).
+        self.sets_path = os.path.join(STATE_ROOT, f"{self.name}.sets.json")
 
     # --- state -------------------------------------------------------------------------------
 
@@ -110,11 +113,23 @@ class Scope:
         return state
 
     def _write_state(self, state: State) -> None:
-        os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state.__dict__, f)
-        os.replace(tmp, self.state_path)
+        _write_json(self.state_path, state.__dict__)
+
+    def set_changes(self, state: State) -> dict[str, dict[str, Any]]:
+        """Per CIDR set of the generation in force: its size and the Fix of its last change."""
+        sets = {name: {"size": meta["size"]} for name, meta in (state.ruleset or {}).get("sets", {}).items()}
+        try:
+            with open(self.sets_path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return sets
+        except (OSError, ValueError) as exc:
+            raise RuntimeFailure(f"cannot read {self.sets_path}: {exc}") from None
+        if data.get("generation") == state.generation:  # else left by an older generation
+            for name, entry in data.get("sets", {}).items():
+                if name in sets:
+                    sets[name] = entry
+        return sets
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -163,21 +178,28 @@ class Scope:
         with self.lock(), netns.enter(self.ns):
             state = self.require_state()
             slot = self.cidr_set_slot(name, state)
+            changes = self.set_changes(state)
+            meta = changes[name]
+
+            def record(fix: Fix) -> None:
+                meta["fix"] = fix.to_json()
+                _write_json(self.sets_path, {"generation": state.generation, "sets": changes})
+
             with SetTables(self.gen_dir(state.generation)) as tables:
+                tables.level(slot, Fix.from_json(meta.get("fix")))
                 present = {e for e in elements if tables.contains(slot, e)}
                 if add:
                     todo = list(dict.fromkeys(e for e in elements if e not in present))
-                    tables.change(slot, add=todo)
+                    tables.change(slot, todo, [], record)
                 else:
                     missing = [e for e in elements if e not in present]
                     if missing:
                         raise InputError(f"not in set '{name}': " + ", ".join(
                             format_element(e) for e in missing[:5]) + (" ..." if len(missing) > 5 else ""))
                     todo = list(dict.fromkeys(elements))
-                    tables.change(slot, remove=todo)
-            meta = state.ruleset["sets"][name]
+                    tables.change(slot, [], todo, record)
             meta["size"] = meta.get("size", 0) + (len(todo) if add else -len(todo))
-            self._write_state(state)
+            _write_json(self.sets_path, {"generation": state.generation, "sets": changes})
         return len(todo), len(elements) - len(todo)
 
     def set_elements(self, name: str) -> list[Element]:
@@ -430,8 +452,9 @@ class Scope:
                 self._write_state(state)
             else:
                 shutil.rmtree(self.pin_dir, ignore_errors=True)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.state_path)
+                for path in (self.state_path, self.sets_path):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
                 with contextlib.suppress(OSError):
                     os.rmdir(PIN_ROOT)  # only if no other scope is left
         return removed
@@ -450,7 +473,8 @@ class Scope:
             rules_file=rules.source,
             rules=len([r for r in rules.rules if not r.implicit]),
             policy=rules.policy,
-            sets={name: {"type": m["type"], "size": m["size"]} for name, m in rules.sets.items()},
+            sets={name: {"type": m["type"], "size": self.set_changes(state)[name]["size"]}
+                  for name, m in rules.sets.items()},
             interfaces=[],
         )
         for name, info in state.interfaces.items():
@@ -473,6 +497,15 @@ class Scope:
                     os.close(fd)
             out["interfaces"].append(entry)
         return out
+
+
+def _write_json(path: str, data: Any) -> None:
+    """Replaces path atomically: a reader sees the old file or the new one."""
+    os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
 
 
 @dataclass

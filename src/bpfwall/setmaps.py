@@ -2,23 +2,57 @@
 
 Each set has two copies in the set tries, keyed slot * 2 + version, and
 set_version[slot] names the current one. A change writes the spare copy, then
-flips set_version[slot] (one array write: the moment every packet after it sees
-the whole change and no packet sees part of it), then brings the old copy level
-so the next change starts again from two equal copies.
+flips set_version[slot]: one array write, the moment every packet after it
+sees the whole change and no packet sees part of it.
+
+The old copy (the spare after the flip) is brought level with the new one by
+the *next* change, not right after the flip: a packet that read the version
+just before the flip may still be walking the old copy, and writing it then
+would show that packet a mix. The next change is a command later, long after
+any such packet. What levelling needs is recorded before the flip (a Fix), so
+a command killed at any step leaves the next one able to level the spare.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from ctypes import c_uint32
+from dataclasses import dataclass
 
 from . import libbpf, shared
-from .cidrset import CidrSet, Element, lpm_keys
+from .cidrset import CidrSet, Element, format_element, lpm_keys, parse_element
 from .errors import RuntimeFailure
 
 TRIES = {4: "set4", 6: "set6"}
+
+
+@dataclass
+class Fix:
+    """How to bring a set's spare copy level after a change: apply `flipped` (adds,
+    removes) if set_version is `version` (the flip happened), else `unflipped`."""
+
+    version: int
+    flipped: tuple[list[Element], list[Element]]
+    unflipped: tuple[list[Element], list[Element]]
+
+    def to_json(self) -> dict:
+        def side(pair: tuple[list[Element], list[Element]]) -> list[list[str]]:
+            return [[format_element(e) for e in part] for part in pair]
+
+        return {"version": self.version, "flipped": side(self.flipped), "unflipped": side(self.unflipped)}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> Fix | None:
+        if not data:
+            return None
+
+        def side(pair: list[list[str]]) -> tuple[list[Element], list[Element]]:
+            add, remove = ([parse_element(t)[0] for t in part] for part in pair)
+            return add, remove
+
+        return cls(data["version"], side(data["flipped"]), side(data["unflipped"]))
 KEYS = {4: shared.Set4Key, 6: shared.Set6Key}
 WIDTH = {4: 4, 6: 16}
 
@@ -60,8 +94,12 @@ def _key(key_slot: int, e: Element) -> ctypes.Structure:
 class SetTables:
     """The pinned set tables of the generation in force."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str | None, fds: dict[str, int] | None = None) -> None:
+        """The tables pinned in directory, or (directory None) copies of the fds given."""
         self.fds: dict[str, int] = {}
+        if directory is None:
+            self.fds = {name: os.dup(fd) for name, fd in (fds or {}).items()}
+            return
         try:
             for name in ("set4", "set6", "set_version"):
                 self.fds[name] = libbpf.obj_get(os.path.join(directory, name))
@@ -94,23 +132,31 @@ class SetTables:
         # element's prefix length, so an equal length means e itself.
         return found and value.value == e[2]
 
-    def change(self, slot: int, add: Iterable[Element] = (), remove: Iterable[Element] = ()) -> None:
-        """Adds and removes elements in one step that packets see whole."""
-        add, remove = list(add), list(remove)
+    def level(self, slot: int, fix: Fix | None) -> None:
+        """Makes the spare copy equal the current one, after the change `fix` describes."""
+        if fix is None:
+            return
         current = self.version(slot)
-        spare = 1 - current
-        spare_key, current_key = slot * 2 + spare, slot * 2 + current
-        try:
-            _write(self.fds, spare_key, add)
-            _delete(self.fds, spare_key, remove)
-        except (libbpf.BpfError, RuntimeFailure):
-            # Level the spare copy with the current one again, then report.
-            _delete(self.fds, spare_key, add)
-            _write(self.fds, spare_key, remove)
-            raise
+        add, remove = fix.flipped if current == fix.version else fix.unflipped
+        spare_key = slot * 2 + 1 - current
+        _write(self.fds, spare_key, add)
+        _delete(self.fds, spare_key, remove)
+
+    def change(self, slot: int, add: list[Element], remove: list[Element],
+               record: Callable[[Fix], None]) -> None:
+        """Adds elements that are not in the set and removes elements that are, in one
+        step that packets see whole. The spare copy must be level (see level()).
+
+        record(fix) must store the fix durably; it is called before anything changes.
+        """
+        spare = 1 - self.version(slot)
+        # If the flip happened, the old copy lacks this change; if not, the spare
+        # holds (part of) it and must lose it again.
+        record(Fix(version=spare, flipped=(add, remove), unflipped=(remove, add)))
+        spare_key = slot * 2 + spare
+        _write(self.fds, spare_key, add)
+        _delete(self.fds, spare_key, remove)
         libbpf.map_update(self.fds["set_version"], c_uint32(slot), c_uint32(spare))
-        _write(self.fds, current_key, add)
-        _delete(self.fds, current_key, remove)
 
     def view(self, slot: int) -> PinnedSet:
         return PinnedSet(self, slot)
