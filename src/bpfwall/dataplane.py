@@ -96,14 +96,8 @@ class Scope:
     # --- state -------------------------------------------------------------------------------
 
     def read_state(self) -> State | None:
-        try:
-            with open(self.state_path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            raise RuntimeFailure(f"cannot read {self.state_path}: {exc}") from None
-        return State(**data)
+        data = _read_json(self.state_path)
+        return None if data is None else State(**data)
 
     def require_state(self) -> State:
         state = self.read_state()
@@ -118,13 +112,7 @@ class Scope:
     def set_changes(self, state: State) -> dict[str, dict[str, Any]]:
         """Per CIDR set of the generation in force: its size and the Fix of its last change."""
         sets = {name: {"size": meta["size"]} for name, meta in (state.ruleset or {}).get("sets", {}).items()}
-        try:
-            with open(self.sets_path) as f:
-                data = json.load(f)
-        except FileNotFoundError:
-            return sets
-        except (OSError, ValueError) as exc:
-            raise RuntimeFailure(f"cannot read {self.sets_path}: {exc}") from None
+        data = _read_json(self.sets_path) or {}
         if data.get("generation") == state.generation:  # else left by an older generation
             for name, entry in data.get("sets", {}).items():
                 if name in sets:
@@ -497,6 +485,17 @@ class Scope:
                     os.close(fd)
             out["interfaces"].append(entry)
         return out
+
+
+def _read_json(path: str) -> Any:
+    """The contents of a state file, or None if there is none."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(f"cannot read {path}: {exc}") from None
 
 
 def _write_json(path: str, data: Any) -> None:
