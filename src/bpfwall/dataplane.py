@@ -175,7 +175,8 @@ class Scope:
 
             with SetTables(self.gen_dir(state.generation)) as tables:
                 tables.level(slot, Fix.from_json(meta.get("fix")))
-                present = {e for e in elements if tables.contains(slot, e)}
+                version = tables.version(slot)
+                present = {e for e in elements if tables.contains(slot, e, version)}
                 if add:
                     todo = list(dict.fromkeys(e for e in elements if e not in present))
                     tables.change(slot, todo, [], record)

@@ -123,10 +123,11 @@ class SetTables:
         libbpf.map_lookup(self.fds["set_version"], c_uint32(slot), value)
         return value.value & 1
 
-    def contains(self, slot: int, e: Element) -> bool:
-        """Whether e itself (not only a prefix covering it) is an element of the set."""
+    def contains(self, slot: int, e: Element, version: int | None = None) -> bool:
+        """Whether e itself (not only a prefix covering it) is an element of the set
+        (version: the current one, if the caller has read it already)."""
         value = c_uint32()
-        key_slot = slot * 2 + self.version(slot)
+        key_slot = slot * 2 + (self.version(slot) if version is None else version)
         found = libbpf.map_lookup(self.fds[TRIES[e[0]]], _key(key_slot, e), value)
         # The trie answers with the longest element covering e; its value is that
         # element's prefix length, so an equal length means e itself.
