@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import libbpf, netns, setmaps
+from . import counters, libbpf, netns, setmaps
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .errors import InputError, RuntimeFailure
@@ -74,6 +74,7 @@ class State:
     interfaces: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> ifindex, mode
     ruleset: dict[str, Any] | None = None
     applied_at: float = 0.0
+    carried: dict[str, Any] = field(default_factory=dict)  # counters.carry(): kept across applies
 
     def rules(self) -> Ruleset:
         if self.ruleset is None:
@@ -198,6 +199,15 @@ class Scope:
             with SetTables(self.gen_dir(state.generation)) as tables:
                 return sorted(tables.elements(slot))
 
+    def counter_totals(self, state: State) -> dict[str, counters.Counts]:
+        """Every counter of the generation in force, plus what earlier ones carried into it."""
+        live = {}
+        for direction in counters.DIRECTIONS:
+            if self.has_direction(state, direction):
+                with self.open_generation(state, direction) as gen:
+                    live[direction] = gen.counters()
+        return counters.with_carried(live, state.carried)
+
     def has_direction(self, state: State, direction: str) -> bool:
         return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
 
@@ -299,6 +309,12 @@ class Scope:
                 for name, ifindex in targets.items():
                     state.interfaces[name] = self._attach(
                         gens, name, ifindex, old.interfaces.get(name), mode, swapped, report)
+                # Read after the swap: the old generation counts no more packets.
+                if old.ruleset is not None:
+                    try:
+                        state.carried = counters.carry(old.ruleset, self.counter_totals(old), state.ruleset)
+                    except RuntimeFailure as exc:
+                        report.notes.append(f"counters start from zero: {exc}")
                 self._write_state(state)
             except BaseException:
                 self._roll_back(old, swapped)

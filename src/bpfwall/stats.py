@@ -1,4 +1,4 @@
-"""Counters of the running generation, in the JSON shape of DESIGN.md."""
+"""Counters of the running firewall (with what earlier generations carried), in DESIGN.md's JSON shape."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from typing import Any
 from . import shared
 from .dataplane import Scope
 
-ZERO = [(0, 0)] * shared.N_COUNTERS
-
 
 def collect(scope: Scope) -> dict[str, Any]:
     state = scope.require_state()
     ruleset = state.rules()
-    counts = {}
-    for direction in ("ingress", "egress"):
-        if scope.has_direction(state, direction):
-            with scope.open_generation(state, direction) as gen:
-                counts[direction] = gen.counters()
-        else:
-            counts[direction] = ZERO
+    counts = scope.counter_totals(state)
     rules = []
     rule_drops = 0
     for direction in ("ingress", "egress"):

@@ -60,6 +60,31 @@ def test_counters_equal_packets_sent(lab, tmp_path):
     assert next(r for r in stats(lab)["rules"] if r["name"] == "web")["packets"] >= 5 * 3
 
 
+def test_counters_last_across_applies_of_unchanged_rules(lab, tmp_path):
+    """A rule keeps its counters while its name and match stay; a changed match starts at zero."""
+    path = write(tmp_path, RULES)
+    apply(lab, path)
+    for _ in range(7):
+        assert lab.udp_query(9999, timeout=0.05) == "timeout"
+    for _ in range(3):
+        assert lab.udp_query(53) == "answered"
+
+    def packets(name: str) -> int:
+        return next(r["packets"] for r in stats(lab)["rules"] if r["name"] == name)
+
+    apply(lab, path)  # the same file: everything carries
+    assert packets("count-me") == 7 and packets("dns") == 3
+    for _ in range(2):
+        lab.udp_query(9999, timeout=0.05)
+    assert packets("count-me") == 9
+    # count-me's action changes (it keeps its counts); dns' match changes (it restarts)
+    apply(lab, write(tmp_path, RULES.replace("dport: 9999, action: drop", "dport: 9999, action: reject")
+                     .replace("proto: udp, dport: 53,", "proto: udp, dport: [53, 54],"), "b.yaml"))
+    data = stats(lab)
+    assert packets("count-me") == 9 and packets("dns") == 0
+    assert data["drops"]["rule"] >= 9  # drops by reason carry too
+
+
 def test_reapply_while_traffic_flows(lab, tmp_path):
     """Swapping rule sets under load loses no packet that both sets accept."""
     a = write(tmp_path, RULES, "a.yaml")
