@@ -456,6 +456,22 @@ def set_list(name: str, ns: str | None, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--listen", default="127.0.0.1:9101", show_default=True, metavar="HOST:PORT",
+              help="Where to serve /metrics. Loopback unless you say otherwise.")
+@netns_option
+@handle_errors
+def exporter(listen: str, ns: str | None) -> None:
+    """Serve Prometheus metrics read from the pinned maps: per-rule packets and bytes,
+    policies, drops by reason, set sizes, connection table use, program runs and run time
+    (the kernel counts those when sysctl kernel.bpf_stats_enabled=1). Runs until
+    interrupted and follows every apply."""
+    from .exporter import serve
+
+    serve(Scope(ns), listen, lambda host, port: click.echo(
+        f"serving http://{host}:{port}/metrics{f' for netns {ns}' if ns else ''}", err=True))
+
+
+@main.command()
 @click.option("--quick", is_flag=True, help="Smaller sizes and shorter runs: under two minutes.")
 @click.option("--out", "out_dir", default="bench-results", show_default=True, metavar="DIR",
               help="Where bench.json and the PNG charts go.")

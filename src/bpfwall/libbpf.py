@@ -355,6 +355,35 @@ def link_info(fd: int) -> LinkInfo:
     return info
 
 
+class ProgInfo(Structure):
+    """The head of struct bpf_prog_info, up to the run statistics."""
+
+    _fields_ = [
+        ("type", c_uint32), ("id", c_uint32), ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", c_uint32), ("xlated_prog_len", c_uint32),
+        ("jited_prog_insns", c_uint64), ("xlated_prog_insns", c_uint64), ("load_time", c_uint64),
+        ("created_by_uid", c_uint32), ("nr_map_ids", c_uint32), ("map_ids", c_uint64),
+        ("name", c_char * 16), ("ifindex", c_uint32), ("gpl_compatible", c_uint32),
+        ("netns_dev", c_uint64), ("netns_ino", c_uint64),
+        ("nr_jited_ksyms", c_uint32), ("nr_jited_func_lens", c_uint32),
+        ("jited_ksyms", c_uint64), ("jited_func_lens", c_uint64),
+        ("btf_id", c_uint32), ("func_info_rec_size", c_uint32), ("func_info", c_uint64),
+        ("nr_func_info", c_uint32), ("nr_line_info", c_uint32), ("line_info", c_uint64),
+        ("jited_line_info", c_uint64), ("nr_jited_line_info", c_uint32),
+        ("line_info_rec_size", c_uint32), ("jited_line_info_rec_size", c_uint32),
+        ("nr_prog_tags", c_uint32), ("prog_tags", c_uint64),
+        ("run_time_ns", c_uint64), ("run_cnt", c_uint64),
+    ]
+
+
+def prog_info(fd: int) -> ProgInfo:
+    """Name, id and, when kernel.bpf_stats_enabled is 1, run count and time of a program."""
+    info = ProgInfo()
+    n = c_uint32(sizeof(info))
+    _check("prog info", _get_info(fd, byref(info), byref(n)))
+    return info
+
+
 class MapInfo(Structure):
     """The head of struct bpf_map_info."""
 

@@ -10,23 +10,25 @@ from .dataplane import Scope
 
 def collect(scope: Scope) -> dict[str, Any]:
     state = scope.require_state()
-    ruleset = state.rules()
+    # The rule set as the state keeps it (JSON): names and actions are all this needs,
+    # and parsing 10,000 rules back into Rule objects would double a scrape's time.
+    ruleset = state.ruleset or {"rules": [], "policy": {"ingress": "accept", "egress": "accept"}}
     counts = scope.counter_totals(state)
     rules = []
     rule_drops = 0
     for direction in ("ingress", "egress"):
-        for i, rule in enumerate(ruleset.direction(direction)):
+        for i, rule in enumerate(r for r in ruleset["rules"] if r["direction"] == direction):
             packets, nbytes = counts[direction][i]
-            rules.append({"name": rule.name, "direction": direction, "action": rule.action,
+            rules.append({"name": rule["name"], "direction": direction, "action": rule["action"],
                           "packets": packets, "bytes": nbytes})
-            if rule.action != "accept":
+            if rule["action"] != "accept":
                 rule_drops += packets
     policy = {}
     policy_drops = 0
     for direction, slot in (("ingress", shared.CNT_POLICY_INGRESS), ("egress", shared.CNT_POLICY_EGRESS)):
         packets, nbytes = counts[direction][slot]
-        policy[direction] = {"action": ruleset.policy[direction], "packets": packets, "bytes": nbytes}
-        if ruleset.policy[direction] == "drop":
+        policy[direction] = {"action": ruleset["policy"][direction], "packets": packets, "bytes": nbytes}
+        if ruleset["policy"][direction] == "drop":
             policy_drops += packets
 
     def both(slot: int) -> int:

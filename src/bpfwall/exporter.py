@@ -1,0 +1,138 @@
+"""`bpfwall exporter`: Prometheus metrics, read from the pinned maps at every scrape.
+
+It holds nothing between scrapes, so it keeps working across applies (each
+scrape finds the generation in force) and while bpfwall is down (bpfwall_up 0).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import libbpf, stats
+from .conntrack import read_table
+from .dataplane import Scope
+from .errors import BpfwallError, InputError, RuntimeFailure
+
+
+class BpfwallCollector(Collector):
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("bpfwall_up", "1 when a rule set is in force and its maps are readable")
+        state = self.scope.read_state()
+        if state is None or not state.interfaces:
+            up.add_metric([], 0)
+            yield up
+            return
+        try:
+            data = stats.collect(self.scope)
+            metrics = list(self._metrics(state, data))
+        except (BpfwallError, libbpf.BpfError, OSError):
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from metrics
+
+    def _metrics(self, state, data) -> Iterator[Metric]:
+        packets = CounterMetricFamily("bpfwall_rule_packets", "Packets a rule decided",
+                                      labels=["rule", "direction", "action"])
+        nbytes = CounterMetricFamily("bpfwall_rule_bytes", "Bytes of the packets a rule decided",
+                                     labels=["rule", "direction", "action"])
+        for r in data["rules"]:
+            labels = [r["name"], r["direction"], r["action"]]
+            packets.add_metric(labels, r["packets"])
+            nbytes.add_metric(labels, r["bytes"])
+        yield packets
+        yield nbytes
+        policy = CounterMetricFamily("bpfwall_policy_packets", "Packets no rule matched, by direction",
+                                     labels=["direction", "action"])
+        policy_bytes = CounterMetricFamily("bpfwall_policy_bytes", "Bytes of the packets no rule matched",
+                                           labels=["direction", "action"])
+        for direction, p in data["policy"].items():
+            policy.add_metric([direction, p["action"]], p["packets"])
+            policy_bytes.add_metric([direction, p["action"]], p["bytes"])
+        yield policy
+        yield policy_bytes
+        drops = CounterMetricFamily("bpfwall_drops", "Packets dropped, by reason", labels=["reason"])
+        for reason, n in data["drops"].items():
+            drops.add_metric([reason], n)
+        yield drops
+        rejects = CounterMetricFamily("bpfwall_rejects_sent", "RSTs and ICMP errors sent by reject rules")
+        rejects.add_metric([], data["rejects_sent"])
+        yield rejects
+
+        info = GaugeMetricFamily("bpfwall_interface_info", "An interface bpfwall protects",
+                                 labels=["interface", "mode", "egress"])
+        for name, i in state.interfaces.items():
+            info.add_metric([name, i["mode"], "yes" if i.get("egress") else "no"], 1)
+        yield info
+        generation = GaugeMetricFamily("bpfwall_generation", "The generation in force (one per apply)")
+        generation.add_metric([], state.generation)
+        yield generation
+
+        sizes = GaugeMetricFamily("bpfwall_set_elements", "Elements of each set", labels=["set", "type"])
+        types = {n: m["type"] for n, m in (state.ruleset or {}).get("sets", {}).items()}
+        for name, entry in self.scope.set_changes(state).items():
+            sizes.add_metric([name, types.get(name, "?")], entry["size"])
+        yield sizes
+
+        fds = self.scope.open_ct_maps()
+        if fds is not None:
+            try:
+                entries = GaugeMetricFamily("bpfwall_conntrack_entries", "Entries of the connection table")
+                entries.add_metric([], len(read_table(fds["conntrack"])))
+                capacity = GaugeMetricFamily("bpfwall_conntrack_max_entries", "Size of the connection table")
+                capacity.add_metric([], libbpf.map_info(fds["conntrack"]).max_entries)
+                yield entries
+                yield capacity
+            finally:
+                for fd in fds.values():
+                    os.close(fd)
+
+        runs = CounterMetricFamily("bpfwall_program_runs", "Runs of each program (kernel.bpf_stats_enabled=1)",
+                                   labels=["program", "direction"])
+        run_ns = CounterMetricFamily("bpfwall_program_run_seconds", "Time in each program "
+                                     "(kernel.bpf_stats_enabled=1)", labels=["program", "direction"])
+        for direction in ("ingress", "egress"):
+            if self.scope.has_direction(state, direction):
+                with self.scope.open_generation(state, direction) as gen:
+                    pi = libbpf.prog_info(gen.prog_fd)
+                labels = [pi.name.decode(), direction]
+                runs.add_metric(labels, pi.run_cnt)
+                run_ns.add_metric(labels, pi.run_time_ns / 1e9)
+        yield runs
+        yield run_ns
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--listen: '{listen}' is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def serve(scope: Scope, listen: str, ready=None) -> None:
+    """Serves /metrics until interrupted. ready(host, port) is called once it listens."""
+    host, port = parse_listen(listen)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(BpfwallCollector(scope))
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    if ready:
+        ready(host, port)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
