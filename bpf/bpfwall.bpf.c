@@ -16,6 +16,7 @@
 #include "classify.h"
 #include "conntrack.h"
 #include "reject.h"
+#include "log.h"
 
 /* tcx verdicts (linux/pkt_cls.h): next program (or pass), drop. */
 #define TCX_NEXT -1
@@ -121,6 +122,8 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	}
 	pkt->rule = rule;
 	count(slot, pkt->len, quiet);
+	if (cfg.log_enabled && !quiet && rule != BPFWALL_NO_RULE)
+		log_packet(pkt, rule, action, ifindex);
 	if (cfg.ct_enabled && action == BPFWALL_ACT_ACCEPT && !quiet)
 		ct_accepted(pkt, &lk, now);
 	return action;

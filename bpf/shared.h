@@ -168,6 +168,38 @@ struct bpfwall_set_ref {
 	__u32 cls;
 };
 
+/* Packet logs: a ring buffer of the scope, kept across applies. */
+#define BPFWALL_LOG_RING_BYTES (1 << 20)
+
+/* A rule's log limit and its state, GCRA: a record is allowed when now is at
+ * least tat - burst_ns; each allowed record moves tat interval_ns on. */
+struct bpfwall_log_state {
+	__u64 interval_ns; /* 0: the rule does not log */
+	__u64 burst_ns;	   /* interval_ns * burst */
+	__u64 tat;	   /* theoretical arrival time of the next record */
+	__u64 suppressed;  /* records the limit held back */
+};
+
+struct bpfwall_log_record {
+	__u64 time_ns; /* CLOCK_MONOTONIC */
+	__u32 generation;
+	__u32 rule;
+	__u32 ifindex;
+	__u32 len;
+	__u8 direction; /* 0 ingress, 1 egress */
+	__u8 action;	/* enum bpfwall_action */
+	__u8 is_ipv6;
+	__u8 proto;
+	__u8 has_l4;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
 struct bpfwall_config {
 	__u32 fields; /* bitmask of enum bpfwall_field */
 	__u32 n_rules;
@@ -185,6 +217,8 @@ struct bpfwall_config {
 	struct bpfwall_ct_timeouts ct_timeouts;
 	__u32 n_src_sets;
 	__u32 n_dst_sets;
+	__u32 log_enabled; /* some rule logs */
+	__u32 generation;
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };

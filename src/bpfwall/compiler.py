@@ -36,6 +36,19 @@ class Compiled:
     direction: str = "ingress"
     ct_max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
 
+    def log_states(self) -> list[shared.LogState]:
+        """Per rule, its log limit as log_packet() reads it: a burst of a second's worth
+        (at least one record), then the rate. GCRA admits a record while tat - now is at
+        most burst_ns, so a burst of b records needs burst_ns = (b - 1) * interval."""
+        out = []
+        for r in self.rules:
+            if r.log:
+                interval = int(1e9 / r.log)
+                out.append(shared.LogState(interval, interval * (max(1, int(r.log)) - 1), 0, 0))
+            else:
+                out.append(shared.LogState())
+        return out
+
     @property
     def n_classes(self) -> int:
         return len(self.bitvectors)
@@ -150,6 +163,7 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         ct_enabled=ruleset.uses_ct(),
         n_src_sets=len(set_refs["src"]),
         n_dst_sets=len(set_refs["dst"]),
+        log_enabled=any(r.log for r in rules),
     )
     for key in ("src", "dst"):
         for j, (slot, cid) in enumerate(set_refs[key]):

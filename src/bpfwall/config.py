@@ -76,7 +76,6 @@ class FileModel(_Strict):
 
 # Keys of the rule language that later work brings to the data plane.
 NOT_YET = {
-    "log": "packet logging (log) is not implemented yet",
     "limit": "rate limits (limit) are not implemented yet",
     "ban_for": "bans (ban_for) are not implemented yet",
 }
@@ -300,14 +299,27 @@ class _Normaliser:
         tcp_flags = self._tcp_flags(rm.tcp_flags, path + ("tcp_flags",), protos)
         icmp = self._icmp(rm, path, protos, families)
         ct = self._ct(rm.ct, path + ("ct",))
+        log = self._log(rm.log, path + ("log",))
         if len(self.p.items) > before:
             return None
         return Rule(
             name=rm.name, action=rm.action, direction=rm.direction, line=self.p.line_of(path),
             interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
             src_sets=src_sets, dst_sets=dst_sets,
-            sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets),
+            sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets), log=log,
         )
+
+    def _log(self, value: Any, path: yamlsrc.Path) -> float | None:
+        """Records a second: `log: true` is the default limit, `log: 5/second` or `30/minute` a limit."""
+        if value is None or value is False:
+            return None
+        if value is True:
+            return float(LOG_DEFAULT_PER_SECOND)
+        rate, err = parse_rate(value)
+        if err:
+            self.p.add(path, f"{err} (or true for {LOG_DEFAULT_PER_SECOND}/second)")
+            return None
+        return rate
 
     def _ct(self, value: Any, path: yamlsrc.Path) -> frozenset[int] | None:
         if value is None:
@@ -503,6 +515,21 @@ def parse_cidr(value: Any) -> tuple[Network | None, str | None]:
     except ValueError:
         return None, f"'{value}' is not an address or CIDR"
     return None, f"'{value}' has host bits set (did you mean {loose}?)"
+
+
+LOG_DEFAULT_PER_SECOND = 10
+RATE_UNITS = {"second": 1, "minute": 60, "hour": 3600}
+
+
+def parse_rate(value: Any) -> tuple[float | None, str | None]:
+    """Events a second from '10/second', '100/minute', '5/hour' (at most 1,000,000/second)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*", value) if isinstance(value, str) else None
+    if not m or int(m.group(1)) == 0:
+        return None, f"{value!r} is not a rate such as 10/second or 100/minute"
+    rate = int(m.group(1)) / RATE_UNITS[m.group(2)]
+    if rate > 1_000_000:
+        return None, f"{value!r} is more than 1000000/second"
+    return rate, None
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -26,8 +26,8 @@ def zero() -> Counts:
 
 
 def rule_identity(rule: dict[str, Any]) -> str:
-    """A rule as far as its counters are concerned: its name and match, not its action or line."""
-    return json.dumps({k: v for k, v in rule.items() if k not in ("action", "line")}, sort_keys=True)
+    """A rule as far as its counters are concerned: its name and match, not its action, log or line."""
+    return json.dumps({k: v for k, v in rule.items() if k not in ("action", "line", "log")}, sort_keys=True)
 
 
 def with_carried(live: dict[str, Counts], carried: dict[str, Any]) -> dict[str, Counts]:

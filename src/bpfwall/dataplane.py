@@ -29,7 +29,7 @@ from . import counters, libbpf, netns, setmaps
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .errors import InputError, RuntimeFailure
-from .generation import CT_MAPS, SET_MAPS, Generation
+from .generation import CT_MAPS, LOG_MAPS, SET_MAPS, Generation
 from .ruleset import Ruleset
 from .setmaps import Fix, SetTables
 
@@ -211,12 +211,16 @@ class Scope:
     def has_direction(self, state: State, direction: str) -> bool:
         return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
 
-    def open_ct_maps(self) -> dict[str, int] | None:
-        """fds of the pinned connection table, or None when there is none."""
-        paths = {name: os.path.join(self.pin_dir, name) for name in CT_MAPS}
+    def _open_pinned(self, names: tuple[str, ...]) -> dict[str, int] | None:
+        """fds of scope-level pinned maps, or None when any is missing."""
+        paths = {name: os.path.join(self.pin_dir, name) for name in names}
         if not all(os.path.exists(p) for p in paths.values()):
             return None
         return {name: libbpf.obj_get(p) for name, p in paths.items()}
+
+    def open_ct_maps(self) -> dict[str, int] | None:
+        """fds of the pinned connection table, or None when there is none."""
+        return self._open_pinned(CT_MAPS)
 
     def _drop_ct_maps(self) -> None:
         for name in CT_MAPS:
@@ -285,16 +289,25 @@ class Scope:
             new_n = old.generation + 1
             new_dir = self.gen_dir(new_n)
             swapped: list[tuple[int, str]] = []  # (link fd, direction) already on the new generation
+            log_fds: dict[str, int] | None = None
             try:
-                gens["ingress"] = Generation.load(compiled_in, known, ct_fds)
+                for compiled in tables.values():
+                    compiled.config.generation = new_n  # log records name their generation
+                log_fds = self._open_pinned(LOG_MAPS)
+                gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
                     os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
                     for name in CT_MAPS:
                         libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
                     ct_fds = self.open_ct_maps()
+                if log_fds is None:  # the first generation of this scope: its ring is the scope's
+                    os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
+                    for name in LOG_MAPS:
+                        libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
+                    log_fds = self._open_pinned(LOG_MAPS)
                 set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
-                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds)
+                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds, log_fds)
                 t1 = time.monotonic()
                 setmaps.fill(set_fds, ruleset.cidr_sets, ruleset.set_slots())
                 report.set_seconds = time.monotonic() - t1
@@ -325,7 +338,7 @@ class Scope:
                     os.close(fd)
                 for gen in gens.values():
                     gen.close()
-                for fd in (ct_fds or {}).values():
+                for fd in [*(ct_fds or {}).values(), *(log_fds or {}).values()]:
                     os.close(fd)  # ours: libbpf keeps its own duplicates
             if not uses_ct:
                 self._drop_ct_maps()

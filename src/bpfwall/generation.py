@@ -16,11 +16,13 @@ from .errors import RuntimeFailure
 from .ruleset import Network
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
-PINNED_MAPS = ("counters",)
+PINNED_MAPS = ("counters", "log_state", "log_lost")
 # Maps of the scope, not of a generation: one table for both directions, kept across applies.
 CT_MAPS = ("conntrack", "ct_stats")
 # Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
 SET_MAPS = ("set4", "set6", "set_version")
+# The scope's packet log: one ring for every generation, so a reader follows applies.
+LOG_MAPS = ("log_ring",)
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
 
@@ -48,14 +50,16 @@ class Generation:
 
     @classmethod
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
-             ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None) -> Generation:
+             ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None,
+             log_fds: dict[str, int] | None = None) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
         in the namespace the program will run in; names absent from it never match.
         ct_fds are the scope's connection table maps to share; without them the
         generation gets tables of its own (map_fds has them, for pinning).
-        set_fds are the set tables of the other direction of this generation, to share.
+        set_fds are the set tables of the other direction of this generation, to share;
+        log_fds the scope's log ring.
         """
         obj = libbpf.BpfObject(object_path())
         try:
@@ -66,7 +70,7 @@ class Generation:
                 obj.reuse_map(name, fd)
             for name in ("set4", "set6"):
                 obj.set_max_entries(name, SET_CAPACITY)
-            for name, fd in (set_fds or {}).items():
+            for name, fd in {**(set_fds or {}), **(log_fds or {})}.items():
                 obj.reuse_map(name, fd)
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
@@ -82,7 +86,7 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
-                         "rule_action", "counters", *CT_MAPS, *SET_MAPS):
+                         "rule_action", "counters", "log_state", "log_lost", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             return gen
@@ -116,6 +120,11 @@ class Generation:
         for ifname, cid in c.iface_classes.items():
             if ifname in ifindexes:
                 libbpf.map_update(self.map_fds["iface_class"], c_uint32(ifindexes[ifname]), c_uint32(cid))
+
+        if c.config.log_enabled:
+            for i, st in enumerate(c.log_states()):
+                if st.interval_ns:
+                    libbpf.map_update(self.map_fds["log_state"], c_uint32(i), st)
 
         n = len(c.actions)
         if n:

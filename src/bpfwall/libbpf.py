@@ -180,6 +180,11 @@ _lookup_batch = _fn(
 _link_create = _fn("bpf_link_create", c_int, [c_int, c_int, c_int, c_void_p])
 _link_update = _fn("bpf_link_update", c_int, [c_int, c_int, c_void_p])
 _link_detach = _fn("bpf_link_detach", c_int, [c_int])
+_RB_SAMPLE = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
+_rb_new = _fn("ring_buffer__new", c_void_p, [c_int, _RB_SAMPLE, c_void_p, c_void_p])
+_rb_poll = _fn("ring_buffer__poll", c_int, [c_void_p, c_int])
+_rb_consume = _fn("ring_buffer__consume", c_int, [c_void_p])
+_rb_free = _fn("ring_buffer__free", None, [c_void_p])
 _test_run = _fn("bpf_prog_test_run_opts", c_int, [c_int, c_void_p])
 _get_info = _fn("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, POINTER(c_uint32)])
 _num_cpus = _fn("libbpf_num_possible_cpus", c_int, [])
@@ -331,6 +336,39 @@ def map_lookup_batch(fd: int, in_batch, out_batch, keys: ctypes.Array, values: c
     if ret < 0 and ctypes.get_errno() != errno.ENOENT:
         raise BpfError("map lookup_batch", ctypes.get_errno())
     return n.value
+
+
+class RingBuffer:
+    """A reader of a BPF ring buffer: on_record(bytes) for each record, in order."""
+
+    def __init__(self, fd: int, on_record) -> None:
+        def sample(_ctx, data, size):
+            on_record(ctypes.string_at(data, size))
+            return 0
+
+        self._cb = _RB_SAMPLE(sample)  # kept alive as long as the ring
+        self._rb = _rb_new(fd, self._cb, None, None)
+        if not self._rb:
+            raise BpfError("ring_buffer__new", ctypes.get_errno())
+
+    def poll(self, timeout_ms: int) -> int:
+        """Waits up to timeout_ms for records; returns how many were handled."""
+        n = _rb_poll(self._rb, timeout_ms)
+        if n < 0 and -n != errno.EINTR:
+            raise BpfError("ring_buffer__poll", -n)
+        return max(n, 0)
+
+    def consume(self) -> int:
+        """Handles every record there is, without waiting."""
+        n = _rb_consume(self._rb)
+        if n < 0:
+            raise BpfError("ring_buffer__consume", -n)
+        return n
+
+    def close(self) -> None:
+        if self._rb:
+            _rb_free(self._rb)
+            self._rb = None
 
 
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> int:

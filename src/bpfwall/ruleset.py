@@ -46,6 +46,7 @@ class Rule:
     icmp: tuple[IcmpMatch, ...] | None = None
     ct: frozenset[int] | None = None  # shared.CT_* states
     sets: tuple[str, ...] = ()  # the named sets it references, for display
+    log: float | None = None  # log records a second (the rule's limit), or None
     implicit: bool = False  # added by bpfwall, not written by the user
 
     def proto_slots(self) -> set[tuple[int, int]] | None:

@@ -6,6 +6,7 @@ tests/dataplane/test_btf.py checks each struct against the compiled object's BTF
 
 from __future__ import annotations
 
+import ctypes
 from ctypes import Structure, c_uint8, c_uint16, c_uint32, c_uint64
 
 MAX_RULES = 16384
@@ -102,6 +103,25 @@ class Set6Key(Structure):
     _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 16)]
 
 
+LOG_RING_BYTES = 1 << 20
+
+
+class LogState(Structure):
+    _fields_ = [("interval_ns", c_uint64), ("burst_ns", c_uint64), ("tat", c_uint64), ("suppressed", c_uint64)]
+
+
+class LogRecord(Structure):
+    # Not in the object's BTF (only ring buffer memory holds it), so not in STRUCTS:
+    # tests/dataplane/test_log.py checks its layout field by field from real records.
+    _fields_ = [
+        ("time_ns", c_uint64), ("generation", c_uint32), ("rule", c_uint32), ("ifindex", c_uint32),
+        ("len", c_uint32), ("direction", c_uint8), ("action", c_uint8), ("is_ipv6", c_uint8),
+        ("proto", c_uint8), ("has_l4", c_uint8), ("tcp_flags", c_uint8), ("icmp_type", c_uint8),
+        ("icmp_code", c_uint8), ("sport", ctypes.c_uint16), ("dport", ctypes.c_uint16),
+        ("saddr", c_uint8 * 16), ("daddr", c_uint8 * 16),
+    ]
+
+
 class Config(Structure):
     _fields_ = [
         ("fields", c_uint32),
@@ -118,6 +138,8 @@ class Config(Structure):
         ("ct_timeouts", CtTimeouts),
         ("n_src_sets", c_uint32),
         ("n_dst_sets", c_uint32),
+        ("log_enabled", c_uint32),
+        ("generation", c_uint32),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]
@@ -177,6 +199,7 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_ct_entry": CtEntry,
     "bpfwall_ct_timeouts": CtTimeouts,
     "bpfwall_set_ref": SetRef,
+    "bpfwall_log_state": LogState,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
 }

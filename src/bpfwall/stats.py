@@ -34,7 +34,7 @@ def collect(scope: Scope) -> dict[str, Any]:
     def both(slot: int) -> int:
         return counts["ingress"][slot][0] + counts["egress"][slot][0]
 
-    return {
+    out = {
         "rules": rules,
         "policy": policy,
         "drops": {"malformed": both(shared.CNT_MALFORMED), "policy": policy_drops, "rule": rule_drops},
@@ -43,3 +43,8 @@ def collect(scope: Scope) -> dict[str, Any]:
         "generation": state.generation,
         "interfaces": sorted(state.interfaces),
     }
+    if any(r.get("log") for r in ruleset["rules"]):
+        from .logs import held_back
+
+        out["log"] = held_back(scope)
+    return out

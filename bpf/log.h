@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Packet logs: a record of each packet a logging rule decides, through a
+ * ring buffer, limited per rule in the data plane so a flood never floods
+ * the log; what the limit held back is counted. Rules without `log` pay one
+ * array read (and nothing at all when no rule logs: log_enabled is a
+ * constant). A full ring drops the record, never the packet.
+ */
+#ifndef BPFWALL_LOG_H
+#define BPFWALL_LOG_H
+
+#include "shared.h"
+#include "parse.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, BPFWALL_LOG_RING_BYTES);
+} log_ring SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFWALL_MAX_RULES);
+	__type(key, __u32);
+	__type(value, struct bpfwall_log_state);
+} log_state SEC(".maps");
+
+/* Records lost to a full ring (index 0), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} log_lost SEC(".maps");
+
+/*
+ * Logs the packet rule decided, if the rule logs and its limit allows. A
+ * global function: its record never touches the callers' stack frames.
+ */
+__noinline int log_packet(const struct packet *pkt, __u32 rule, __u32 action, __u32 ifindex)
+{
+	struct bpfwall_log_state *st;
+	struct bpfwall_log_record *rec;
+	__u64 now, tat;
+
+	if (!pkt)
+		return 0;
+	st = bpf_map_lookup_elem(&log_state, &rule);
+	if (!st || !st->interval_ns)
+		return 0;
+	now = bpf_ktime_get_ns();
+	tat = st->tat > now ? st->tat : now;
+	if (tat - now > st->burst_ns) {
+		__sync_fetch_and_add(&st->suppressed, 1);
+		return 0;
+	}
+	/* Unlocked: two CPUs may both pass one last slot; the limit stays within a record. */
+	st->tat = tat + st->interval_ns;
+	rec = bpf_ringbuf_reserve(&log_ring, sizeof(*rec), 0);
+	if (!rec) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&log_lost, &zero);
+
+		if (lost)
+			*lost += 1;
+		return 0;
+	}
+	rec->time_ns = now;
+	rec->generation = cfg.generation;
+	rec->rule = rule;
+	rec->ifindex = ifindex;
+	rec->len = pkt->len;
+	rec->direction = cfg.direction;
+	rec->action = action;
+	rec->is_ipv6 = pkt->is_ipv6;
+	rec->proto = pkt->proto;
+	rec->has_l4 = pkt->has_l4;
+	rec->tcp_flags = pkt->tcp_flags;
+	rec->icmp_type = pkt->icmp_type;
+	rec->icmp_code = pkt->icmp_code;
+	rec->sport = pkt->sport;
+	rec->dport = pkt->dport;
+	__builtin_memcpy(rec->saddr, pkt->saddr, 16);
+	__builtin_memcpy(rec->daddr, pkt->daddr, 16);
+	bpf_ringbuf_submit(rec, 0);
+	return 0;
+}
+
+#endif
