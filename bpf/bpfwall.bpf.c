@@ -124,6 +124,7 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	count(slot, pkt->len, quiet);
 	if (cfg.log_enabled && !quiet && rule != BPFWALL_NO_RULE)
 		log_packet(pkt, rule, action, ifindex);
+	count_drop(pkt, action, quiet);
 	if (cfg.ct_enabled && action == BPFWALL_ACT_ACCEPT && !quiet)
 		ct_accepted(pkt, &lk, now);
 	return action;

@@ -85,4 +85,66 @@ __noinline int log_packet(const struct packet *pkt, __u32 rule, __u32 action, __
 	return 0;
 }
 
+/* Set to 1 by `bpfwall top` while it runs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} drop_stats_on SEC(".maps");
+
+/* Dropped packets by destination port (BPFWALL_PORT_ABSENT: no port). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, BPFWALL_PORT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_ports SEC(".maps");
+
+/* Sampled dropped packets by source address. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, BPFWALL_DROP_SOURCES);
+	__type(key, struct bpfwall_drop_source);
+	__type(value, __u64);
+} drop_sources SEC(".maps");
+
+/* Counts a dropped packet by port and (sampled) by source. A global function:
+ * its key stays out of the callers' frames. */
+__noinline int note_drop(const struct packet *pkt)
+{
+	struct bpfwall_drop_source src = {};
+	__u32 port;
+	__u64 *n, one = 1;
+
+	if (!pkt)
+		return 0;
+	port = pkt->has_l4 && proto_has_ports(pkt->proto) ? pkt->dport : BPFWALL_PORT_ABSENT;
+	n = bpf_map_lookup_elem(&drop_ports, &port);
+	if (n)
+		*n += 1;
+	if (bpf_get_prandom_u32() % BPFWALL_DROP_SOURCE_SAMPLE)
+		return 0;
+	__builtin_memcpy(src.addr, pkt->saddr, 16);
+	src.is_ipv6 = pkt->is_ipv6;
+	n = bpf_map_lookup_elem(&drop_sources, &src);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		bpf_map_update_elem(&drop_sources, &src, &one, BPF_NOEXIST);
+	return 0;
+}
+
+static __always_inline void count_drop(const struct packet *pkt, __u32 action, int quiet)
+{
+	__u32 zero = 0;
+	__u32 *on;
+
+	if (quiet || action == BPFWALL_ACT_ACCEPT)
+		return;
+	on = bpf_map_lookup_elem(&drop_stats_on, &zero);
+	if (on && *on)
+		note_drop(pkt);
+}
+
 #endif

@@ -180,6 +180,18 @@ struct bpfwall_log_state {
 	__u64 suppressed;  /* records the limit held back */
 };
 
+/* What dropped packets came from, for `bpfwall top`: kept only while
+ * drop_stats_on is set (top sets it), so it costs one array read a drop
+ * otherwise. Sources are sampled, one drop in DROP_SOURCE_SAMPLE. */
+#define BPFWALL_DROP_SOURCES	   4096
+#define BPFWALL_DROP_SOURCE_SAMPLE 16
+
+struct bpfwall_drop_source {
+	__u8 addr[16];
+	__u8 is_ipv6;
+	__u8 pad[3];
+};
+
 struct bpfwall_log_record {
 	__u64 time_ns; /* CLOCK_MONOTONIC */
 	__u32 generation;

@@ -455,6 +455,30 @@ def set_list(name: str, ns: str | None, as_json: bool) -> None:
         click.echo(format_element(e))
 
 
+@main.command()
+@netns_option
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many refreshes.")
+@handle_errors
+def top(ns: str | None, interval: float, count: int | None) -> None:
+    """A live view: the busiest rules, the top dropped sources and ports, and rates.
+
+    While it runs, the data plane counts drops by port and samples them by source
+    (one drop in 16); that stops when top exits."""
+    from . import top as top_mod
+
+    scope = Scope(ns)
+    with top_mod.drop_stats(scope):
+        prev = top_mod.snapshot(scope)
+        with Live(top_mod.render(prev, None), console=out, auto_refresh=False) as live:
+            n = 0
+            while count is None or n < count:
+                time.sleep(interval)
+                cur = top_mod.snapshot(scope)
+                live.update(top_mod.render(cur, prev), refresh=True)
+                prev, n = cur, n + 1
+
+
 @main.command(name="log")
 @netns_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing records as they come, until interrupted.")

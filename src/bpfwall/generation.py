@@ -16,7 +16,7 @@ from .errors import RuntimeFailure
 from .ruleset import Network
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
-PINNED_MAPS = ("counters", "log_state", "log_lost")
+PINNED_MAPS = ("counters", "log_state", "log_lost", "drop_stats_on", "drop_ports", "drop_sources")
 # Maps of the scope, not of a generation: one table for both directions, kept across applies.
 CT_MAPS = ("conntrack", "ct_stats")
 # Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
@@ -86,7 +86,8 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
-                         "rule_action", "counters", "log_state", "log_lost", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
+                         "rule_action", "counters", "log_state", "log_lost", "drop_stats_on", "drop_ports",
+                         "drop_sources", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             return gen

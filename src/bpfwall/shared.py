@@ -104,6 +104,12 @@ class Set6Key(Structure):
 
 
 LOG_RING_BYTES = 1 << 20
+DROP_SOURCES = 4096
+DROP_SOURCE_SAMPLE = 16
+
+
+class DropSource(Structure):
+    _fields_ = [("addr", c_uint8 * 16), ("is_ipv6", c_uint8), ("pad", c_uint8 * 3)]
 
 
 class LogState(Structure):
@@ -200,6 +206,7 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_ct_timeouts": CtTimeouts,
     "bpfwall_set_ref": SetRef,
     "bpfwall_log_state": LogState,
+    "bpfwall_drop_source": DropSource,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
 }
