@@ -32,19 +32,32 @@ struct {
 	__type(value, __u32);
 } rule_action SEC(".maps");
 
+/* ifindex -> the interface's block of counters (0: not one of the apply's). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BPFWALL_IFINDEX_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} iface_slot SEC(".maps");
+
+/* Block of BPFWALL_N_COUNTERS per interface slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, BPFWALL_N_COUNTERS);
+	__uint(max_entries, BPFWALL_MAX_IFACES *BPFWALL_N_COUNTERS);
 	__type(key, __u32);
 	__type(value, struct bpfwall_counter);
 } counters SEC(".maps");
 
-static __always_inline void count(__u32 slot, __u32 len, int quiet)
+static __always_inline void count(__u32 ifindex, __u32 slot, __u32 len, int quiet)
 {
 	struct bpfwall_counter *c;
+	__u32 *block;
 
 	if (quiet)
 		return; /* a frame sent by explain is not traffic */
+	block = ifindex < BPFWALL_IFINDEX_SLOTS ? bpf_map_lookup_elem(&iface_slot, &ifindex) : 0;
+	if (block && *block < BPFWALL_MAX_IFACES)
+		slot += *block * BPFWALL_N_COUNTERS;
 	c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		c->packets++;
@@ -80,7 +93,8 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	if (action == BPFWALL_ACT_REJECT) {
 		int verdict = reject_packet(ctx, pkt);
 
-		count(verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0,
+		count(ctx->ingress_ifindex,
+		      verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0,
 		      quiet);
 		return verdict;
 	}
@@ -121,7 +135,7 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 		slot = cfg.direction ? BPFWALL_CNT_POLICY_EGRESS : BPFWALL_CNT_POLICY_INGRESS;
 	}
 	pkt->rule = rule;
-	count(slot, pkt->len, quiet);
+	count(ifindex, slot, pkt->len, quiet);
 	if (cfg.log_enabled && !quiet && rule != BPFWALL_NO_RULE)
 		log_packet(pkt, rule, action, ifindex);
 	count_drop(pkt, action, quiet);
@@ -144,12 +158,12 @@ int bpfwall_ingress(struct xdp_md *ctx)
 	quiet = ex != 0;
 	parsed = parse_xdp(ctx, &pkt);
 	if (parsed == PARSE_NOT_IP) {
-		count(BPFWALL_CNT_NOT_IP, pkt.len, quiet);
+		count(ctx->ingress_ifindex, BPFWALL_CNT_NOT_IP, pkt.len, quiet);
 		record(ex, BPFWALL_NO_RULE, BPFWALL_BY_NOT_IP, BPFWALL_ACT_ACCEPT);
 		return XDP_PASS;
 	}
 	if (parsed == PARSE_MALFORMED) {
-		count(BPFWALL_CNT_MALFORMED, pkt.len, quiet);
+		count(ctx->ingress_ifindex, BPFWALL_CNT_MALFORMED, pkt.len, quiet);
 		record(ex, BPFWALL_NO_RULE, BPFWALL_BY_MALFORMED, BPFWALL_ACT_DROP);
 		return XDP_DROP;
 	}
@@ -168,11 +182,11 @@ int bpfwall_egress(struct __sk_buff *skb)
 
 	parsed = parse_skb(skb, &pkt);
 	if (parsed == PARSE_NOT_IP) {
-		count(BPFWALL_CNT_NOT_IP, skb->len, 0);
+		count(skb->ifindex, BPFWALL_CNT_NOT_IP, skb->len, 0);
 		return TCX_NEXT;
 	}
 	if (parsed == PARSE_MALFORMED) {
-		count(BPFWALL_CNT_MALFORMED, skb->len, 0);
+		count(skb->ifindex, BPFWALL_CNT_MALFORMED, skb->len, 0);
 		return TCX_DROP;
 	}
 	return judge(&pkt, skb->ifindex, 0) == BPFWALL_ACT_ACCEPT ? TCX_NEXT : TCX_DROP;

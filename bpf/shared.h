@@ -168,6 +168,11 @@ struct bpfwall_set_ref {
 	__u32 cls;
 };
 
+/* Counters are kept per protected interface: slot 1.. for the interfaces of
+ * the apply (by ifindex, below IFINDEX_SLOTS), slot 0 for any other. */
+#define BPFWALL_MAX_IFACES    8
+#define BPFWALL_IFINDEX_SLOTS 4096
+
 /* Packet logs: a ring buffer of the scope, kept across applies. */
 #define BPFWALL_LOG_RING_BYTES (1 << 20)
 

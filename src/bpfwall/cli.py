@@ -199,7 +199,7 @@ def status(ns: str | None, as_json: bool) -> None:
 @main.command()
 @netns_option
 @click.option("-i", "--interface", "iface", metavar="IFACE",
-              help="Only if IFACE is protected (counters are per rule set, over all interfaces).")
+              help="Only the packets of IFACE (default: every interface).")
 @json_option
 @click.option("--watch", is_flag=True, help="Refresh a table with rates until interrupted.")
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
@@ -207,9 +207,7 @@ def status(ns: str | None, as_json: bool) -> None:
 def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Packets and bytes per rule and policy, and drops by reason."""
     scope = Scope(ns)
-    data = stats_mod.collect(scope)
-    if iface and iface not in data["interfaces"]:
-        raise RuntimeFailure(f"{iface} is not protected by bpfwall")
+    data = stats_mod.collect(scope, iface)
     if as_json and not watch:
         click.echo(json.dumps(data, indent=2))
         return
@@ -220,7 +218,7 @@ def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interva
         prev, t_prev = data, time.monotonic()
         while True:
             time.sleep(interval)
-            data = stats_mod.collect(scope)
+            data = stats_mod.collect(scope, iface)
             now = time.monotonic()
             live.update(_stats_table(data, prev, now - t_prev), refresh=True)
             prev, t_prev = data, now

@@ -66,5 +66,36 @@ def carry(old_rules: dict[str, Any], old_totals: dict[str, Counts], new_rules: d
     return out
 
 
+# Per interface: counters come in blocks, one per protected interface and one ("other")
+# for packets of any other interface; what carries is kept per block name.
+OTHER = "(other)"
+Blocks = dict[str, dict[str, Counts]]  # block name -> direction -> counts
+
+
+def blocks_with_carried(live: Blocks, carried: dict[str, Any]) -> Blocks:
+    if any(d in carried for d in DIRECTIONS):  # a state from before per-interface counters
+        carried = {OTHER: carried}
+    return {name: with_carried(live.get(name, {}), carried.get(name, {})) for name in {*live, *carried}}
+
+
+def carry_blocks(old_rules: dict[str, Any], old: Blocks, new_rules: dict[str, Any]) -> dict[str, Any]:
+    out = {name: carry(old_rules, counts, new_rules) for name, counts in old.items()}
+    return {name: c for name, c in out.items() if c}
+
+
+def total(blocks: Blocks) -> dict[str, Counts]:
+    """The blocks summed: counts over every interface."""
+    out = {}
+    for direction in DIRECTIONS:
+        sums = [[0, 0] for _ in range(shared.N_COUNTERS)]
+        for counts in blocks.values():
+            for i, (p, b) in enumerate(counts.get(direction) or ()):
+                if p or b:
+                    sums[i][0] += p
+                    sums[i][1] += b
+        out[direction] = [(p, b) for p, b in sums]
+    return out
+
+
 def _in(ruleset: dict[str, Any], direction: str) -> list[dict[str, Any]]:
     return [r for r in ruleset["rules"] if r["direction"] == direction]

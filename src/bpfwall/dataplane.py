@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import counters, libbpf, netns, setmaps
+from . import counters, libbpf, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .errors import InputError, RuntimeFailure
@@ -199,14 +199,24 @@ class Scope:
             with SetTables(self.gen_dir(state.generation)) as tables:
                 return sorted(tables.elements(slot))
 
-    def counter_totals(self, state: State) -> dict[str, counters.Counts]:
-        """Every counter of the generation in force, plus what earlier ones carried into it."""
-        live = {}
+    def counter_blocks(self, state: State) -> counters.Blocks:
+        """Every counter of the generation in force per interface block (the protected
+        interfaces by name, counters.OTHER for the rest), plus what earlier ones carried."""
+        names = {i.get("counter_block", 0): n for n, i in state.interfaces.items()}
+        names[0] = counters.OTHER
+        n_blocks = max(names) + 1
+        live: counters.Blocks = {}
         for direction in counters.DIRECTIONS:
             if self.has_direction(state, direction):
                 with self.open_generation(state, direction) as gen:
-                    live[direction] = gen.counters()
-        return counters.with_carried(live, state.carried)
+                    for b, counts in enumerate(gen.counter_blocks(n_blocks)):
+                        if b in names:
+                            live.setdefault(names[b], {})[direction] = counts
+        return counters.blocks_with_carried(live, state.carried)
+
+    def counter_totals(self, state: State) -> dict[str, counters.Counts]:
+        """Every counter of the generation in force, over all interfaces, with what was carried."""
+        return counters.total(self.counter_blocks(state))
 
     def has_direction(self, state: State, direction: str) -> bool:
         return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
@@ -290,11 +300,16 @@ class Scope:
             new_dir = self.gen_dir(new_n)
             swapped: list[tuple[int, str]] = []  # (link fd, direction) already on the new generation
             log_fds: dict[str, int] | None = None
+            # A block of counters per interface, in name order; beyond the map's blocks,
+            # interfaces count in block 0 with any other.
+            blocks = {name: (i + 1 if i + 1 < shared.MAX_IFACES else 0) for i, name in enumerate(sorted(targets))}
+            by_ifindex = {targets[name]: b for name, b in blocks.items() if b}
             try:
                 for compiled in tables.values():
                     compiled.config.generation = new_n  # log records name their generation
                 log_fds = self._open_pinned(LOG_MAPS)
-                gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds)
+                gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds,
+                                                  counter_blocks=by_ifindex)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
                     os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
                     for name in CT_MAPS:
@@ -307,7 +322,8 @@ class Scope:
                     log_fds = self._open_pinned(LOG_MAPS)
                 set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
-                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds, log_fds)
+                    gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds, log_fds,
+                                                     by_ifindex)
                 t1 = time.monotonic()
                 setmaps.fill(set_fds, ruleset.cidr_sets, ruleset.set_slots())
                 report.set_seconds = time.monotonic() - t1
@@ -322,10 +338,12 @@ class Scope:
                 for name, ifindex in targets.items():
                     state.interfaces[name] = self._attach(
                         gens, name, ifindex, old.interfaces.get(name), mode, swapped, report)
+                    state.interfaces[name]["counter_block"] = blocks[name]
                 # Read after the swap: the old generation counts no more packets.
                 if old.ruleset is not None:
                     try:
-                        state.carried = counters.carry(old.ruleset, self.counter_totals(old), state.ruleset)
+                        state.carried = counters.carry_blocks(old.ruleset, self.counter_blocks(old),
+                                                              state.ruleset)
                     except RuntimeFailure as exc:
                         report.notes.append(f"counters start from zero: {exc}")
                 self._write_state(state)

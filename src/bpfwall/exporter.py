@@ -32,7 +32,7 @@ class BpfwallCollector(Collector):
             yield up
             return
         try:
-            data = stats.collect(self.scope)
+            data = stats.per_interface(self.scope)
             metrics = list(self._metrics(state, data))
         except (BpfwallError, libbpf.BpfError, OSError):
             up.add_metric([], 0)
@@ -42,33 +42,29 @@ class BpfwallCollector(Collector):
         yield up
         yield from metrics
 
-    def _metrics(self, state, data) -> Iterator[Metric]:
-        packets = CounterMetricFamily("bpfwall_rule_packets", "Packets a rule decided",
-                                      labels=["rule", "direction", "action"])
-        nbytes = CounterMetricFamily("bpfwall_rule_bytes", "Bytes of the packets a rule decided",
-                                     labels=["rule", "direction", "action"])
-        for r in data["rules"]:
-            labels = [r["name"], r["direction"], r["action"]]
-            packets.add_metric(labels, r["packets"])
-            nbytes.add_metric(labels, r["bytes"])
-        yield packets
-        yield nbytes
+    def _metrics(self, state, by_interface) -> Iterator[Metric]:
+        labels = ["interface", "rule", "direction", "action"]
+        packets = CounterMetricFamily("bpfwall_rule_packets", "Packets a rule decided", labels=labels)
+        nbytes = CounterMetricFamily("bpfwall_rule_bytes", "Bytes of the packets a rule decided", labels=labels)
         policy = CounterMetricFamily("bpfwall_policy_packets", "Packets no rule matched, by direction",
-                                     labels=["direction", "action"])
+                                     labels=["interface", "direction", "action"])
         policy_bytes = CounterMetricFamily("bpfwall_policy_bytes", "Bytes of the packets no rule matched",
-                                           labels=["direction", "action"])
-        for direction, p in data["policy"].items():
-            policy.add_metric([direction, p["action"]], p["packets"])
-            policy_bytes.add_metric([direction, p["action"]], p["bytes"])
-        yield policy
-        yield policy_bytes
-        drops = CounterMetricFamily("bpfwall_drops", "Packets dropped, by reason", labels=["reason"])
-        for reason, n in data["drops"].items():
-            drops.add_metric([reason], n)
-        yield drops
-        rejects = CounterMetricFamily("bpfwall_rejects_sent", "RSTs and ICMP errors sent by reject rules")
-        rejects.add_metric([], data["rejects_sent"])
-        yield rejects
+                                           labels=["interface", "direction", "action"])
+        drops = CounterMetricFamily("bpfwall_drops", "Packets dropped, by reason", labels=["interface", "reason"])
+        rejects = CounterMetricFamily("bpfwall_rejects_sent", "RSTs and ICMP errors sent by reject rules",
+                                      labels=["interface"])
+        # Interfaces of the apply by name; "(other)" for packets of any other one.
+        for iface, data in sorted(by_interface.items()):
+            for r in data["rules"]:
+                packets.add_metric([iface, r["name"], r["direction"], r["action"]], r["packets"])
+                nbytes.add_metric([iface, r["name"], r["direction"], r["action"]], r["bytes"])
+            for direction, p in data["policy"].items():
+                policy.add_metric([iface, direction, p["action"]], p["packets"])
+                policy_bytes.add_metric([iface, direction, p["action"]], p["bytes"])
+            for reason, n in data["drops"].items():
+                drops.add_metric([iface, reason], n)
+            rejects.add_metric([iface], data["rejects_sent"])
+        yield from (packets, nbytes, policy, policy_bytes, drops, rejects)
 
         info = GaugeMetricFamily("bpfwall_interface_info", "An interface bpfwall protects",
                                  labels=["interface", "mode", "egress"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from array import array
 from ctypes import c_uint8, c_uint32, sizeof
 
 from . import libbpf, shared
@@ -51,7 +52,7 @@ class Generation:
     @classmethod
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
              ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None,
-             log_fds: dict[str, int] | None = None) -> Generation:
+             log_fds: dict[str, int] | None = None, counter_blocks: dict[int, int] | None = None) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
@@ -59,7 +60,8 @@ class Generation:
         ct_fds are the scope's connection table maps to share; without them the
         generation gets tables of its own (map_fds has them, for pinning).
         set_fds are the set tables of the other direction of this generation, to share;
-        log_fds the scope's log ring.
+        log_fds the scope's log ring; counter_blocks maps the ifindex of each
+        protected interface to its block of counters.
         """
         obj = libbpf.BpfObject(object_path())
         try:
@@ -86,10 +88,13 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
-                         "rule_action", "counters", "log_state", "log_lost", "drop_stats_on", "drop_ports",
-                         "drop_sources", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
+                         "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_on",
+                         "drop_ports", "drop_sources", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
+            for ifindex, block in (counter_blocks or {}).items():
+                if ifindex < shared.IFINDEX_SLOTS:
+                    libbpf.map_update(gen.map_fds["iface_slot"], c_uint32(ifindex), c_uint32(block))
             return gen
         except BaseException:
             obj.close()
@@ -173,20 +178,24 @@ class Generation:
     # --- reading ---------------------------------------------------------------------------
 
     def counters(self) -> list[tuple[int, int]]:
-        """(packets, bytes) per counter slot, summed over CPUs."""
-        n = shared.N_COUNTERS
+        """(packets, bytes) per counter slot, summed over CPUs and interfaces."""
+        blocks = self.counter_blocks(shared.MAX_IFACES)
+        return [(sum(b[i][0] for b in blocks), sum(b[i][1] for b in blocks)) for i in range(shared.N_COUNTERS)]
+
+    def counter_blocks(self, blocks: int = 1) -> list[list[tuple[int, int]]]:
+        """(packets, bytes) per counter slot, summed over CPUs, for the first `blocks`
+        interface blocks (block 0: interfaces not of the apply)."""
+        n = shared.N_COUNTERS * blocks
         keys = (c_uint32 * n)()
         values = (shared.Counter * (n * self._ncpus))()
         got = libbpf.map_lookup_batch(self.map_fds["counters"], None, ctypes.byref(c_uint32()), keys, values, n)
-        out = [(0, 0)] * n
-        for i in range(got):
-            pk = by = 0
-            for cpu in range(self._ncpus):
-                c = values[i * self._ncpus + cpu]
-                pk += c.packets
-                by += c.bytes
-            out[keys[i]] = (pk, by)
-        return out
+        # Summed as flat arrays: a Python loop over 16,390 slots x CPUs x blocks is too slow.
+        raw = array("Q", bytes(values)[: got * self._ncpus * ctypes.sizeof(shared.Counter)])
+        stride = 2 * self._ncpus
+        packets = [sum(t) for t in zip(*(raw[2 * c :: stride] for c in range(self._ncpus)), strict=True)]
+        nbytes = [sum(t) for t in zip(*(raw[2 * c + 1 :: stride] for c in range(self._ncpus)), strict=True)]
+        flat = list(zip(packets, nbytes, strict=True)) + [(0, 0)] * (n - got)
+        return [flat[b * shared.N_COUNTERS : (b + 1) * shared.N_COUNTERS] for b in range(blocks)]
 
     def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
         """Runs packet as traffic (it is counted): (verdict, frame out, mean ns per run).

@@ -103,6 +103,8 @@ class Set6Key(Structure):
     _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 16)]
 
 
+MAX_IFACES = 8  # counter blocks: 0 for other interfaces, 1.. for the protected ones
+IFINDEX_SLOTS = 4096
 LOG_RING_BYTES = 1 << 20
 DROP_SOURCES = 4096
 DROP_SOURCE_SAMPLE = 16

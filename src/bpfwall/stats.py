@@ -4,16 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import shared
-from .dataplane import Scope
+from . import counters, shared
+from .dataplane import Scope, State
+from .errors import RuntimeFailure
 
 
-def collect(scope: Scope) -> dict[str, Any]:
+def collect(scope: Scope, iface: str | None = None) -> dict[str, Any]:
+    """Every counter, over all interfaces or (iface) of one protected interface."""
     state = scope.require_state()
+    blocks = scope.counter_blocks(state)
+    if iface is None:
+        counts = counters.total(blocks)
+    elif iface in state.interfaces:
+        counts = {d: (blocks.get(iface) or {}).get(d) or counters.zero() for d in counters.DIRECTIONS}
+    else:
+        raise RuntimeFailure(f"{iface} is not protected by bpfwall")
+    out = summarize(scope, state, counts)
+    out["interface"] = iface
+    if any(r.get("log") for r in (state.ruleset or {}).get("rules", [])):
+        from .logs import held_back
+
+        out["log"] = held_back(scope)
+    return out
+
+
+def per_interface(scope: Scope) -> dict[str, dict[str, Any]]:
+    """summarize() of each protected interface (and of other interfaces' packets), one map read."""
+    state = scope.require_state()
+    blocks = scope.counter_blocks(state)
+    return {name: summarize(scope, state, {d: counts.get(d) or counters.zero() for d in counters.DIRECTIONS})
+            for name, counts in blocks.items()}
+
+
+def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) -> dict[str, Any]:
     # The rule set as the state keeps it (JSON): names and actions are all this needs,
     # and parsing 10,000 rules back into Rule objects would double a scrape's time.
     ruleset = state.ruleset or {"rules": [], "policy": {"ingress": "accept", "egress": "accept"}}
-    counts = scope.counter_totals(state)
     rules = []
     rule_drops = 0
     for direction in ("ingress", "egress"):
@@ -43,8 +69,4 @@ def collect(scope: Scope) -> dict[str, Any]:
         "generation": state.generation,
         "interfaces": sorted(state.interfaces),
     }
-    if any(r.get("log") for r in ruleset["rules"]):
-        from .logs import held_back
-
-        out["log"] = held_back(scope)
     return out

@@ -85,6 +85,31 @@ def test_counters_last_across_applies_of_unchanged_rules(lab, tmp_path):
     assert data["drops"]["rule"] >= 9  # drops by reason carry too
 
 
+def test_counters_per_interface(lab, tmp_path):
+    """Each protected interface has its own counters; the totals are their sum."""
+    extra, peer = f"{lab.server_if}x", f"{lab.server_if}y"
+    subprocess.run(["ip", "-n", lab.server_ns, "link", "add", extra, "type", "veth", "peer", "name", peer],
+                   check=True)
+    subprocess.run(["ip", "-n", lab.server_ns, "link", "set", extra, "up"], check=True)
+    apply(lab, write(tmp_path, RULES), "-i", extra)
+    for _ in range(6):
+        lab.udp_query(9999, timeout=0.05)
+
+    def count_me(*args: str) -> int:
+        res = bpfwall("stats", "--netns", lab.server_ns, "--json", *args)
+        assert res.returncode == 0, res.stderr
+        return next(r["packets"] for r in json.loads(res.stdout)["rules"] if r["name"] == "count-me")
+
+    assert count_me("-i", lab.server_if) == 6
+    assert count_me("-i", extra) == 0
+    assert count_me() == 6
+    res = bpfwall("stats", "--netns", lab.server_ns, "-i", "nosuch0")
+    assert res.returncode == 1 and "not protected" in res.stderr
+    # per interface counts carry across an apply too
+    apply(lab, write(tmp_path, RULES))
+    assert count_me("-i", lab.server_if) == 6
+
+
 def test_reapply_while_traffic_flows(lab, tmp_path):
     """Swapping rule sets under load loses no packet that both sets accept."""
     a = write(tmp_path, RULES, "a.yaml")

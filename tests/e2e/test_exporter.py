@@ -52,9 +52,12 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
         for _ in range(5):
             lab.udp_query(9999, timeout=0.05)
         metrics = scrape(port)
-        assert value(metrics["bpfwall_rule_packets"], rule="count-me", direction="ingress", action="drop") == 5
-        assert value(metrics["bpfwall_rule_bytes"], rule="count-me") == 5 * 46
-        assert value(metrics["bpfwall_drops"], reason="rule") >= 5
+        me = lab.server_if
+        assert value(metrics["bpfwall_rule_packets"], interface=me, rule="count-me", direction="ingress",
+                     action="drop") == 5
+        assert value(metrics["bpfwall_rule_packets"], interface="(other)", rule="count-me") == 0
+        assert value(metrics["bpfwall_rule_bytes"], interface=me, rule="count-me") == 5 * 46
+        assert value(metrics["bpfwall_drops"], interface=me, reason="rule") >= 5
         assert value(metrics["bpfwall_set_elements"], set="office", type="cidr") == 2
         assert value(metrics["bpfwall_interface_info"], interface=lab.server_if) == 1
         assert "bpfwall_program_runs" in metrics and "bpfwall_policy_packets" in metrics
@@ -62,7 +65,7 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
         apply(lab, path)
         metrics = scrape(port)
         assert value(metrics["bpfwall_generation"]) == 2
-        assert value(metrics["bpfwall_rule_packets"], rule="count-me") == 5
+        assert value(metrics["bpfwall_rule_packets"], interface=me, rule="count-me") == 5
         # bpfwall down: the exporter stays up and says so
         from tests.e2e.conftest import bpfwall
 

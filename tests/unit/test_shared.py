@@ -57,7 +57,8 @@ def test_constants_match_header():
         "BPFWALL_DIR_L1_SLOTS": shared.DIR_L1_SLOTS, "BPFWALL_DIR_CHUNK": shared.DIR_CHUNK,
         "BPFWALL_MAX_SETS": shared.MAX_SETS, "BPFWALL_LOG_RING_BYTES": shared.LOG_RING_BYTES,
         "BPFWALL_MAX_FIELD_SETS": shared.MAX_FIELD_SETS, "BPFWALL_DROP_SOURCES": shared.DROP_SOURCES,
-        "BPFWALL_DROP_SOURCE_SAMPLE": shared.DROP_SOURCE_SAMPLE,
+        "BPFWALL_DROP_SOURCE_SAMPLE": shared.DROP_SOURCE_SAMPLE, "BPFWALL_MAX_IFACES": shared.MAX_IFACES,
+        "BPFWALL_IFINDEX_SLOTS": shared.IFINDEX_SLOTS,
         "BPFWALL_BY_MALFORMED": shared.BY_MALFORMED, "BPFWALL_BY_NOT_IP": shared.BY_NOT_IP,
     }
     for name, value in pairs.items():
