@@ -481,7 +481,9 @@ def top(ns: str | None, interval: float, count: int | None) -> None:
 @netns_option
 @click.option("-f", "--follow", is_flag=True, help="Keep printing records as they come, until interrupted.")
 @json_option
-@click.option("--output", metavar="FILE", help="Append the records to FILE as JSON lines (with -f: a log daemon).")
+@click.option("--output", metavar="FILE|journal",
+              help="Append the records to FILE as JSON lines, or send them to the systemd journal "
+                   "(with -f: a log daemon).")
 @handle_errors
 def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> None:
     """Print the records of packets decided by rules with `log`: time, interface, direction,
@@ -490,10 +492,13 @@ def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> 
     back. Reading consumes the records."""
     from . import logs
 
-    sink = open(output, "a", buffering=1) if output else None  # noqa: SIM115 (closed below)
+    journal = logs.Journal() if output == "journal" else None
+    sink = open(output, "a", buffering=1) if output and not journal else None  # noqa: SIM115 (closed below)
 
     def emit(d: dict) -> None:
-        if sink:
+        if journal:
+            journal.send(d)
+        elif sink:
             sink.write(json.dumps(d) + "\n")
         elif as_json:
             click.echo(json.dumps(d))
@@ -503,8 +508,9 @@ def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> 
     try:
         logs.read(Scope(ns), follow, emit)
     finally:
-        if sink:
-            sink.close()
+        for s in (sink, journal):
+            if s:
+                s.close()
 
 
 @main.command()

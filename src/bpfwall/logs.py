@@ -88,6 +88,32 @@ def text(d: dict[str, Any]) -> str:
             f"{d['proto']} {ep(d['src'], 'sport')} -> {ep(d['dst'], 'dport')} len {d['length']}{extra}")
 
 
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+class Journal:
+    """Sends records to the systemd journal over its native protocol (KEY=value lines on a
+    datagram socket), with the record's fields as BPFWALL_* fields beside the message."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or os.environ.get("BPFWALL_JOURNAL_SOCKET", JOURNAL_SOCKET)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self.sock.connect(self.path)
+        except OSError as exc:
+            self.sock.close()
+            raise RuntimeFailure(f"no journal at {self.path}: {exc.strerror or exc}") from None
+
+    def send(self, d: dict[str, Any]) -> None:
+        fields = {"MESSAGE": text(d), "PRIORITY": "6", "SYSLOG_IDENTIFIER": "bpfwall"}
+        fields.update({f"BPFWALL_{k.upper()}": str(v) for k, v in d.items()})
+        # Values here never hold a newline, so the simple KEY=value form is enough.
+        self.sock.send("".join(f"{k}={v}\n" for k, v in fields.items()).encode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 def read(scope: Scope, follow: bool, emit: Callable[[dict[str, Any]], None],
          stop: Callable[[], bool] = lambda: False) -> int:
     """Emits every record in the ring; with follow, keeps waiting for more until stop()."""

@@ -66,3 +66,29 @@ def test_log_follow_writes_json_lines(lab, tmp_path):
         proc.wait(timeout=10)
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 5 and all(r["rule"] == "dns" for r in records)
+
+
+def test_log_to_the_journal_protocol(lab, tmp_path):
+    """--output journal speaks journald's native protocol; a socket of the test's stands in for it."""
+    import socket
+
+    path = str(tmp_path / "journal.sock")
+    journal = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    journal.bind(path)
+    journal.settimeout(10)
+    try:
+        apply(lab, write(tmp_path, RULES))
+        assert lab.udp_query(53) == "answered"
+        res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "log", "--netns", lab.server_ns, "--output",
+                              "journal"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "BPFWALL_JOURNAL_SOCKET": path})
+        assert res.returncode == 0, res.stderr
+        fields = dict(line.split("=", 1) for line in journal.recv(65536).decode().splitlines())
+        assert fields["SYSLOG_IDENTIFIER"] == "bpfwall" and fields["BPFWALL_RULE"] == "dns"
+        assert fields["BPFWALL_SRC"] == CLIENT_V4 and "ACCEPT rule dns" in fields["MESSAGE"]
+    finally:
+        journal.close()
+    res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "log", "--netns", lab.server_ns, "--output",
+                          "journal"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "BPFWALL_JOURNAL_SOCKET": str(tmp_path / "none.sock")})
+    assert res.returncode == 1 and "no journal at" in res.stderr
