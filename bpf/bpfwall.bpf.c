@@ -40,10 +40,12 @@ struct {
 	__type(value, __u32);
 } iface_slot SEC(".maps");
 
-/* Block of BPFWALL_N_COUNTERS per interface slot. */
+/* Block of BPFWALL_N_COUNTERS per interface slot; the loader sizes it for the
+ * blocks in use (per-CPU slots are costly to allocate), so a block beyond
+ * the map is never counted. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, BPFWALL_MAX_IFACES *BPFWALL_N_COUNTERS);
+	__uint(max_entries, BPFWALL_N_COUNTERS);
 	__type(key, __u32);
 	__type(value, struct bpfwall_counter);
 } counters SEC(".maps");

@@ -79,6 +79,9 @@ class Generation:
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
             for name in ("src6", "dst6"):
                 obj.set_max_entries(name, max(1, len(compiled.tries[name])))
+            # Block 0, and one per protected interface that has a block of its own.
+            n_blocks = 1 + max((counter_blocks or {}).values(), default=0)
+            obj.set_max_entries("counters", shared.N_COUNTERS * n_blocks)
             obj.set_max_entries("dir_chunks", max(256, len(compiled.dir_chunks)))
             obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
             try:
@@ -177,15 +180,17 @@ class Generation:
 
     # --- reading ---------------------------------------------------------------------------
 
-    def counters(self) -> list[tuple[int, int]]:
-        """(packets, bytes) per counter slot, summed over CPUs and interfaces."""
-        blocks = self.counter_blocks(shared.MAX_IFACES)
-        return [(sum(b[i][0] for b in blocks), sum(b[i][1] for b in blocks)) for i in range(shared.N_COUNTERS)]
+    def counters(self, blocks: int = shared.MAX_IFACES) -> list[tuple[int, int]]:
+        """(packets, bytes) per counter slot, summed over CPUs and the first `blocks`
+        interface blocks (all by default; 1 for what test runs on ifindex 0 or 1 count)."""
+        per_block = self.counter_blocks(blocks)
+        return [(sum(p for p, _ in t), sum(b for _, b in t)) for t in zip(*per_block, strict=True)]
 
     def counter_blocks(self, blocks: int = 1) -> list[list[tuple[int, int]]]:
         """(packets, bytes) per counter slot, summed over CPUs, for the first `blocks`
         interface blocks (block 0: interfaces not of the apply)."""
-        n = shared.N_COUNTERS * blocks
+        allocated = libbpf.map_info(self.map_fds["counters"]).max_entries // shared.N_COUNTERS
+        n = shared.N_COUNTERS * min(blocks, allocated)
         keys = (c_uint32 * n)()
         values = (shared.Counter * (n * self._ncpus))()
         got = libbpf.map_lookup_batch(self.map_fds["counters"], None, ctypes.byref(c_uint32()), keys, values, n)
@@ -194,7 +199,7 @@ class Generation:
         stride = 2 * self._ncpus
         packets = [sum(t) for t in zip(*(raw[2 * c :: stride] for c in range(self._ncpus)), strict=True)]
         nbytes = [sum(t) for t in zip(*(raw[2 * c + 1 :: stride] for c in range(self._ncpus)), strict=True)]
-        flat = list(zip(packets, nbytes, strict=True)) + [(0, 0)] * (n - got)
+        flat = list(zip(packets, nbytes, strict=True)) + [(0, 0)] * (shared.N_COUNTERS * blocks - got)
         return [flat[b * shared.N_COUNTERS : (b + 1) * shared.N_COUNTERS] for b in range(blocks)]
 
     def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:

@@ -50,17 +50,12 @@ def drop_stats(scope: Scope) -> Iterator[None]:
             _set_flag(scope, scope.require_state(), False)
 
 
-def _ports(gen: Generation, ncpus: int) -> dict[int, int]:
+def _ports(gen: Generation) -> dict[int, int]:
     n = shared.PORT_SLOTS
     keys = (ctypes.c_uint32 * n)()
-    values = (ctypes.c_uint64 * (n * ncpus))()
+    values = (ctypes.c_uint64 * n)()
     got = libbpf.map_lookup_batch(gen.map_fds["drop_ports"], None, ctypes.byref(ctypes.c_uint32()), keys, values, n)
-    out = {}
-    for i in range(got):
-        total = sum(values[i * ncpus : (i + 1) * ncpus])
-        if total:
-            out[keys[i]] = total
-    return out
+    return {keys[i]: values[i] for i in range(got) if values[i]}
 
 
 def _sources(gen: Generation) -> dict[str, int]:
@@ -80,12 +75,11 @@ def _sources(gen: Generation) -> dict[str, int]:
 def snapshot(scope: Scope) -> Snapshot:
     state = scope.require_state()
     snap = Snapshot(time.monotonic(), stats.collect(scope))
-    ncpus = libbpf.num_possible_cpus()
     for direction in ("ingress", "egress"):
         if scope.has_direction(state, direction):
             with scope.open_generation(state, direction) as gen:
                 libbpf.map_update(gen.map_fds["drop_stats_on"], ctypes.c_uint32(0), ctypes.c_uint32(1))
-                for port, n in _ports(gen, ncpus).items():
+                for port, n in _ports(gen).items():
                     snap.ports[port] = snap.ports.get(port, 0) + n
                 for addr, n in _sources(gen).items():
                     snap.sources[addr] = snap.sources.get(addr, 0) + n

@@ -34,9 +34,9 @@ class Pair:
         """Runs frame as traffic through one program; returns (kernel, reference), each as
         (verdict, deciding rule index or None)."""
         gen = self.gens[direction]
-        before = gen.counters()
+        before = gen.counters(blocks=1)
         verdict, _, _ = gen.test_run(frame)
-        after = gen.counters()
+        after = gen.counters(blocks=1)
         n = len(self.ruleset.direction(direction))
         hit = [i for i in range(n) if after[i][0] != before[i][0]]
         want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now_ns())

@@ -172,13 +172,13 @@ def test_ipv4_bad_ihl_and_version_are_malformed(gen):
 
 
 def test_counters_count_traffic_not_explain(gen):
-    before = gen.counters()
+    before = gen.counters(blocks=1)
     raw = bytes(E / IP(src=C4, dst=S4) / UDP(dport=53) / Raw(b"x" * 10))
     for _ in range(7):
         gen.test_run(raw)
     for _ in range(3):
         gen.judge(raw)  # marked for explanation: not traffic
-    after = gen.counters()
+    after = gen.counters(blocks=1)
     ruleset = from_yaml(RULES)
     i = [r.name for r in ruleset.ingress()].index("dns")
     assert after[i][0] - before[i][0] == 7
