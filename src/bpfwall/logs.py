@@ -141,9 +141,8 @@ def read(scope: Scope, follow: bool, emit: Callable[[dict[str, Any]], None],
     return count
 
 
-def held_back(scope: Scope) -> dict[str, Any]:
+def held_back(scope: Scope, state: State) -> dict[str, Any]:
     """Per logging rule, the records its limit held back; and records lost to a full ring."""
-    state = scope.require_state()
     ruleset = state.ruleset or {"rules": []}
     out: dict[str, Any] = {"suppressed": {}, "lost": 0}
     ncpus = libbpf.num_possible_cpus()

@@ -24,7 +24,7 @@ def collect(scope: Scope, iface: str | None = None) -> dict[str, Any]:
     if any(r.get("log") for r in (state.ruleset or {}).get("rules", [])):
         from .logs import held_back
 
-        out["log"] = held_back(scope)
+        out["log"] = held_back(scope, state)
     return out
 
 
