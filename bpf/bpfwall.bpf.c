@@ -17,20 +17,14 @@
 #include "conntrack.h"
 #include "reject.h"
 #include "log.h"
+#include "ratelimit.h"
+#include "syncookie.h"
 
 /* tcx verdicts (linux/pkt_cls.h): next program (or pass), drop. */
 #define TCX_NEXT -1
 #define TCX_DROP 2
 
 char LICENSE[] SEC("license") = "GPL";
-
-/* Rule index -> enum bpfwall_action. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, BPFWALL_MAX_RULES);
-	__type(key, __u32);
-	__type(value, __u32);
-} rule_action SEC(".maps");
 
 /* ifindex -> the interface's block of counters (0: not one of the apply's). */
 struct {
@@ -92,6 +86,14 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 {
 	if (action == BPFWALL_ACT_ACCEPT)
 		return XDP_PASS;
+	if (action == BPFWALL_ACT_SYNCOOKIE) {
+		int verdict = syncookie_answer(ctx, pkt);
+
+		count(ctx->ingress_ifindex,
+		      verdict == XDP_TX ? BPFWALL_CNT_SYNCOOKIE_SENT : BPFWALL_CNT_SYNCOOKIE_FAILED,
+		      0, quiet);
+		return verdict;
+	}
 	if (action == BPFWALL_ACT_REJECT) {
 		int verdict = reject_packet(ctx, pkt);
 
@@ -103,11 +105,35 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	return XDP_DROP;
 }
 
+static __always_inline int is_pure_syn(const struct packet *pkt)
+{
+	return pkt->has_l4 && pkt->proto == IPPROTO_TCP &&
+	       (pkt->tcp_flags & (TCPF_SYN | TCPF_ACK | TCPF_RST | TCPF_FIN)) == TCPF_SYN;
+}
+
 /*
- * Connection state, classification, counting, and the flow update once the
- * packet is accepted; returns enum bpfwall_action and sets pkt->rule. Shared
- * by both programs. Inlined: with the parser global, only its three outcomes
- * reach here, and a call of its own cost 7 to 14 ns a packet.
+ * The first rule that matches pkt and whose limit it passes: a rule with a
+ * limit the packet is not within is skipped, and the search goes on after
+ * it. Each limited rule can be skipped once, so n_params searches at most.
+ */
+static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifindex, __u32 quiet)
+{
+	__u32 rule = classify(pkt, ifindex, 0);
+	__u32 i;
+
+	for (i = 0; i < BPFWALL_MAX_PARAMS && i < cfg.n_params; i++) {
+		if (rule >= BPFWALL_MAX_RULES || limit_passes(pkt, rule, quiet))
+			break;
+		rule = classify(pkt, ifindex, rule + 1);
+	}
+	return rule;
+}
+
+/*
+ * Bans, connection state, classification, counting, and the flow update once
+ * the packet is accepted; returns enum bpfwall_action and sets pkt->rule.
+ * Shared by both programs. Inlined: with the parser global, only its three
+ * outcomes reach here, and a call of its own cost 7 to 14 ns a packet.
  */
 static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 {
@@ -117,19 +143,27 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 
 	if (!pkt)
 		return BPFWALL_ACT_DROP;
+	if (cfg.bans_enabled && !cfg.direction && is_banned(pkt)) {
+		pkt->rule = BPFWALL_BANNED_RULE;
+		count(ifindex, BPFWALL_CNT_BANNED, pkt->len, quiet);
+		count_drop(pkt, BPFWALL_ACT_DROP, quiet);
+		return BPFWALL_ACT_DROP;
+	}
 	if (cfg.ct_enabled) {
 		/* Timeouts are seconds: the coarse clock (a tick's precision)
 		 * is enough and, in a VM, a fifth of the per-packet cost cheaper. */
 		now = bpf_ktime_get_coarse_ns();
 		pkt->ct_state = ct_state_of(pkt, &lk, now);
+		if (pkt->ct_state == BPFWALL_CT_INVALID && cfg.syn_rate && cookie_ack(pkt))
+			pkt->ct_state = BPFWALL_CT_NEW; /* the kernel checks the cookie */
 		if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
 			ct_stat(BPFWALL_CTS_INVALID);
 	}
-	rule = classify(pkt, ifindex);
+	rule = cfg.n_params ? first_passing_rule(pkt, ifindex, quiet) : classify(pkt, ifindex, 0);
 	if (rule < BPFWALL_MAX_RULES) {
 		__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
 
-		action = a ? *a : BPFWALL_ACT_DROP;
+		action = a ? *a & BPFWALL_ACTION_MASK : BPFWALL_ACT_DROP;
 		slot = rule;
 	} else {
 		rule = BPFWALL_NO_RULE;
@@ -141,7 +175,16 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	if (cfg.log_enabled && !quiet && rule != BPFWALL_NO_RULE)
 		log_packet(pkt, rule, action, ifindex);
 	count_drop(pkt, action, quiet);
-	if (cfg.ct_enabled && action == BPFWALL_ACT_ACCEPT && !quiet)
+	if (quiet)
+		return action;
+	if (action == BPFWALL_ACT_BAN && ban_by_rule(pkt, rule))
+		count(ifindex, BPFWALL_CNT_BANS_ADDED, 0, 0);
+	if (cfg.scan_ports && action != BPFWALL_ACT_ACCEPT && action != BPFWALL_ACT_BAN &&
+	    pkt->has_l4 && (pkt->proto == IPPROTO_UDP || is_pure_syn(pkt)) && scan_note(pkt))
+		count(ifindex, BPFWALL_CNT_SCAN_BANS, 0, 0);
+	if (cfg.syn_rate && action == BPFWALL_ACT_ACCEPT && is_pure_syn(pkt) && syn_flooded(pkt))
+		return BPFWALL_ACT_SYNCOOKIE; /* before ct: a spoofed SYN leaves no state */
+	if (cfg.ct_enabled && action == BPFWALL_ACT_ACCEPT)
 		ct_accepted(pkt, &lk, now);
 	return action;
 }
@@ -155,9 +198,10 @@ int bpfwall_ingress(struct xdp_md *ctx)
 	__u32 action;
 	int parsed, quiet;
 
-	if ((void *)(ex + 1) > data || ex->magic != BPFWALL_EXPLAIN_MAGIC)
+	if ((void *)(ex + 1) > data ||
+	    (ex->magic != BPFWALL_EXPLAIN_MAGIC && ex->magic != BPFWALL_TRACE_MAGIC))
 		ex = 0;
-	quiet = ex != 0;
+	quiet = ex && ex->magic == BPFWALL_EXPLAIN_MAGIC;
 	parsed = parse_xdp(ctx, &pkt);
 	if (parsed == PARSE_NOT_IP) {
 		count(ctx->ingress_ifindex, BPFWALL_CNT_NOT_IP, pkt.len, quiet);
@@ -170,7 +214,10 @@ int bpfwall_ingress(struct xdp_md *ctx)
 		return XDP_DROP;
 	}
 	action = judge(&pkt, ctx->ingress_ifindex, quiet);
-	record(ex, pkt.rule, pkt.rule == BPFWALL_NO_RULE ? BPFWALL_BY_POLICY : BPFWALL_BY_RULE,
+	record(ex, pkt.rule,
+	       pkt.rule == BPFWALL_NO_RULE	 ? BPFWALL_BY_POLICY
+	       : pkt.rule == BPFWALL_BANNED_RULE ? BPFWALL_BY_BAN
+						 : BPFWALL_BY_RULE,
 	       action);
 	return act(ctx, &pkt, action, quiet);
 }

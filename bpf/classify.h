@@ -92,6 +92,15 @@ struct {
 	__type(value, __u32); /* class */
 } iface_class SEC(".maps");
 
+/* classify()'s IPv6 trie key, off its stack: with the limit loop's state
+ * there, a key on the stack would push the call chain past 512 bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpfwall_lpm6_key);
+} lpm_scratch SEC(".maps");
+
 /*
  * Index of the lowest set bit of a non-zero word. BPF has no count-trailing-
  * zeros, and branches here would multiply the verifier's states in the search
@@ -118,12 +127,10 @@ static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
 
 /*
  * The class of an address: trie is 0 for the source field, 2 for the
- * destination one. key is the one IPv6 trie key buffer of classify(): a key
- * per inlined call would overflow the verifier's stack.
+ * destination one.
  */
 static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, const __u8 *addr,
-						      void *trie6, __u32 trie,
-						      struct bpfwall_lpm6_key *key)
+						      void *trie6, __u32 trie)
 {
 	__u32 bit = trie + pkt->is_ipv6;
 	__u32 *cls;
@@ -134,6 +141,11 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 		return bpf_map_lookup_elem(&bitvectors, &root);
 	}
 	if (pkt->is_ipv6) {
+		__u32 zero = 0;
+		struct bpfwall_lpm6_key *key = bpf_map_lookup_elem(&lpm_scratch, &zero);
+
+		if (!key)
+			return 0;
 		key->prefixlen = 128;
 		__builtin_memcpy(key->addr, addr, 16);
 		cls = bpf_map_lookup_elem(trie6, key);
@@ -279,16 +291,16 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 	} while (0)
 
 /*
- * Index of the first rule that matches pkt, or BPFWALL_NO_RULE. A global
- * function: the verifier checks it once, not once per parser outcome.
+ * Index of the first rule from `after` on that matches pkt, or
+ * BPFWALL_NO_RULE. A global function: the verifier checks it once, not once
+ * per parser outcome.
  */
-__noinline int classify(const struct packet *pkt, __u32 ifindex)
+__noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 after)
 {
 	const __u32 fields = cfg.fields;
 	const __u32 n_words = cfg.n_words;
 	const __u32 n_summary = cfg.n_summary;
 	struct field_vectors v = {};
-	struct bpfwall_lpm6_key key = {};
 	__u32 s, k;
 
 	if (!pkt)
@@ -337,16 +349,23 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 	if (n_summary == 1 && !and_word(&v, fields & ~ADDR_FIELDS, 0))
 		return BPFWALL_NO_RULE;
 	if (fields & (1 << BPFWALL_F_SRC)) {
-		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src6, 0, &key));
+		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src6, 0));
 		v.src_sets = sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
 	}
 	if (fields & (1 << BPFWALL_F_DST)) {
-		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst6, 2, &key));
+		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst6, 2));
 		v.dst_sets = sets_holding(pkt, 1, cfg.dst_sets, cfg.n_dst_sets);
 	}
 
 	for (s = 0; s < BPFWALL_MAX_SUMMARY && s < n_summary; s++) {
-		__u64 candidates = and_word(&v, fields, s);
+		__u64 candidates;
+
+		/* A constant start keeps the loop's bounds plain to the verifier. */
+		if (s < after >> 12)
+			continue;
+		candidates = and_word(&v, fields, s);
+		if (s == after >> 12)
+			candidates &= ~0ULL << (after >> 6 & 63);
 
 		for (k = 0; k < 64 && candidates; k++) {
 			__u64 word = s * 64 + lowest_bit(candidates);
@@ -360,6 +379,8 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 				break;
 			barrier_var(idx);
 			hits = and_word(&v, fields, idx);
+			if (word == after >> 6)
+				hits &= ~0ULL << (after & 63);
 			if (hits)
 				return word * 64 + lowest_bit(hits);
 			candidates &= candidates - 1;

@@ -226,7 +226,11 @@ __noinline int ct_create(const struct packet *pkt, const struct bpfwall_ct_key *
 	if (!pkt || !key)
 		return 0;
 	fresh.flags = from_lo ? BPFWALL_CTF_ORIG_LO : 0;
-	fresh.tcp_state = pkt->proto == IPPROTO_TCP ? BPFWALL_TCP_SYN_SENT : 0;
+	/* A TCP flow begins with its SYN, except one whose SYN was answered with
+	 * a cookie: it begins with the handshake's last ACK. */
+	if (pkt->proto == IPPROTO_TCP)
+		fresh.tcp_state =
+		    pkt->tcp_flags & TCPF_SYN ? BPFWALL_TCP_SYN_SENT : BPFWALL_TCP_ESTABLISHED;
 	fresh.packets[0] = 1;
 	fresh.bytes[0] = pkt->len;
 	bpf_map_update_elem(&conntrack, key, &fresh, BPF_ANY);

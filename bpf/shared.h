@@ -71,16 +71,29 @@ enum bpfwall_action {
 	BPFWALL_ACT_ACCEPT = 0,
 	BPFWALL_ACT_DROP = 1,
 	BPFWALL_ACT_REJECT = 2,
+	BPFWALL_ACT_BAN = 3,	   /* drop, and ban the source for the rule's ban_ns */
+	BPFWALL_ACT_SYNCOOKIE = 4, /* judge() only: accepted, answer with a cookie */
 };
+
+/* rule_action values: the action in the low byte; above it, 1 + the index of
+ * the rule's entry in rule_params (its limit, its ban), or 0 for none. */
+#define BPFWALL_ACTION_MASK 0xffu
+#define BPFWALL_PARAM_SHIFT 8
+#define BPFWALL_MAX_PARAMS  64 /* rules with a limit or a ban, per direction */
 
 /* Slots of the counters array after the per-rule ones. */
 enum bpfwall_counter_slot {
 	BPFWALL_CNT_POLICY_INGRESS = BPFWALL_MAX_RULES,
 	BPFWALL_CNT_POLICY_EGRESS,
 	BPFWALL_CNT_MALFORMED,
-	BPFWALL_CNT_NOT_IP,	   /* ARP and other non-IP, always passed */
-	BPFWALL_CNT_REJECT_SENT,   /* RST or ICMP error built and sent */
-	BPFWALL_CNT_REJECT_FAILED, /* reject asked but the packet was dropped */
+	BPFWALL_CNT_NOT_IP,	      /* ARP and other non-IP, always passed */
+	BPFWALL_CNT_REJECT_SENT,      /* RST or ICMP error built and sent */
+	BPFWALL_CNT_REJECT_FAILED,    /* reject asked but the packet was dropped */
+	BPFWALL_CNT_BANNED,	      /* dropped before the rules: the source is banned */
+	BPFWALL_CNT_BANS_ADDED,	      /* sources banned by an action ban rule */
+	BPFWALL_CNT_SCAN_BANS,	      /* sources banned for scanning closed ports */
+	BPFWALL_CNT_SYNCOOKIE_SENT,   /* SYN answered with a cookie from XDP */
+	BPFWALL_CNT_SYNCOOKIE_FAILED, /* cookie wanted but the SYN was dropped */
 	BPFWALL_N_COUNTERS,
 };
 
@@ -90,7 +103,11 @@ enum bpfwall_decision {
 	BPFWALL_BY_POLICY = 1,
 	BPFWALL_BY_MALFORMED = 2,
 	BPFWALL_BY_NOT_IP = 3,
+	BPFWALL_BY_BAN = 4, /* the source is banned */
 };
+
+/* pkt->rule of a packet dropped for a ban. */
+#define BPFWALL_BANNED_RULE 0xfffffffeu
 
 /* Connection state of a packet, as nftables' ct state. */
 enum bpfwall_ct_state {
@@ -158,6 +175,79 @@ struct bpfwall_ct_timeouts {
 	__u32 icmp;
 	__u32 generic;
 };
+
+/*
+ * A rule's limit and ban. The limit is a GCRA: each packet (or byte) costs
+ * period_ns / rate of virtual time; a packet conforms when, after paying, the
+ * bucket's time runs at most tolerance_ns (the burst) ahead of now.
+ */
+enum bpfwall_limit_flag {
+	BPFWALL_LIMIT_ON = 1,	      /* the rule has a limit */
+	BPFWALL_LIMIT_PER_SOURCE = 2, /* a bucket per source (IPv4, IPv6 /64) */
+	BPFWALL_LIMIT_BYTES = 4,      /* cost by bytes, not packets */
+	BPFWALL_LIMIT_OVER = 8,	      /* match packets over the rate, not within */
+};
+
+struct bpfwall_rule_param {
+	__u64 period_ns;    /* the rate is `rate` units per period_ns */
+	__u64 tolerance_ns; /* burst * period_ns / rate */
+	__u64 ban_ns;	    /* action ban: how long */
+	__u32 rate;
+	__u32 flags; /* enum bpfwall_limit_flag */
+	__u32 rule;  /* the rule's index, for the ban record */
+	__u32 pad;
+};
+
+/* Ports whose SYNs may be answered with cookies. */
+#define BPFWALL_MAX_SYN_PORTS 64
+
+/* Per-source buckets: one LRU table per generation. */
+#define BPFWALL_SOURCE_BUCKETS 65536
+
+/* A source address: IPv4, or the /64 of an IPv6 one (the rest zero). */
+struct bpfwall_source {
+	__u8 addr[16];
+	__u8 is_ipv6;
+	__u8 pad[3];
+};
+
+struct bpfwall_bucket_key {
+	struct bpfwall_source src;
+	__u32 param; /* index into rule_params */
+};
+
+/* Bans: a scope-level LRU table, checked before the rules, kept across
+ * applies. Times are CLOCK_MONOTONIC (bpf_ktime_get_ns). */
+#define BPFWALL_MAX_BANS 65536
+
+enum bpfwall_ban_reason {
+	BPFWALL_BAN_RULE = 0, /* an action ban rule: rule holds its name */
+	BPFWALL_BAN_SCAN = 1, /* touched more than scan_ports closed ports */
+	BPFWALL_BAN_MANUAL = 2,
+};
+
+struct bpfwall_ban {
+	__u64 since_ns;
+	__u64 expires_ns;
+	__u32 reason; /* enum bpfwall_ban_reason */
+	__u32 generation;
+	__u32 rule; /* the banning rule's index in that generation */
+	__u32 pad;
+};
+
+/* Port-scan tracking: per source, the closed ports it touched in the
+ * current window, as a 256-bit filter (distinct ports, approximately). */
+#define BPFWALL_SCAN_SOURCES 65536
+
+struct bpfwall_scan_state {
+	__u64 window_start_ns;
+	__u64 seen[4];
+	__u32 ports; /* distinct closed ports in this window */
+	__u32 pad;
+};
+
+/* Test hook: a non-zero value of the clock map replaces bpf_ktime_get_ns()
+ * for limits, bans and scans, so tests can move time. */
 
 /* Per-generation constants, in .rodata so the verifier prunes unused
  * fields and knows every loop bound. */
@@ -236,6 +326,19 @@ struct bpfwall_config {
 	__u32 n_dst_sets;
 	__u32 log_enabled; /* some rule logs */
 	__u32 generation;
+	__u32 n_params;	    /* rule_params in use: the bound of the limit loop */
+	__u32 bans_enabled; /* some rule bans, or scans are watched: check the ban table */
+	/* Port-scan defence (ingress): scan_ports > 0 turns it on. */
+	__u32 scan_ports;
+	__u32 pad0;
+	__u64 scan_window_ns;
+	__u64 scan_ban_ns;
+	/* SYN cookies (ingress): SYNs to a listed port beyond this rate are
+	 * answered from XDP. syn_rate 0: off. */
+	__u64 syn_period_ns;
+	__u64 syn_tolerance_ns;
+	__u32 syn_rate;
+	__u32 n_syn_ports;
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };
@@ -270,6 +373,9 @@ struct bpfwall_counter {
  * decision back into the metadata, which the test run returns.
  */
 #define BPFWALL_EXPLAIN_MAGIC 0x6277666cu
+/* Tests: a frame marked so is traffic (counted, changes state) and still
+ * reports its decision. */
+#define BPFWALL_TRACE_MAGIC 0x62776674u
 
 struct bpfwall_explain {
 	__u32 magic;

@@ -9,6 +9,7 @@ respect the rule language's constraints (ports need a port protocol, ...).
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 from hypothesis import strategies as st
 from scapy.all import (
@@ -33,7 +34,7 @@ from scapy.all import (
 )
 
 from bpfwall.cidrset import CidrSet, from_network
-from bpfwall.ruleset import IcmpMatch, Rule, Ruleset
+from bpfwall.ruleset import IcmpMatch, Limit, Rule, Ruleset
 
 NETS4 = ["10.200.0.0/16", "10.200.1.0/24", "10.200.1.128/25", "10.200.1.5/32", "0.0.0.0/0",
          "192.0.2.0/24", "10.0.0.0/8"]
@@ -227,3 +228,61 @@ def flow_steps(draw) -> tuple[str, bytes]:
         else:
             ip.nh = 47
     return direction, bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / ip / upper)
+
+
+@st.composite
+def limits(draw) -> Limit:
+    """A limit small enough that a short sequence of packets runs over it."""
+    by_bytes = draw(st.integers(0, 3)) == 0
+    if by_bytes:
+        count = draw(st.sampled_from([60, 200, 1000]))
+        burst = draw(st.sampled_from([60, 150, 400]))
+    else:
+        count = draw(st.sampled_from([1, 2, 3, 7]))
+        burst = draw(st.integers(1, 3))
+    return Limit(count=count, period=draw(st.sampled_from([1, 60])), burst=burst,
+                 per_source=draw(st.booleans()), bytes=by_bytes, over=draw(st.booleans()))
+
+
+@st.composite
+def guarded_rulesets(draw, max_rules: int = 6) -> Ruleset:
+    """rulesets() whose ingress rules now and then have limits and bans, maybe with the
+    port-scan watch on."""
+    rs = draw(rulesets(max_rules))
+    out = []
+    for r in rs.rules:
+        kw = {}
+        if draw(st.integers(0, 1)) == 0:
+            kw["limit"] = draw(limits())
+        if r.direction == "ingress" and draw(st.integers(0, 3)) == 0:
+            kw["action"], kw["ban_for"] = "ban", draw(st.sampled_from([1, 3, 30]))
+        out.append(replace(r, **kw))
+    rs.rules = out
+    if draw(st.booleans()):
+        rs.conntrack["port_scan"] = {"ports": draw(st.integers(1, 3)), "window": draw(st.sampled_from([1, 5])),
+                                     "ban_for": draw(st.sampled_from([1, 5]))}
+    return rs
+
+
+# Steps of the clock between packets: none, a little, a bucket's worth, a ban's worth.
+CLOCK_STEPS = [0, 0, 0, 1_000_000, 150_000_000, 500_000_000, 1_000_000_000, 4_000_000_000, 61_000_000_000]
+
+
+@st.composite
+def guard_steps(draw) -> tuple[int, bytes]:
+    """(nanoseconds to move the clock, an ingress frame): sources and ports from small
+    universes so buckets, bans and scans come into play."""
+    fam = draw(st.sampled_from([4, 6]))
+    src = draw(st.sampled_from(ADDRS4[:3] if fam == 4 else ADDRS6[:2] + ["fd42:200::9"]))
+    ip = IP(src=src, dst=HOSTS[4]) if fam == 4 else IPv6(src=src, dst=HOSTS[6])
+    kind = draw(st.sampled_from(["syn", "syn", "udp", "ack", "echo"]))
+    port = draw(st.sampled_from(PORTS))
+    if kind in ("syn", "ack"):
+        upper = TCP(sport=40000, dport=port, flags="S" if kind == "syn" else "A")
+    elif kind == "udp":
+        upper = UDP(sport=40000, dport=port)
+    else:
+        upper = ICMP(type=8) if fam == 4 else ICMPv6EchoRequest()
+    pad = Raw(b"p" * draw(st.sampled_from([0, 0, 60, 400])))
+    frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / ip / upper / pad)
+    return draw(st.sampled_from(CLOCK_STEPS)), frame

@@ -36,6 +36,9 @@ class Compiled:
     direction: str = "ingress"
     ct_max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
 
+    params: list[shared.RuleParam] = field(default_factory=list)  # rule_params, in order
+    syn_ports: list[int] = field(default_factory=list)
+
     def log_states(self) -> list[shared.LogState]:
         """Per rule, its log limit as log_packet() reads it: a burst of a second's worth
         (at least one record), then the rate. GCRA admits a record while tat - now is at
@@ -151,6 +154,12 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
 
     n_words = max(1, (n + 63) // 64)
     n_summary = (n_words + 63) // 64
+    actions = [shared.ACTIONS[r.action] for r in rules]
+    params = []
+    for i, r in enumerate(rules):
+        if r.limit or r.action == "ban":
+            params.append(rule_param(r, i))
+            actions[i] |= len(params) << shared.PARAM_SHIFT
     cfg = shared.Config(
         fields=sum(1 << f for f in used),
         n_rules=n,
@@ -164,7 +173,13 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         n_src_sets=len(set_refs["src"]),
         n_dst_sets=len(set_refs["dst"]),
         log_enabled=any(r.log for r in rules),
+        n_params=len(params),
+        bans_enabled=direction == "ingress" and ruleset.bans_enabled(),
     )
+    syn_ports: list[int] = []
+    if direction == "ingress":
+        _guard_config(cfg, ruleset.conntrack)
+        syn_ports = list(ruleset.conntrack.get("syn_cookies", {}).get("ports", []))
     for key in ("src", "dst"):
         for j, (slot, cid) in enumerate(set_refs[key]):
             getattr(cfg, f"{key}_sets")[j] = shared.SetRef(slot, cid)
@@ -180,12 +195,44 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
     return Compiled(
         rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
         dir_l1=dir_l1, dir_chunks=dir_chunks,
-        iface_classes=iface_classes, actions=[shared.ACTIONS[r.action] for r in rules],
+        iface_classes=iface_classes, actions=actions, params=params, syn_ports=syn_ports,
         n_words=n_words, n_summary=n_summary, fields_used=used, direction=direction,
         # An LRU table is allocated whole: keep the unused one tiny.
         ct_max_entries=(ruleset.conntrack.get("max_entries", shared.CT_MAX_ENTRIES_DEFAULT)
                         if ruleset.uses_ct() else 64),
     )
+
+
+NS = 1_000_000_000
+
+
+def rule_param(rule: Rule, index: int) -> shared.RuleParam:
+    """A rule's rule_params entry: limit_passes() charges each packet (or byte)
+    period_ns / rate and admits it while the bucket runs at most tolerance_ns ahead."""
+    p = shared.RuleParam(rule=index, ban_ns=(rule.ban_for or 0) * NS)
+    if rule.limit:
+        lim = rule.limit
+        p.period_ns = lim.period * NS
+        p.rate = lim.count
+        p.tolerance_ns = lim.burst * p.period_ns // lim.count
+        p.flags = (shared.LIMIT_ON | (shared.LIMIT_PER_SOURCE if lim.per_source else 0)
+                   | (shared.LIMIT_BYTES if lim.bytes else 0) | (shared.LIMIT_OVER if lim.over else 0))
+    return p
+
+
+def _guard_config(cfg: shared.Config, conntrack: dict) -> None:
+    """The ingress program's SYN-cookie and port-scan constants."""
+    syn = conntrack.get("syn_cookies")
+    if syn:
+        cfg.syn_rate = syn["count"]
+        cfg.syn_period_ns = syn["period"] * NS
+        cfg.syn_tolerance_ns = syn["burst"] * cfg.syn_period_ns // syn["count"]
+        cfg.n_syn_ports = len(syn["ports"])
+    scan = conntrack.get("port_scan")
+    if scan:
+        cfg.scan_ports = scan["ports"]
+        cfg.scan_window_ns = scan["window"] * NS
+        cfg.scan_ban_ns = scan["ban_for"] * NS
 
 
 def _merge(intervals) -> list[tuple[int, int]]:

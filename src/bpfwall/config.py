@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import cidrset, names, shared, yamlsrc
 from .cidrset import CidrSet
 from .errors import InputError
-from .ruleset import IcmpMatch, Network, PortRange, Rule, Ruleset
+from .ruleset import IcmpMatch, Limit, Network, PortRange, Rule, Ruleset
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 IFACE_NAME = re.compile(r"^[^/\s:]{1,15}$")
@@ -40,9 +40,31 @@ class PolicyModel(_Strict):
     egress: Literal["accept", "drop"] = "accept"
 
 
+class SynCookiesModel(_Strict):
+    ports: list[Any]
+    rate: Any = "1000/second"
+    burst: int | None = None
+
+
+class PortScanModel(_Strict):
+    ports: int = 20
+    window: Any = "10s"
+    ban_for: Any = "10m"
+
+
 class ConntrackModel(_Strict):
     max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
     timeouts: dict[str, Any] = {}
+    syn_cookies: SynCookiesModel | None = None
+    port_scan: PortScanModel | None = None
+
+
+class LimitModel(_Strict):
+    rate: Any
+    burst: int | None = None
+    per: Literal["source"] | None = None
+    bytes: bool = False
+    over: bool = False
 
 
 class RuleModel(_Strict):
@@ -74,12 +96,8 @@ class FileModel(_Strict):
     conntrack: ConntrackModel | None = None
 
 
-# Keys of the rule language that later work brings to the data plane.
-NOT_YET = {
-    "limit": "rate limits (limit) are not implemented yet",
-    "ban_for": "bans (ban_for) are not implemented yet",
-}
-
+LIMIT_BURST_DEFAULT = 5  # packets, as nftables' limit
+BAN_FOR_DEFAULT = 600  # seconds, as fail2ban's bantime
 
 class _Problems:
     """Collects problems as FILE:LINE lines, resolving a key path to its line."""
@@ -179,6 +197,11 @@ class _Normaliser:
             seen.setdefault(rm.name, i)
             if rule is not None:
                 rules.append(rule)
+        for direction in ("ingress", "egress"):
+            guarded = [r for r in rules if r.direction == direction and (r.limit or r.action == "ban")]
+            if len(guarded) > shared.MAX_PARAMS:
+                self.p.add(("rules",), f"{len(guarded)} {direction} rules have a limit or ban: at most "
+                           f"{shared.MAX_PARAMS}")
         policy = (m.policy or PolicyModel()).model_dump()
         for direction in ("ingress", "egress"):
             if policy[direction] == "drop":
@@ -217,7 +240,44 @@ class _Normaliser:
                 self.p.add(where, err)
             else:
                 timeouts[key] = secs
-        return {"max_entries": c.max_entries, "timeouts": timeouts}
+        out: dict[str, Any] = {"max_entries": c.max_entries, "timeouts": timeouts}
+        if c.syn_cookies is not None:
+            out["syn_cookies"] = self._syn_cookies(c.syn_cookies, path + ("syn_cookies",))
+        if c.port_scan is not None:
+            out["port_scan"] = self._port_scan(c.port_scan, path + ("port_scan",))
+        return out
+
+    def _syn_cookies(self, sc: SynCookiesModel, path: yamlsrc.Path) -> dict[str, Any]:
+        ports: set[int] = set()
+        for i, value in enumerate(sc.ports):
+            rng, err = parse_port_range(value)
+            if err or rng is None:
+                self.p.add(path + ("ports", i), err or "not a port")
+                continue
+            ports.update(range(rng[0], rng[1] + 1))
+        if not ports:
+            self.p.add(path + ("ports",), "name at least one TCP port")
+        if len(ports) > shared.MAX_SYN_PORTS:
+            self.p.add(path + ("ports",), f"{len(ports)} ports: at most {shared.MAX_SYN_PORTS}")
+        count, period, err = parse_limit_rate(sc.rate)
+        if err:
+            self.p.add(path + ("rate",), err)
+            count, period = 1, 1
+        burst = sc.burst if sc.burst is not None else count
+        if not 1 <= burst < 1 << 32:
+            self.p.add(path + ("burst",), f"burst {burst} is out of range (1-4294967295)")
+        return {"ports": sorted(ports), "count": count, "period": period, "burst": burst}
+
+    def _port_scan(self, ps: PortScanModel, path: yamlsrc.Path) -> dict[str, Any]:
+        if not 1 <= ps.ports <= 200:
+            self.p.add(path + ("ports",), f"{ps.ports} is out of range (1-200 distinct ports)")
+        window, err = parse_duration(ps.window)
+        if err:
+            self.p.add(path + ("window",), err)
+        ban_for, err2 = parse_duration(ps.ban_for)
+        if err2:
+            self.p.add(path + ("ban_for",), err2)
+        return {"ports": ps.ports, "window": window or 1, "ban_for": ban_for or 1}
 
     # --- sets ----------------------------------------------------------------------------
 
@@ -269,11 +329,8 @@ class _Normaliser:
         if not RULE_NAME.match(rm.name):
             self.p.add(path + ("name",), f"'{rm.name}' is not a valid rule name "
                        "(1-32 of A-Z a-z 0-9 _ . -)")
-        for key, why in NOT_YET.items():
-            if getattr(rm, key) is not None:
-                self.p.add(path + (key,), why)
-        if rm.action == "ban":
-            self.p.add(path + ("action",), "action ban is not implemented yet")
+        limit = self._limit(rm.limit, path + ("limit",))
+        ban_for = self._ban_for(rm, path)
 
         interfaces = None
         if rm.interfaces is not None:
@@ -307,7 +364,45 @@ class _Normaliser:
             interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
             src_sets=src_sets, dst_sets=dst_sets,
             sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets), log=log,
+            limit=limit, ban_for=ban_for,
         )
+
+    def _limit(self, value: Any, path: yamlsrc.Path) -> Limit | None:
+        """`limit: 10/second`, or a mapping {rate, burst, per: source, bytes, over}."""
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            value = {"rate": value}
+        try:
+            lm = LimitModel.model_validate(value)
+        except ValidationError as exc:
+            for err in exc.errors():
+                self.p.add(path + tuple(err["loc"]), _pydantic_message(err))
+            return None
+        count, period, err = parse_limit_rate(lm.rate)
+        if err:
+            self.p.add(path + ("rate",) if isinstance(value, dict) else path, err)
+            return None
+        burst = lm.burst if lm.burst is not None else (count if lm.bytes else LIMIT_BURST_DEFAULT)
+        if not 1 <= burst < 1 << 32:
+            self.p.add(path + ("burst",), f"burst {burst} is out of range (1-4294967295)")
+            return None
+        return Limit(count=count, period=period, burst=burst, per_source=lm.per == "source",
+                     bytes=lm.bytes, over=lm.over)
+
+    def _ban_for(self, rm: RuleModel, path: yamlsrc.Path) -> int | None:
+        if rm.action != "ban":
+            if rm.ban_for is not None:
+                self.p.add(path + ("ban_for",), "ban_for needs action: ban")
+            return None
+        if rm.direction == "egress":
+            self.p.add(path + ("action",), "action ban needs an ingress rule: it bans the packet's source")
+        if rm.ban_for is None:
+            return BAN_FOR_DEFAULT
+        secs, err = parse_duration(rm.ban_for)
+        if err:
+            self.p.add(path + ("ban_for",), err)
+        return secs
 
     def _log(self, value: Any, path: yamlsrc.Path) -> float | None:
         """Records a second: `log: true` is the default limit, `log: 5/second` or `30/minute` a limit."""
@@ -530,6 +625,14 @@ def parse_rate(value: Any) -> tuple[float | None, str | None]:
     if rate > 1_000_000:
         return None, f"{value!r} is more than 1000000/second"
     return rate, None
+
+
+def parse_limit_rate(value: Any) -> tuple[int, int, str | None]:
+    """(count, period in seconds) from '10/second', '100/minute', '5/hour'."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(second|minute|hour)\s*", value) if isinstance(value, str) else None
+    if not m or not 1 <= int(m.group(1)) < 1 << 32:
+        return 0, 0, f"{value!r} is not a rate such as 10/second or 100/minute"
+    return int(m.group(1)), RATE_UNITS[m.group(2)], None
 
 
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -29,7 +29,7 @@ from . import counters, libbpf, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .errors import InputError, RuntimeFailure
-from .generation import CT_MAPS, LOG_MAPS, SET_MAPS, Generation
+from .generation import CT_MAPS, SCOPE_MAPS, SET_MAPS, Generation
 from .ruleset import Ruleset
 from .setmaps import Fix, SetTables
 
@@ -307,7 +307,7 @@ class Scope:
             try:
                 for compiled in tables.values():
                     compiled.config.generation = new_n  # log records name their generation
-                log_fds = self._open_pinned(LOG_MAPS)
+                log_fds = self._open_pinned(SCOPE_MAPS)
                 gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds,
                                                   counter_blocks=by_ifindex)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
@@ -317,9 +317,12 @@ class Scope:
                     ct_fds = self.open_ct_maps()
                 if log_fds is None:  # the first generation of this scope: its ring is the scope's
                     os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
-                    for name in LOG_MAPS:
-                        libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
-                    log_fds = self._open_pinned(LOG_MAPS)
+                    for name in SCOPE_MAPS:
+                        path = os.path.join(self.pin_dir, name)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)  # a scope pinned by an older version lacks some
+                        libbpf.obj_pin(gens["ingress"].map_fds[name], path)
+                    log_fds = self._open_pinned(SCOPE_MAPS)
                 set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
                     gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds, log_fds,

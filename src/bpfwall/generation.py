@@ -22,8 +22,9 @@ PINNED_MAPS = ("counters", "log_state", "log_lost", "drop_stats_on", "drop_ports
 CT_MAPS = ("conntrack", "ct_stats")
 # Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
 SET_MAPS = ("set4", "set6", "set_version")
-# The scope's packet log: one ring for every generation, so a reader follows applies.
-LOG_MAPS = ("log_ring",)
+# Maps of the scope that every generation shares, so readers and bans outlive applies:
+# the packet log ring, the ban table, the port-scan watch, and the test clock.
+SCOPE_MAPS = ("log_ring", "bans", "scan_sources", "test_clock")
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
 
@@ -92,7 +93,8 @@ class Generation:
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
                          "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_on",
-                         "drop_ports", "drop_sources", *CT_MAPS, *SET_MAPS, *LOG_MAPS):
+                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
+                         *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             for ifindex, block in (counter_blocks or {}).items():
@@ -134,6 +136,11 @@ class Generation:
             for i, st in enumerate(c.log_states()):
                 if st.interval_ns:
                     libbpf.map_update(self.map_fds["log_state"], c_uint32(i), st)
+
+        for i, prm in enumerate(c.params):
+            libbpf.map_update(self.map_fds["rule_params"], c_uint32(i), prm)
+        for port in c.syn_ports:
+            libbpf.map_update(self.map_fds["syn_ports"], c_uint32(port), ctypes.c_uint64(0))
 
         n = len(c.actions)
         if n:
@@ -202,6 +209,10 @@ class Generation:
         flat = list(zip(packets, nbytes, strict=True)) + [(0, 0)] * (shared.N_COUNTERS * blocks - got)
         return [flat[b * shared.N_COUNTERS : (b + 1) * shared.N_COUNTERS] for b in range(blocks)]
 
+    def set_clock(self, now_ns: int) -> None:
+        """Test hook: limits, bans and scans read now_ns as the time (0: the real clock)."""
+        libbpf.map_update(self.map_fds["test_clock"], c_uint32(0), ctypes.c_uint64(now_ns))
+
     def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
         """Runs packet as traffic (it is counted): (verdict, frame out, mean ns per run).
 
@@ -214,13 +225,15 @@ class Generation:
         verdict, _, out, ns = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
         return verdict, out, ns
 
-    def judge(self, packet: bytes, ifindex: int = 0) -> tuple[int, shared.Explain, bytes]:
-        """Runs packet marked for explanation (not counted).
+    def judge(self, packet: bytes, ifindex: int = 0, traffic: bool = False) -> tuple[int, shared.Explain, bytes]:
+        """Runs packet marked for explanation: not counted, and it changes no state,
+        unless traffic is set (then it is traffic that still reports its decision).
 
         Returns (XDP verdict, what decided it, frame out). ifindex 0 means the
         loopback device of the current network namespace.
         """
-        mark = shared.Explain(magic=shared.EXPLAIN_MAGIC, rule=shared.NO_RULE)
+        magic = shared.TRACE_MAGIC if traffic else shared.EXPLAIN_MAGIC
+        mark = shared.Explain(magic=magic, rule=shared.NO_RULE)
         verdict, meta, out, _ = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, 1, bytes(mark))
         if len(meta) != sizeof(shared.Explain):
             raise RuntimeFailure("the kernel returned no XDP metadata from the test run")

@@ -19,7 +19,6 @@ from typing import Any
 from . import libbpf, names, shared
 from .dataplane import Scope, State
 from .errors import RuntimeFailure
-from .generation import LOG_MAPS
 
 ACTIONS = {v: k for k, v in shared.ACTIONS.items()}
 TCP_FLAG_NAMES = [(bit, name) for name, bit in sorted(names.TCP_FLAGS.items(), key=lambda kv: kv[1])]
@@ -117,7 +116,7 @@ class Journal:
 def read(scope: Scope, follow: bool, emit: Callable[[dict[str, Any]], None],
          stop: Callable[[], bool] = lambda: False) -> int:
     """Emits every record in the ring; with follow, keeps waiting for more until stop()."""
-    path = os.path.join(scope.pin_dir, LOG_MAPS[0])
+    path = os.path.join(scope.pin_dir, "log_ring")
     try:
         fd = libbpf.obj_get(path)
     except libbpf.BpfError:

@@ -25,6 +25,7 @@ DROP, PASS, TX = 1, 2, 3
 # tcx verdicts of the egress program
 TCX_NEXT, TCX_DROP = -1, 2
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
+UDP = 17
 
 
 @dataclass
@@ -263,24 +264,112 @@ def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 
     return True
 
 
+NS = 1_000_000_000
+
+
+def source_key(pkt: Packet) -> tuple[bool, bytes]:
+    """What a ban or a per-source bucket applies to: an IPv4 address, an IPv6 /64."""
+    return (pkt.is_ipv6, pkt.saddr_bytes[:8] if pkt.is_ipv6 else pkt.saddr_bytes)
+
+
+def is_pure_syn(pkt: Packet) -> bool:
+    return pkt.has_l4 and pkt.proto == names.TCP and pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN
+
+
+def is_pure_ack(pkt: Packet) -> bool:
+    return pkt.has_l4 and pkt.proto == names.TCP and pkt.tcp_flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+
+
+def gcra(tat: int, now: int, cost: int, tolerance: int) -> int | None:
+    """The bucket's next tat if a packet costing cost conforms, else None (ratelimit.h)."""
+    nxt = max(tat, now) + cost
+    return None if nxt - now > tolerance else nxt
+
+
+class Guard:
+    """The state of limits, bans, the port-scan watch and SYN-cookie rates, as ratelimit.h
+    and syncookie.h keep it; now is the time in nanoseconds (the data plane's test clock)."""
+
+    def __init__(self) -> None:
+        self.tat: dict[tuple, int] = {}  # (rule index[, source]) -> tat
+        self.bans: dict[tuple[bool, bytes], int] = {}  # source -> expiry
+        self.scans: dict[tuple[bool, bytes], list] = {}  # source -> [window start, seen bits, ports]
+        self.syn_tat: dict[int, int] = {}
+
+    def banned(self, pkt: Packet, now: int) -> bool:
+        key = source_key(pkt)
+        if key not in self.bans:
+            return False
+        if self.bans[key] > now:
+            return True
+        del self.bans[key]
+        return False
+
+    def passes(self, rule: Rule, index: int, pkt: Packet, now: int, learn: bool) -> bool:
+        lim = rule.limit
+        if lim is None:
+            return True
+        cost = (pkt.frame_len if lim.bytes else 1) * lim.period * NS // lim.count
+        tolerance = lim.burst * lim.period * NS // lim.count
+        key = (index, source_key(pkt)) if lim.per_source else (index,)
+        nxt = gcra(self.tat.get(key, 0), now, cost, tolerance)
+        if nxt is not None and learn:
+            self.tat[key] = nxt
+        ok = nxt is not None
+        return not ok if lim.over else ok
+
+    def ban(self, pkt: Packet, now: int, secs: int) -> None:
+        self.bans[source_key(pkt)] = now + secs * NS
+
+    def scan_note(self, pkt: Packet, now: int, scan: dict) -> bool:
+        """A refused probe of a port; True when it gets the source banned."""
+        key = source_key(pkt)
+        st = self.scans.setdefault(key, [now, 0, 0])
+        if now - st[0] > scan["window"] * NS:
+            self.scans[key] = st = [now, 0, 0]
+        bit = ((pkt.dport * 40503) & 0xFFFFFFFF) >> 8 & 255
+        if st[1] >> bit & 1:
+            return False
+        st[1] |= 1 << bit
+        st[2] += 1
+        if st[2] <= scan["ports"]:
+            return False
+        del self.scans[key]
+        self.ban(pkt, now, scan["ban_for"])
+        return True
+
+    def syn_flooded(self, pkt: Packet, now: int, syn: dict) -> bool:
+        if pkt.dport not in syn["ports"]:
+            return False
+        cost = syn["period"] * NS // syn["count"]
+        nxt = gcra(self.syn_tat.get(pkt.dport, 0), now, cost, syn["burst"] * syn["period"] * NS // syn["count"])
+        if nxt is None:
+            return True
+        self.syn_tat[pkt.dport] = nxt
+        return False
+
+
 @dataclass
 class Decision:
-    kind: str  # rule | policy | malformed | not_ip
+    kind: str  # rule | policy | banned | malformed | not_ip
     rule: int | None  # index into the direction's rules
-    action: str  # accept | drop | reject
+    action: str  # accept | drop | reject | ban
     verdict: int  # ingress: XDP_DROP, XDP_PASS or XDP_TX; egress: TCX_NEXT or TCX_DROP
     reason: str = ""
     ct_state: int | None = None
 
 
 def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction: str = "ingress",
-           ct: Conntrack | None = None, now: int = 0, learn: bool = True) -> Decision:
+           ct: Conntrack | None = None, now: int = 0, learn: bool = True, guard: Guard | None = None,
+           clock: int | None = None) -> Decision:
     """What bpfwall_ingress (or bpfwall_egress) does with this frame on ifname.
 
     With ct (and a rule set that uses ct), the packet's connection state is
     found first and an accepted packet updates the table, as in conntrack.h
     (unless learn is False: a frame `explain` sends changes nothing); now is
-    the time in nanoseconds.
+    the time in nanoseconds. With guard, limits, bans, the port-scan watch and
+    SYN cookies keep their state there, on the clock `clock` (default now);
+    without it every limit is taken as passed and nothing is banned.
     """
     egress = direction == "egress"
     try:
@@ -289,16 +378,34 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
         return Decision("not_ip", None, "accept", TCX_NEXT if egress else PASS, str(exc))
     except Malformed as exc:
         return Decision("malformed", None, "drop", TCX_DROP if egress else DROP, str(exc))
+    t = now if clock is None else clock
+    cookies = ruleset.conntrack.get("syn_cookies") if not egress else None
+    if guard is not None and not egress and ruleset.bans_enabled() and guard.banned(pkt, t):
+        return Decision("banned", None, "drop", DROP, "the source is banned")
     tracking = ct is not None and ruleset.uses_ct()
     lookup = ct.state_of(pkt, now) if tracking else None
+    if lookup and lookup.state == shared.CT_INVALID and cookies and is_pure_ack(pkt) \
+            and pkt.dport in cookies["ports"]:
+        lookup.state = shared.CT_NEW  # the handshake's end after a cookie: the kernel checks it
     state = lookup.state if lookup else 0
     for i, rule in enumerate(ruleset.direction(direction)):
-        if matches(rule, pkt, ifname, state, ruleset.cidr_sets):
+        if matches(rule, pkt, ifname, state, ruleset.cidr_sets) and (
+                guard is None or guard.passes(rule, i, pkt, t, learn)):
             d = Decision("rule", i, rule.action, _verdict(rule.action, pkt, egress), rule.name, state)
             break
     else:
         action = ruleset.policy[direction]
         d = Decision("policy", None, action, _verdict(action, pkt, egress), "no rule matched", state)
+    if guard is not None and learn and not egress:
+        scan = ruleset.conntrack.get("port_scan")
+        if d.action == "ban":
+            guard.ban(pkt, t, ruleset.direction(direction)[d.rule].ban_for or 0)
+        elif scan and d.action != "accept" and pkt.has_l4 and (pkt.proto == UDP or is_pure_syn(pkt)):
+            guard.scan_note(pkt, t, scan)
+        if cookies and d.action == "accept" and is_pure_syn(pkt) and guard.syn_flooded(pkt, t, cookies):
+            d.verdict = TX
+            d.reason += " (answered with a SYN cookie)"
+            return d  # no connection state for a SYN answered here
     if tracking and learn and d.action == "accept":
         ct.accepted(pkt, lookup, now)
     return d
@@ -309,7 +416,7 @@ def _verdict(action: str, pkt: Packet, egress: bool = False) -> int:
         return TCX_NEXT if action == "accept" else TCX_DROP
     if action == "accept":
         return PASS
-    if action == "drop":
+    if action in ("drop", "ban"):
         return DROP
     return TX if reject_answers(pkt) else DROP
 
@@ -421,8 +528,10 @@ class Conntrack:
             return
         e = lk.entry
         if e is None:
-            e = CtEntry(created=now, last_seen=now, orig_lo=lk.from_lo,
-                        tcp_state=shared.TCP_SYN_SENT if pkt.proto == names.TCP else shared.TCP_OTHER)
+            tcp_state = shared.TCP_OTHER
+            if pkt.proto == names.TCP:  # a flow whose SYN got a cookie begins with its ACK
+                tcp_state = shared.TCP_SYN_SENT if pkt.tcp_flags & TCP_SYN else shared.TCP_ESTABLISHED
+            e = CtEntry(created=now, last_seen=now, orig_lo=lk.from_lo, tcp_state=tcp_state)
             e.packets[0], e.nbytes[0] = 1, pkt.frame_len
             self.table[lk.key] = e
             self.created += not lk.stale

@@ -26,9 +26,28 @@ class IcmpMatch:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A rate limit: count packets (or bytes) per period seconds, burst of them at once."""
+
+    count: int
+    period: int  # seconds: 1, 60, 3600
+    burst: int
+    per_source: bool = False
+    bytes: bool = False
+    over: bool = False
+
+    def describe(self) -> str:
+        unit = {1: "second", 60: "minute", 3600: "hour"}[self.period]
+        text = f"{self.count}{' bytes' if self.bytes else ''}/{unit} burst {self.burst}"
+        if self.per_source:
+            text += " per source"
+        return ("over " if self.over else "") + text
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
-    action: str  # accept | drop | reject
+    action: str  # accept | drop | reject | ban
     direction: str = "ingress"
     line: int = 0
     interfaces: tuple[str, ...] | None = None
@@ -47,6 +66,8 @@ class Rule:
     ct: frozenset[int] | None = None  # shared.CT_* states
     sets: tuple[str, ...] = ()  # the named sets it references, for display
     log: float | None = None  # log records a second (the rule's limit), or None
+    limit: Limit | None = None
+    ban_for: int | None = None  # seconds, with action ban
     implicit: bool = False  # added by bpfwall, not written by the user
 
     def proto_slots(self) -> set[tuple[int, int]] | None:
@@ -78,6 +99,14 @@ class Ruleset:
 
     def direction(self, direction: str) -> list[Rule]:
         return [r for r in self.rules if r.direction == direction]
+
+    def guarded(self, direction: str) -> list[int]:
+        """Indexes (within the direction) of the rules with a limit or a ban: their
+        rule_params entries, in this order."""
+        return [i for i, r in enumerate(self.direction(direction)) if r.limit or r.action == "ban"]
+
+    def bans_enabled(self) -> bool:
+        return any(r.action == "ban" for r in self.rules) or "port_scan" in self.conntrack
 
     def uses_ct(self) -> bool:
         return any(r.ct is not None for r in self.rules)
@@ -128,6 +157,8 @@ class Ruleset:
                 d["tcp_flags"] = tuple(d["tcp_flags"])
             if d["icmp"] is not None:
                 d["icmp"] = tuple(IcmpMatch(**m) for m in d["icmp"])
+            if d.get("limit") is not None:
+                d["limit"] = Limit(**d["limit"])
             rules.append(Rule(**d))
         return cls(
             rules=rules,

@@ -43,8 +43,11 @@ CTF_ORIG_LO, CTF_SEEN_REPLY, CTF_FIN_ORIG, CTF_FIN_REPLY = 1, 2, 4, 8
 CTS_CREATED, CTS_INVALID, CTS_N = 0, 1, 2
 DIRECTIONS = {"ingress": 0, "egress": 1}
 
-ACT_ACCEPT, ACT_DROP, ACT_REJECT = 0, 1, 2
-ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT}
+ACT_ACCEPT, ACT_DROP, ACT_REJECT, ACT_BAN = 0, 1, 2, 3
+ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT, "ban": ACT_BAN}
+ACTION_MASK = 0xFF
+PARAM_SHIFT = 8  # rule_action: action | (1 + index into rule_params) << PARAM_SHIFT
+MAX_PARAMS = 64
 
 CNT_POLICY_INGRESS = MAX_RULES
 CNT_POLICY_EGRESS = MAX_RULES + 1
@@ -52,9 +55,23 @@ CNT_MALFORMED = MAX_RULES + 2
 CNT_NOT_IP = MAX_RULES + 3
 CNT_REJECT_SENT = MAX_RULES + 4
 CNT_REJECT_FAILED = MAX_RULES + 5
-N_COUNTERS = MAX_RULES + 6
+CNT_BANNED = MAX_RULES + 6
+CNT_BANS_ADDED = MAX_RULES + 7
+CNT_SCAN_BANS = MAX_RULES + 8
+CNT_SYNCOOKIE_SENT = MAX_RULES + 9
+CNT_SYNCOOKIE_FAILED = MAX_RULES + 10
+N_COUNTERS = MAX_RULES + 11
 
-BY_RULE, BY_POLICY, BY_MALFORMED, BY_NOT_IP = range(4)
+BY_RULE, BY_POLICY, BY_MALFORMED, BY_NOT_IP, BY_BAN = range(5)
+BANNED_RULE = 0xFFFFFFFE
+
+LIMIT_ON, LIMIT_PER_SOURCE, LIMIT_BYTES, LIMIT_OVER = 1, 2, 4, 8
+MAX_SYN_PORTS = 64
+SOURCE_BUCKETS = 65536
+MAX_BANS = 65536
+SCAN_SOURCES = 65536
+BAN_RULE, BAN_SCAN, BAN_MANUAL = 0, 1, 2
+BAN_REASONS = {BAN_RULE: "rule", BAN_SCAN: "port-scan", BAN_MANUAL: "manual"}
 
 # XDP verdicts
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -130,6 +147,34 @@ class LogRecord(Structure):
     ]
 
 
+class RuleParam(Structure):
+    _fields_ = [
+        ("period_ns", c_uint64), ("tolerance_ns", c_uint64), ("ban_ns", c_uint64),
+        ("rate", c_uint32), ("flags", c_uint32), ("rule", c_uint32), ("pad", c_uint32),
+    ]
+
+
+class Source(Structure):
+    """A banned or rate-limited source: an IPv4 address or the /64 of an IPv6 one."""
+
+    _fields_ = [("addr", c_uint8 * 16), ("is_ipv6", c_uint8), ("pad", c_uint8 * 3)]
+
+
+class BucketKey(Structure):
+    _fields_ = [("src", Source), ("param", c_uint32)]
+
+
+class Ban(Structure):
+    _fields_ = [
+        ("since_ns", c_uint64), ("expires_ns", c_uint64), ("reason", c_uint32),
+        ("generation", c_uint32), ("rule", c_uint32), ("pad", c_uint32),
+    ]
+
+
+class ScanState(Structure):
+    _fields_ = [("window_start_ns", c_uint64), ("seen", c_uint64 * 4), ("ports", c_uint32), ("pad", c_uint32)]
+
+
 class Config(Structure):
     _fields_ = [
         ("fields", c_uint32),
@@ -148,6 +193,16 @@ class Config(Structure):
         ("n_dst_sets", c_uint32),
         ("log_enabled", c_uint32),
         ("generation", c_uint32),
+        ("n_params", c_uint32),
+        ("bans_enabled", c_uint32),
+        ("scan_ports", c_uint32),
+        ("pad0", c_uint32),
+        ("scan_window_ns", c_uint64),
+        ("scan_ban_ns", c_uint64),
+        ("syn_period_ns", c_uint64),
+        ("syn_tolerance_ns", c_uint64),
+        ("syn_rate", c_uint32),
+        ("n_syn_ports", c_uint32),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]
@@ -162,6 +217,7 @@ class Counter(Structure):
 
 
 EXPLAIN_MAGIC = 0x6277666C
+TRACE_MAGIC = 0x62776674
 
 
 class Explain(Structure):
@@ -211,4 +267,9 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_drop_source": DropSource,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
+    "bpfwall_rule_param": RuleParam,
+    "bpfwall_source": Source,
+    "bpfwall_bucket_key": BucketKey,
+    "bpfwall_ban": Ban,
+    "bpfwall_scan_state": ScanState,
 }

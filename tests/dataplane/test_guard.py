@@ -1,0 +1,177 @@
+"""Limits, bans and the port-scan watch: the kernel against the reference model on a
+clock the test moves, and the exact numbers of the token bucket.
+
+Frames run as traffic (they pay into buckets and can ban) yet report their decision
+(TRACE_MAGIC); the test clock makes every run reproducible.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw
+
+from bpfwall import reference, shared
+from bpfwall.conntrack import now_ns
+from bpfwall.ruleset import Ruleset
+from tests.dataplane.conftest import from_yaml, loaded
+from tests.strategies import guard_steps, guarded_rulesets
+
+KINDS = ["rule", "policy", "malformed", "not_ip", "banned"]
+T0 = 1_000_000_000_000  # the test clock's start: far from zero, which means "real time"
+SEC = 1_000_000_000
+
+
+def run(gen, frame: bytes) -> tuple[str, int | None, int]:
+    verdict, why, _ = gen.judge(frame, 0, traffic=True)
+    rule = why.rule if why.rule < shared.MAX_RULES else None
+    return KINDS[why.decision], rule, verdict
+
+
+@settings(max_examples=150, print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.data_too_large])
+@given(guarded_rulesets(), st.lists(guard_steps(), min_size=10, max_size=40))
+def test_limits_bans_and_scans_agree_with_reference(ruleset: Ruleset, steps: list[tuple[int, bytes]]):
+    guard = reference.Guard()
+    # The connection table keeps real (coarse) time; the guard the test's clock.
+    ct = reference.Conntrack(ruleset.conntrack.get("timeouts"))
+    now = T0
+    with loaded(ruleset, {"lo": 1}) as gen:
+        for i, (step, frame) in enumerate(steps):
+            now += step
+            gen.set_clock(now)
+            got = run(gen, frame)
+            want = reference.decide(ruleset, frame, "lo", ct=ct, now=now_ns(), guard=guard, clock=now)
+            assert got == (want.kind, want.rule, want.verdict), (i, frame.hex(), want.reason)
+
+
+def frame4(src: str = "10.200.1.5", dport: int = 80, size: int = 0, proto: str = "tcp") -> bytes:
+    upper = {"tcp": TCP(sport=40000, dport=dport, flags="S"), "udp": UDP(sport=40000, dport=dport),
+             "icmp": ICMP(type=8)}[proto]
+    return bytes(Ether() / IP(src=src, dst="10.200.0.1") / upper / Raw(b"x" * size))
+
+
+def admitted(gen, frames: list[bytes], rule: int = 0) -> int:
+    return sum(run(gen, f)[1] == rule for f in frames)
+
+
+RATE = """
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: ping, proto: icmp, action: accept, limit: {rate: 10/second, burst: 4}}
+"""
+
+
+def test_bucket_admits_burst_then_rate():
+    """Burst 4 at one instant; then 10/second: one packet each 100 ms, and a second's
+    wait refills the burst, not more. Over the limit the packet falls to the policy."""
+    with loaded(from_yaml(RATE)) as gen:
+        gen.set_clock(T0)
+        ping = frame4(proto="icmp")
+        assert admitted(gen, [ping] * 10) == 4
+        assert run(gen, ping) == ("policy", None, shared.XDP_DROP)
+        t = T0
+        for _ in range(20):  # 100 ms apart: exactly the rate, all pass
+            t += SEC // 10
+            gen.set_clock(t)
+            assert run(gen, ping)[1] == 0
+        gen.set_clock(t + 60 * SEC)  # a long pause: the burst again, no more
+        assert admitted(gen, [ping] * 10) == 4
+
+
+def test_per_source_buckets_are_independent():
+    text = """
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: web, proto: tcp, dport: 80, action: accept, limit: {rate: 1/minute, burst: 2, per: source}}
+"""
+    with loaded(from_yaml(text)) as gen:
+        gen.set_clock(T0)
+        a, b = frame4("10.200.1.5"), frame4("10.200.1.6")
+        assert admitted(gen, [a] * 5) == 2
+        assert admitted(gen, [b] * 5) == 2  # a's flood leaves b's bucket full
+        six1 = bytes(Ether() / reference_ipv6("fd42:200::1:5") / TCP(dport=80, flags="S"))
+        six2 = bytes(Ether() / reference_ipv6("fd42:200::2:5") / TCP(dport=80, flags="S"))
+        assert admitted(gen, [six1, six2] * 3) == 2  # one /64, one bucket
+
+
+def reference_ipv6(src: str):
+    from scapy.all import IPv6
+    return IPv6(src=src, dst="fd42:200::1")
+
+
+def test_byte_limit_counts_bytes():
+    text = """
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: udp, proto: udp, action: accept, limit: {rate: 1000/second, burst: 1000, bytes: true}}
+"""
+    with loaded(from_yaml(text)) as gen:
+        gen.set_clock(T0)
+        big = frame4(proto="udp", size=458)  # 500 bytes with its headers
+        assert len(big) == 500
+        assert admitted(gen, [big] * 5) == 2
+        gen.set_clock(T0 + SEC // 2)  # half a second: 500 bytes more
+        assert admitted(gen, [big] * 5) == 1
+
+
+BAN = """
+version: 1
+policy: {ingress: accept}
+rules:
+  - {name: ssh-flood, proto: tcp, dport: 22, tcp_flags: "syn,!ack",
+     limit: {rate: 3/second, burst: 3, per: source, over: true}, action: ban, ban_for: 10s}
+"""
+
+
+def test_over_limit_bans_the_source_until_it_expires():
+    with loaded(from_yaml(BAN)) as gen:
+        gen.set_clock(T0)
+        syn, other = frame4(dport=22), frame4(src="10.200.1.6", dport=22)
+        assert [run(gen, syn)[0] for _ in range(3)] == ["policy"] * 3  # within the rate
+        assert run(gen, syn) == ("rule", 0, shared.XDP_DROP)  # over: banned now
+        assert run(gen, frame4(dport=80)) == ("banned", None, shared.XDP_DROP)  # every port
+        assert run(gen, other)[0] == "policy"  # others are not
+        counts = gen.counters(blocks=1)
+        assert counts[shared.CNT_BANS_ADDED][0] == 1 and counts[shared.CNT_BANNED][0] == 1
+        gen.set_clock(T0 + 10 * SEC - 1)
+        assert run(gen, frame4(dport=80))[0] == "banned"
+        gen.set_clock(T0 + 10 * SEC + 1)
+        assert run(gen, frame4(dport=80))[0] == "policy"  # expired, and removed
+        assert run(gen, frame4(dport=80))[0] == "policy"
+
+
+def test_port_scan_is_banned():
+    text = """
+version: 1
+policy: {ingress: drop}
+conntrack: {port_scan: {ports: 5, window: 10s, ban_for: 1m}}
+rules:
+  - {name: web, proto: tcp, dport: 80, action: accept}
+"""
+    with loaded(from_yaml(text)) as gen:
+        gen.set_clock(T0)
+        for port in range(1000, 1005):  # five closed ports: at the threshold, not over
+            assert run(gen, frame4(dport=port))[0] == "policy"
+        assert run(gen, frame4(dport=80))[0] == "rule"  # open ports never count
+        assert run(gen, frame4(dport=1002))[0] == "policy"  # a port seen before: still five
+        assert run(gen, frame4(dport=1005))[0] == "policy"  # the sixth: banned
+        assert run(gen, frame4(dport=80))[0] == "banned"
+        assert gen.counters(blocks=1)[shared.CNT_SCAN_BANS][0] == 1
+        # a slow scan, one port a window, is never banned
+        for i, port in enumerate(range(2000, 2010)):
+            gen.set_clock(T0 + (61 + 11 * i) * SEC)
+            assert run(gen, frame4(src="10.200.1.7", dport=port))[0] == "policy"
+
+
+def test_explain_pays_nothing():
+    """A frame sent by explain sees the limit but takes no token and bans nobody."""
+    with loaded(from_yaml(RATE)) as gen:
+        gen.set_clock(T0)
+        ping = frame4(proto="icmp")
+        for _ in range(10):
+            assert gen.judge(ping)[1].rule == 0
+        assert admitted(gen, [ping] * 10) == 4
