@@ -87,7 +87,11 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	if (action == BPFWALL_ACT_ACCEPT)
 		return XDP_PASS;
 	if (action == BPFWALL_ACT_SYNCOOKIE) {
-		int verdict = syncookie_answer(ctx, pkt);
+		int verdict;
+
+		if (syn_tuple_taken(ctx, pkt))
+			return XDP_PASS;
+		verdict = syncookie_answer(ctx, pkt);
 
 		count(ctx->ingress_ifindex,
 		      verdict == XDP_TX ? BPFWALL_CNT_SYNCOOKIE_SENT : BPFWALL_CNT_SYNCOOKIE_FAILED,

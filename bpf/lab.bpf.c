@@ -7,17 +7,161 @@
  * - xdp_drop_all and tc_pass_all are the baselines benchmarks are ratios to;
  *   xdp_drop_count is xdp_drop_all that also counts, for the flood benchmark.
  * - xdp_flood is the traffic generator: run with BPF_PROG_TEST_RUN in live
- *   frames mode on a lab interface, it sends every frame out of it (XDP_TX).
+ *   frames mode on a lab interface, it sends every frame out of it (XDP_TX);
+ *   xdp_flood_spoof does too, from a random source in SPOOF_NET.
  */
 #include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/in.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+/*
+ * Spoofed sources: 10.200.16.0 to 10.200.255.255, inside the lab's range and
+ * clear of its real addresses (10.200.0.0/24). Their SYN-ACKs and errors come
+ * back to the client end, where xdp_pass_peer drops them as the Internet
+ * would lose them: the attacker never sees that backscatter.
+ */
+#define SPOOF_NET_HI  0x0ac8 /* 10.200 */
+#define SPOOF_MIN_3RD 16
 
 char LICENSE[] SEC("license") = "GPL";
+
+static __always_inline struct iphdr *ipv4_of(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = data + sizeof(*eth);
+
+	if ((void *)(ip + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5)
+		return 0;
+	return ip;
+}
+
+static __always_inline int spoofed(__be32 addr)
+{
+	__u32 a = bpf_ntohl(addr);
+
+	return a >> 16 == SPOOF_NET_HI && (a >> 8 & 0xff) >= SPOOF_MIN_3RD;
+}
 
 SEC("xdp")
 int xdp_pass_peer(struct xdp_md *ctx)
 {
+	struct iphdr *ip = ipv4_of(ctx);
+
+	if (ip && spoofed(ip->daddr))
+		return XDP_DROP; /* backscatter of a spoofed flood */
 	return XDP_PASS;
+}
+
+/* RFC 1624: a checksum after one 16-bit word of what it covers changed. */
+static __always_inline __u16 csum_replace(__u16 check, __u16 old, __u16 new)
+{
+	__u32 sum = (__u16)~check + (__u16)~old + new;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return ~sum;
+}
+
+/*
+ * The frame each run starts from. Live-frames mode recycles its pages with
+ * whatever the last program wrote into them, and a firewall answering with
+ * XDP_TX (a SYN cookie) rewrites them in place: so the generator restores
+ * the frame from the template the current batch uses before spoofing it.
+ */
+#define TEMPLATE_BYTES 124
+
+struct flood_template {
+	__u32 len;
+	__u8 data[TEMPLATE_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct flood_template);
+} flood_templates SEC(".maps");
+
+/* Index 0: the template of the current batch. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flood_current SEC(".maps");
+
+static __always_inline int restore_template(struct xdp_md *ctx)
+{
+	__u32 zero = 0, *cur = bpf_map_lookup_elem(&flood_current, &zero);
+	struct flood_template *t;
+	__u32 len, have;
+
+	if (!cur)
+		return 0;
+	t = bpf_map_lookup_elem(&flood_templates, cur);
+	if (!t || !t->len)
+		return 0; /* no template: spoof the frame as it is */
+	len = t->len;
+	if (len < 14 || len > TEMPLATE_BYTES)
+		return -1;
+	have = ctx->data_end - ctx->data;
+	if (have != len && bpf_xdp_adjust_tail(ctx, (int)len - (int)have))
+		return -1;
+	return bpf_xdp_store_bytes(ctx, 0, t->data, len);
+}
+
+SEC("xdp")
+int xdp_flood_spoof(struct xdp_md *ctx)
+{
+	void *data_end;
+	struct iphdr *ip;
+	__u32 r = bpf_get_prandom_u32();
+	__u16 old_addr, new_addr, old_port, new_port;
+	__u16 *l4_check = 0, *l4_sport = 0;
+
+	if (restore_template(ctx))
+		return XDP_ABORTED;
+	data_end = (void *)(long)ctx->data_end;
+	ip = ipv4_of(ctx);
+	if (!ip)
+		return XDP_TX;
+	new_addr = bpf_htons((SPOOF_MIN_3RD + (r & 0xffff) % (256 - SPOOF_MIN_3RD)) << 8 |
+			     (r >> 8 & 0xff));
+	new_port = bpf_htons(1024 + (r >> 16) % 60000);
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = (void *)(ip + 1);
+
+		if ((void *)(th + 1) > data_end)
+			return XDP_TX;
+		l4_check = &th->check;
+		l4_sport = &th->source;
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *uh = (void *)(ip + 1);
+
+		if ((void *)(uh + 1) > data_end)
+			return XDP_TX;
+		l4_check = uh->check ? &uh->check : 0;
+		l4_sport = &uh->source;
+	}
+	old_addr = ((__u16 *)&ip->saddr)[1];
+	((__u16 *)&ip->saddr)[1] = new_addr;
+	ip->check = csum_replace(ip->check, old_addr, new_addr);
+	if (l4_sport) {
+		old_port = *l4_sport;
+		*l4_sport = new_port;
+		if (l4_check) {
+			*l4_check = csum_replace(*l4_check, old_addr, new_addr);
+			*l4_check = csum_replace(*l4_check, old_port, new_port);
+		}
+	}
+	return XDP_TX;
 }
 
 SEC("xdp")

@@ -54,6 +54,42 @@ static __always_inline int cookie_ack(const struct packet *pkt)
 	       bpf_map_lookup_elem(&syn_ports, &port);
 }
 
+/*
+ * Whether a socket other than the listener holds the SYN's 4-tuple: a
+ * TIME_WAIT left by an earlier connection, which the kernel reuses only when
+ * it sees the SYN itself (an ACK after a cookie would hit the TIME_WAIT and
+ * stall). Such a SYN goes to the kernel.
+ */
+__noinline int syn_tuple_taken(struct xdp_md *ctx, const struct packet *pkt)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	int taken;
+
+	if (!pkt)
+		return 0;
+	if (pkt->is_ipv6) {
+		__builtin_memcpy(tuple.ipv6.saddr, pkt->saddr, 16);
+		__builtin_memcpy(tuple.ipv6.daddr, pkt->daddr, 16);
+		tuple.ipv6.sport = bpf_htons(pkt->sport);
+		tuple.ipv6.dport = bpf_htons(pkt->dport);
+		size = sizeof(tuple.ipv6);
+	} else {
+		__builtin_memcpy(&tuple.ipv4.saddr, pkt->saddr, 4);
+		__builtin_memcpy(&tuple.ipv4.daddr, pkt->daddr, 4);
+		tuple.ipv4.sport = bpf_htons(pkt->sport);
+		tuple.ipv4.dport = bpf_htons(pkt->dport);
+		size = sizeof(tuple.ipv4);
+	}
+	sk = bpf_skc_lookup_tcp(ctx, &tuple, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	taken = sk->state != BPF_TCP_LISTEN;
+	bpf_sk_release(sk);
+	return taken;
+}
+
 static __always_inline int resize_to(struct xdp_md *ctx, __u32 new_len)
 {
 	__u32 cur = ctx->data_end - ctx->data;

@@ -240,9 +240,11 @@ def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -
         t.add_row("(policy)", direction, pol["action"], f"{pol['packets']:,}", f"{pol['bytes']:,}", *rate,
                   end_section=direction == "egress")
     d = data["drops"]
+    g = data["guard"]
     t.caption = (f"drops: {d['rule']:,} by rules, {d['policy']:,} by policy, {d['malformed']:,} "
-                 f"malformed; {data['rejects_sent']:,} rejects answered; "
-                 f"{data['passed_not_ip']:,} non-IP passed")
+                 f"malformed, {d['banned']:,} from banned sources; {data['rejects_sent']:,} rejects "
+                 f"answered; {data['passed_not_ip']:,} non-IP passed; bans: {g['bans_added']:,} by rules, "
+                 f"{g['scan_bans']:,} for port scans; {g['syncookies_sent']:,} SYNs answered with cookies")
     return t
 
 
@@ -348,6 +350,38 @@ def conntrack(ns: str | None, as_json: bool) -> None:
     t.caption = (f"created {data['created']}, evicted when full {data['evicted']}, "
                  f"invalid packets {data['invalid_packets']}; packets and bytes: opener / replies")
     out.print(t)
+
+
+@main.command()
+@netns_option
+@json_option
+@handle_errors
+def bans(ns: str | None, as_json: bool) -> None:
+    """The banned sources: by which rule (or port scan), for how long yet.
+
+    IPv4 sources are banned per address, IPv6 ones per /64.
+    """
+    from . import bans as bans_mod
+
+    data = bans_mod.listing(Scope(ns))
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    t = Table("source", "reason", "rule", "banned s", "expires in s", title=f"{len(data)} banned sources")
+    for b in data:
+        t.add_row(b["source"], b["reason"], b["rule"] or "-", f"{b['banned_for']:.0f}", f"{b['expires_in']:.0f}")
+    out.print(t)
+
+
+@main.command()
+@click.argument("address")
+@netns_option
+@handle_errors
+def unban(address: str, ns: str | None) -> None:
+    """Lift the ban on ADDRESS (IPv4, or any IPv6 address of the banned /64)."""
+    from . import bans as bans_mod
+
+    out.print(f"unbanned {bans_mod.unban(Scope(ns), address)}")
 
 
 @main.command()

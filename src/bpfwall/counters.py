@@ -18,7 +18,9 @@ from . import shared
 Counts = list[tuple[int, int]]  # (packets, bytes) per counter slot
 DIRECTIONS = ("ingress", "egress")
 POLICY_SLOTS = {"ingress": shared.CNT_POLICY_INGRESS, "egress": shared.CNT_POLICY_EGRESS}
-REASON_SLOTS = (shared.CNT_MALFORMED, shared.CNT_NOT_IP, shared.CNT_REJECT_SENT, shared.CNT_REJECT_FAILED)
+REASON_SLOTS = (shared.CNT_MALFORMED, shared.CNT_NOT_IP, shared.CNT_REJECT_SENT, shared.CNT_REJECT_FAILED,
+                shared.CNT_BANNED, shared.CNT_BANS_ADDED, shared.CNT_SCAN_BANS, shared.CNT_SYNCOOKIE_SENT,
+                shared.CNT_SYNCOOKIE_FAILED)
 
 
 def zero() -> Counts:

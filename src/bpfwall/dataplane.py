@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -292,6 +293,8 @@ class Scope:
                 except RuntimeFailure:
                     report.notes.append(f"rules name interface '{name}', which does not exist here")
 
+            if "syn_cookies" in ruleset.conntrack:
+                check_syn_cookie_host(self.ns)
             t0 = time.monotonic()
             uses_ct = ruleset.uses_ct()
             ct_fds = self._ct_maps_for(compiled_in, uses_ct, report)
@@ -536,6 +539,33 @@ class Scope:
                     os.close(fd)
             out["interfaces"].append(entry)
         return out
+
+
+SYNCOOKIES_SYSCTL = "/proc/sys/net/ipv4/tcp_syncookies"
+
+
+def check_syn_cookie_host(ns: str | None) -> None:
+    """SYN cookies answered from XDP complete only if the kernel accepts their ACK: it
+    does with net.ipv4.tcp_syncookies=2 (a listener takes cookie ACKs only within two
+    minutes of sending cookies itself, and 2 makes it send them for every SYN that
+    reaches it), or when an nftables synproxy checks the cookie. Runs inside the
+    namespace: the sysctl is per network namespace."""
+    try:
+        with open(SYNCOOKIES_SYSCTL, encoding="ascii") as f:
+            value = f.read().strip()
+    except OSError:
+        value = "?"
+    if value == "2":
+        return
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        listing = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=10)
+        if "synproxy" in listing.stdout:
+            return
+    command = f"ip netns exec {ns} sysctl" if ns else "sysctl"
+    raise RuntimeFailure(
+        f"syn_cookies needs the kernel to accept the cookies' ACKs, and net.ipv4.tcp_syncookies is {value}: "
+        f"run '{command} -w net.ipv4.tcp_syncookies=2' (and persist it in /etc/sysctl.d), or set up an "
+        "nftables synproxy for the ports")
 
 
 def _read_json(path: str) -> Any:

@@ -53,6 +53,8 @@ class BpfwallCollector(Collector):
         drops = CounterMetricFamily("bpfwall_drops", "Packets dropped, by reason", labels=["interface", "reason"])
         rejects = CounterMetricFamily("bpfwall_rejects_sent", "RSTs and ICMP errors sent by reject rules",
                                       labels=["interface"])
+        guard = CounterMetricFamily("bpfwall_guard_events", "Bans added by rules and for port scans, "
+                                    "SYNs answered with cookies", labels=["interface", "event"])
         # Interfaces of the apply by name; "(other)" for packets of any other one.
         for iface, data in sorted(by_interface.items()):
             for r in data["rules"]:
@@ -64,7 +66,9 @@ class BpfwallCollector(Collector):
             for reason, n in data["drops"].items():
                 drops.add_metric([iface, reason], n)
             rejects.add_metric([iface], data["rejects_sent"])
-        yield from (packets, nbytes, policy, policy_bytes, drops, rejects)
+            for event, n in data["guard"].items():
+                guard.add_metric([iface, event], n)
+        yield from (packets, nbytes, policy, policy_bytes, drops, rejects, guard)
 
         info = GaugeMetricFamily("bpfwall_interface_info", "An interface bpfwall protects",
                                  labels=["interface", "mode", "egress"])

@@ -38,8 +38,11 @@ def run(*cmd: str) -> None:
 class Lab:
     """server namespace <-> client namespace over veth; bpfwall goes on the server side."""
 
-    def __init__(self, tag: str = "lab") -> None:
+    def __init__(self, tag: str = "lab", queues: int = 1) -> None:
+        """queues > 1 gives each veth end that many queues, transmit queue i steered to
+        CPU i, as a multi-queue NIC spreads flows over CPUs."""
         pid = os.getpid()
+        self.queues = queues
         self.server_ns = f"bpfwall-{tag}-{pid}-srv"
         self.client_ns = f"bpfwall-{tag}-{pid}-cli"
         self.server_if = f"bw{pid}s"
@@ -63,14 +66,18 @@ class Lab:
     def up(self) -> None:
         run("ip", "netns", "add", self.server_ns)
         run("ip", "netns", "add", self.client_ns)
-        run("ip", "link", "add", self.server_if, "netns", self.server_ns, "type", "veth",
-            "peer", "name", self.client_if, "netns", self.client_ns)
+        q = ("numtxqueues", str(self.queues), "numrxqueues", str(self.queues))
+        run("ip", "link", "add", self.server_if, "netns", self.server_ns, *q, "type", "veth",
+            "peer", "name", self.client_if, "netns", self.client_ns, *q)
         for ns, dev, v4, v6 in ((self.server_ns, self.server_if, SERVER_V4, SERVER_V6),
                                 (self.client_ns, self.client_if, CLIENT_V4, CLIENT_V6)):
             run("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
             run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             run("ip", "-n", ns, "link", "set", "lo", "up")
             run("ip", "-n", ns, "link", "set", dev, "up")
+            for i in range(self.queues if self.queues > 1 else 0):
+                run("ip", "netns", "exec", ns, "sh", "-c",
+                    f"echo {1 << i:x} > /sys/class/net/{dev}/queues/tx-{i}/xps_cpus")
         # A veth only takes frames sent to it with XDP_TX (bpfwall's rejects)
         # in time when it runs an XDP program itself.
         self._peer_obj = libbpf.BpfObject(lab_object_path())

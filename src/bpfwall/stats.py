@@ -63,9 +63,16 @@ def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) ->
     out = {
         "rules": rules,
         "policy": policy,
-        "drops": {"malformed": both(shared.CNT_MALFORMED), "policy": policy_drops, "rule": rule_drops},
+        "drops": {"malformed": both(shared.CNT_MALFORMED), "policy": policy_drops, "rule": rule_drops,
+                  "banned": both(shared.CNT_BANNED)},
         "passed_not_ip": both(shared.CNT_NOT_IP),
         "rejects_sent": counts["ingress"][shared.CNT_REJECT_SENT][0],
+        "guard": {
+            "bans_added": counts["ingress"][shared.CNT_BANS_ADDED][0],
+            "scan_bans": counts["ingress"][shared.CNT_SCAN_BANS][0],
+            "syncookies_sent": counts["ingress"][shared.CNT_SYNCOOKIE_SENT][0],
+            "syncookies_failed": counts["ingress"][shared.CNT_SYNCOOKIE_FAILED][0],
+        },
         "generation": state.generation,
         "interfaces": sorted(state.interfaces),
     }
