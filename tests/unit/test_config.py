@@ -91,6 +91,35 @@ def test_ct_egress_and_conntrack_settings(tmp_path):
     assert rs.uses_ct() and rs.needs_egress()
 
 
+def test_limits_bans_and_defences(tmp_path):
+    rs = config.load(write(tmp_path, """\
+        version: 1
+        policy: {ingress: drop}
+        conntrack:
+          syn_cookies: {ports: [80, "8000-8002"], rate: 200/second}
+          port_scan: {ports: 10, window: 30s, ban_for: 1h}
+        rules:
+          - {name: ping, proto: icmp, action: accept, limit: 10/second}
+          - {name: up, proto: udp, action: accept, limit: {rate: 1000/second, bytes: true}}
+          - {name: ssh-flood, proto: tcp, dport: 22, tcp_flags: "syn,!ack",
+             limit: {rate: 5/minute, burst: 3, per: source, over: true}, action: ban, ban_for: 10m}
+          - {name: bad, src: 192.0.2.0/24, action: ban}
+        """))
+    by = {r.name: r for r in rs.rules}
+    assert (by["ping"].limit.count, by["ping"].limit.period, by["ping"].limit.burst) == (10, 1, 5)
+    assert by["up"].limit.bytes and by["up"].limit.burst == 1000  # a second's worth of bytes
+    lim = by["ssh-flood"].limit
+    assert (lim.count, lim.period, lim.burst, lim.per_source, lim.over) == (5, 60, 3, True, True)
+    assert by["ssh-flood"].ban_for == 600 and by["bad"].ban_for == 600 and by["bad"].limit is None
+    assert rs.conntrack["syn_cookies"] == {"ports": [80, 8000, 8001, 8002], "count": 200, "period": 1,
+                                           "burst": 200}
+    assert rs.conntrack["port_scan"] == {"ports": 10, "window": 30, "ban_for": 3600}
+    assert rs.bans_enabled() and rs.guarded("ingress") == [0, 1, 2, 3]
+    from bpfwall.ruleset import Ruleset
+
+    assert Ruleset.from_json(rs.to_json()).rules == rs.rules
+
+
 def test_accept_policy_has_no_implicit_rule(tmp_path):
     rs = config.load(write(tmp_path, "version: 1\nrules:\n  - {name: a, action: drop}\n"))
     assert [r.name for r in rs.rules] == ["a"]
@@ -140,6 +169,19 @@ BAD = [
     ("bad timeout", "version: 1\npolicy: {}\nconntrack:\n  timeouts: {udp: 30x}\n", 4, "not a duration"),
     ("unknown timeout", "version: 1\npolicy: {}\nconntrack:\n  timeouts: {tcp: 30}\n", 4, "unknown timeout"),
     ("ct table too small", "version: 1\npolicy: {}\nconntrack: {max_entries: 10}\n", 3, "out of range"),
+    ("bad limit rate", "version: 1\nrules:\n  - {name: a, action: accept,\n     limit: 10/fortnight}\n", 4,
+     "not a rate"),
+    ("bad limit key", "version: 1\nrules:\n  - {name: a, action: accept,\n     limit: {rate: 1/second, per: dest}}\n",
+     4, "per"),
+    ("zero burst", "version: 1\nrules:\n  - {name: a, action: accept, limit: {rate: 1/second, burst: 0}}\n", 3,
+     "out of range"),
+    ("ban_for without ban", "version: 1\nrules:\n  - {name: a, action: drop, ban_for: 10m}\n", 3,
+     "needs action: ban"),
+    ("bad ban_for", "version: 1\nrules:\n  - {name: a, action: ban, ban_for: 10y}\n", 3, "not a duration"),
+    ("egress ban", "version: 1\nrules:\n  - {name: a, direction: egress, action: ban}\n", 3, "ingress"),
+    ("syn cookies no ports", "version: 1\npolicy: {}\nconntrack:\n  syn_cookies: {ports: []}\n", 4,
+     "at least one"),
+    ("scan ports range", "version: 1\npolicy: {}\nconntrack:\n  port_scan: {ports: 0}\n", 4, "out of range"),
     ("empty file", "", 1, "empty"),
     ("not a mapping", "- a\n- b\n", 1, "mapping"),
 ]
