@@ -229,6 +229,24 @@ class Scope:
             return None
         return {name: libbpf.obj_get(p) for name, p in paths.items()}
 
+    def _scope_maps_for(self, compiled: Compiled, report: ApplyReport) -> dict[str, int] | None:
+        """The pinned scope tables to share, or None to make (and pin) new ones: the
+        ban and scan tables are made small while no rule bans, and remade full-size
+        when a rule set first needs them."""
+        fds = self._open_pinned(SCOPE_MAPS)
+        if fds is None:
+            return None
+        small = ((compiled.config.bans_enabled
+                  and libbpf.map_info(fds["bans"]).max_entries < shared.MAX_BANS)
+                 or (compiled.config.scan_ports
+                     and libbpf.map_info(fds["scan_sources"]).max_entries < shared.SCAN_SOURCES))
+        if not small:
+            return fds
+        for fd in fds.values():
+            os.close(fd)
+        report.notes.append("the ban table is made full-size; the packet log starts a new ring")
+        return None
+
     def open_ct_maps(self) -> dict[str, int] | None:
         """fds of the pinned connection table, or None when there is none."""
         return self._open_pinned(CT_MAPS)
@@ -310,7 +328,7 @@ class Scope:
             try:
                 for compiled in tables.values():
                     compiled.config.generation = new_n  # log records name their generation
-                log_fds = self._open_pinned(SCOPE_MAPS)
+                log_fds = self._scope_maps_for(compiled_in, report)
                 gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds,
                                                   counter_blocks=by_ifindex)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it

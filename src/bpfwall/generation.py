@@ -75,6 +75,13 @@ class Generation:
                 obj.set_max_entries(name, SET_CAPACITY)
             for name, fd in {**(set_fds or {}), **(log_fds or {})}.items():
                 obj.reuse_map(name, fd)
+            # LRU tables are allocated whole: keep the ones a rule set does not use tiny.
+            per_source = any(p.flags & shared.LIMIT_PER_SOURCE for p in compiled.params)
+            obj.set_max_entries("source_tat", shared.SOURCE_BUCKETS if per_source else 1)
+            if not log_fds:  # the scope's tables are made here: sized for this rule set
+                guard = bool(compiled.config.bans_enabled)
+                obj.set_max_entries("bans", shared.MAX_BANS if guard else 1)
+                obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if compiled.config.scan_ports else 1)
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
