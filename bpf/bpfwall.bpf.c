@@ -117,19 +117,23 @@ static __always_inline int is_pure_syn(const struct packet *pkt)
 
 /*
  * The first rule that matches pkt and whose limit it passes: a rule with a
- * limit the packet is not within is skipped, and the search goes on after
- * it. Each limited rule can be skipped once, so n_params searches at most.
+ * limit the packet is not within is taken out of the search (rule_allow),
+ * and the search runs again. Each limited rule can be refused once, so
+ * n_params searches at most; the refused rules are let back in after.
  */
 static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifindex, __u32 quiet)
 {
-	__u32 rule = classify(pkt, ifindex, 0);
+	__u32 rule = classify(pkt, ifindex);
 	__u32 i;
 
 	for (i = 0; i < BPFWALL_MAX_PARAMS && i < cfg.n_params; i++) {
 		if (rule >= BPFWALL_MAX_RULES || limit_passes(pkt, rule, quiet))
 			break;
-		rule = classify(pkt, ifindex, rule + 1);
+		refuse_rule(rule);
+		rule = classify(pkt, ifindex);
 	}
+	if (i)
+		allow_all_rules();
 	return rule;
 }
 
@@ -163,7 +167,7 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 		if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
 			ct_stat(BPFWALL_CTS_INVALID);
 	}
-	rule = cfg.n_params ? first_passing_rule(pkt, ifindex, quiet) : classify(pkt, ifindex, 0);
+	rule = cfg.n_params ? first_passing_rule(pkt, ifindex, quiet) : classify(pkt, ifindex);
 	if (rule < BPFWALL_MAX_RULES) {
 		__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
 

@@ -92,6 +92,19 @@ struct {
 	__type(value, __u32); /* class */
 } iface_class SEC(".maps");
 
+/*
+ * The rules a search may return, laid out as a bitvector (summary words all
+ * ones): a rule whose limit refused the packet is cleared for the next search
+ * and set again once the packet is judged. Per CPU, so packets never share it;
+ * value_size is set by the loader, and the loader fills it with ones.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 8);
+} rule_allow SEC(".maps");
+
 /* classify()'s IPv6 trie key, off its stack: with the limit loop's state
  * there, a key on the stack would push the call chain past 512 bytes. */
 struct {
@@ -219,7 +232,7 @@ static __always_inline __u32 sets_holding(const struct packet *pkt, __u32 dst,
 }
 
 struct field_vectors {
-	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp, *ct;
+	const __u64 *iface, *proto, *src, *dst, *sport, *dport, *flags, *icmp, *ct, *allow;
 	__u32 src_sets, dst_sets; /* sets_holding() of each address */
 };
 
@@ -278,6 +291,8 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 		acc &= v->icmp[i];
 	if (fields & (1 << BPFWALL_F_CT))
 		acc &= v->ct[i];
+	if (cfg.n_params)
+		acc &= v->allow[i];
 	return acc;
 }
 
@@ -291,11 +306,11 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 	} while (0)
 
 /*
- * Index of the first rule from `after` on that matches pkt, or
- * BPFWALL_NO_RULE. A global function: the verifier checks it once, not once
- * per parser outcome.
+ * Index of the first rule that matches pkt and that rule_allow lets through,
+ * or BPFWALL_NO_RULE. A global function: the verifier checks it once, not
+ * once per parser outcome.
  */
-__noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 after)
+__noinline int classify(const struct packet *pkt, __u32 ifindex)
 {
 	const __u32 fields = cfg.fields;
 	const __u32 n_words = cfg.n_words;
@@ -305,6 +320,11 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 after)
 
 	if (!pkt)
 		return BPFWALL_NO_RULE;
+	if (cfg.n_params) {
+		__u32 zero = 0;
+
+		LOOKUP_FIELD(v.allow, bpf_map_lookup_elem(&rule_allow, &zero));
+	}
 	if (fields & (1 << BPFWALL_F_IFACE)) {
 		__u32 *cls = bpf_map_lookup_elem(&iface_class, &ifindex);
 		__u32 dflt = cfg.iface_default_class;
@@ -358,14 +378,7 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 after)
 	}
 
 	for (s = 0; s < BPFWALL_MAX_SUMMARY && s < n_summary; s++) {
-		__u64 candidates;
-
-		/* A constant start keeps the loop's bounds plain to the verifier. */
-		if (s < after >> 12)
-			continue;
-		candidates = and_word(&v, fields, s);
-		if (s == after >> 12)
-			candidates &= ~0ULL << (after >> 6 & 63);
+		__u64 candidates = and_word(&v, fields, s);
 
 		for (k = 0; k < 64 && candidates; k++) {
 			__u64 word = s * 64 + lowest_bit(candidates);
@@ -379,8 +392,6 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 after)
 				break;
 			barrier_var(idx);
 			hits = and_word(&v, fields, idx);
-			if (word == after >> 6)
-				hits &= ~0ULL << (after & 63);
 			if (hits)
 				return word * 64 + lowest_bit(hits);
 			candidates &= candidates - 1;

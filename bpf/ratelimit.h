@@ -112,6 +112,17 @@ static __always_inline int gcra_pay(__u64 *tat, __u64 now, __u64 cost, __u64 tol
 	return 0; /* lost the race four times: as good as over the rate */
 }
 
+/* The rule's rule_params entry and its index, or 0 when it has none. */
+static __always_inline struct bpfwall_rule_param *param_of(__u32 rule, __u32 *index)
+{
+	__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
+
+	if (!a || !(*a >> BPFWALL_PARAM_SHIFT))
+		return 0;
+	*index = (*a >> BPFWALL_PARAM_SHIFT) - 1;
+	return bpf_map_lookup_elem(&rule_params, index);
+}
+
 /*
  * Whether rule matches a packet as far as its limit goes: 1 for a rule
  * without one. A global function, verified once, called only for rules that
@@ -122,16 +133,12 @@ __noinline int limit_passes(const struct packet *pkt, __u32 rule, __u32 quiet)
 	struct bpfwall_rule_param *prm;
 	struct bpfwall_bucket_key key = {};
 	__u64 *tat, cost, now, zero = 0;
-	__u32 *a, p;
+	__u32 p = 0;
 	int ok;
 
 	if (!pkt)
 		return 1;
-	a = bpf_map_lookup_elem(&rule_action, &rule);
-	if (!a || !(*a >> BPFWALL_PARAM_SHIFT))
-		return 1;
-	p = (*a >> BPFWALL_PARAM_SHIFT) - 1;
-	prm = bpf_map_lookup_elem(&rule_params, &p);
+	prm = param_of(rule, &p);
 	if (!prm || !(prm->flags & BPFWALL_LIMIT_ON) || !prm->rate)
 		return 1;
 	now = guard_clock();
@@ -156,6 +163,48 @@ __noinline int limit_passes(const struct packet *pkt, __u32 rule, __u32 quiet)
 		return 0;
 	ok = gcra_pay(tat, now, cost, prm->tolerance_ns, quiet);
 	return prm->flags & BPFWALL_LIMIT_OVER ? !ok : ok;
+}
+
+/* Sets or clears rule's bit in this CPU's rule_allow. */
+static __always_inline void allow_rule(__u32 rule, int allowed)
+{
+	__u32 zero = 0;
+	__u64 *bits = bpf_map_lookup_elem(&rule_allow, &zero);
+	__u64 idx = cfg.n_summary + rule / 64;
+
+	barrier_var(idx);
+	if (!bits || idx >= cfg.n_summary + cfg.n_words)
+		return;
+	barrier_var(idx);
+	if (allowed)
+		bits[idx] |= 1ULL << (rule & 63);
+	else
+		bits[idx] &= ~(1ULL << (rule & 63));
+}
+
+/* Takes rule out of the next search of this packet. */
+__noinline int refuse_rule(__u32 rule)
+{
+	allow_rule(rule, 0);
+	return 0;
+}
+
+/* Lets every limited rule back in, for the next packet. */
+__noinline int allow_all_rules(void)
+{
+	struct bpfwall_rule_param *prm;
+	__u32 p;
+
+	for (p = 0; p < BPFWALL_MAX_PARAMS && p < cfg.n_params; p++) {
+		__u32 key =
+		    p; /* its own slot: the counter must stay a register the verifier follows */
+
+		barrier_var(key);
+		prm = bpf_map_lookup_elem(&rule_params, &key);
+		if (prm)
+			allow_rule(prm->rule, 1);
+	}
+	return 0;
 }
 
 /* Whether the packet's source is banned now; a stale ban is removed. */
@@ -196,15 +245,11 @@ __noinline int ban_source(const struct packet *pkt, __u64 ban_ns, __u32 reason, 
 __noinline int ban_by_rule(const struct packet *pkt, __u32 rule)
 {
 	struct bpfwall_rule_param *prm;
-	__u32 *a, p;
+	__u32 p = 0;
 
 	if (!pkt)
 		return 0;
-	a = bpf_map_lookup_elem(&rule_action, &rule);
-	if (!a || !(*a >> BPFWALL_PARAM_SHIFT))
-		return 0;
-	p = (*a >> BPFWALL_PARAM_SHIFT) - 1;
-	prm = bpf_map_lookup_elem(&rule_params, &p);
+	prm = param_of(rule, &p);
 	if (!prm)
 		return 0;
 	return ban_source(pkt, prm->ban_ns, BPFWALL_BAN_RULE, rule);

@@ -223,7 +223,6 @@ struct bpfwall_bucket_key {
 enum bpfwall_ban_reason {
 	BPFWALL_BAN_RULE = 0, /* an action ban rule: rule holds its name */
 	BPFWALL_BAN_SCAN = 1, /* touched more than scan_ports closed ports */
-	BPFWALL_BAN_MANUAL = 2,
 };
 
 struct bpfwall_ban {
@@ -338,7 +337,7 @@ struct bpfwall_config {
 	__u64 syn_period_ns;
 	__u64 syn_tolerance_ns;
 	__u32 syn_rate;
-	__u32 n_syn_ports;
+	__u32 pad1;
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };

@@ -25,14 +25,13 @@ NS = 1_000_000_000
 @contextlib.contextmanager
 def _maps(scope: Scope) -> Iterator[tuple[int, int]]:
     """fds of the scope's ban table and test clock."""
-    paths = [os.path.join(scope.pin_dir, name) for name in ("bans", "test_clock")]
-    if not all(os.path.exists(p) for p in paths):
+    fds = scope.open_pinned(("bans", "test_clock"))
+    if fds is None:
         raise RuntimeFailure("the ban table is missing from bpffs: re-apply the rules")
-    fds = [libbpf.obj_get(p) for p in paths]
     try:
-        yield fds[0], fds[1]
+        yield fds["bans"], fds["test_clock"]
     finally:
-        for fd in fds:
+        for fd in fds.values():
             os.close(fd)
 
 

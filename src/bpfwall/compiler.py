@@ -227,7 +227,6 @@ def _guard_config(cfg: shared.Config, conntrack: dict) -> None:
         cfg.syn_rate = syn["count"]
         cfg.syn_period_ns = syn["period"] * NS
         cfg.syn_tolerance_ns = syn["burst"] * cfg.syn_period_ns // syn["count"]
-        cfg.n_syn_ports = len(syn["ports"])
     scan = conntrack.get("port_scan")
     if scan:
         cfg.scan_ports = scan["ports"]

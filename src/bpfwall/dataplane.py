@@ -222,7 +222,7 @@ class Scope:
     def has_direction(self, state: State, direction: str) -> bool:
         return os.path.exists(os.path.join(self.gen_dir(state.generation), direction, "prog"))
 
-    def _open_pinned(self, names: tuple[str, ...]) -> dict[str, int] | None:
+    def open_pinned(self, names: tuple[str, ...]) -> dict[str, int] | None:
         """fds of scope-level pinned maps, or None when any is missing."""
         paths = {name: os.path.join(self.pin_dir, name) for name in names}
         if not all(os.path.exists(p) for p in paths.values()):
@@ -233,7 +233,7 @@ class Scope:
         """The pinned scope tables to share, or None to make (and pin) new ones: the
         ban and scan tables are made small while no rule bans, and remade full-size
         when a rule set first needs them."""
-        fds = self._open_pinned(SCOPE_MAPS)
+        fds = self.open_pinned(SCOPE_MAPS)
         if fds is None:
             return None
         small = ((compiled.config.bans_enabled
@@ -249,7 +249,7 @@ class Scope:
 
     def open_ct_maps(self) -> dict[str, int] | None:
         """fds of the pinned connection table, or None when there is none."""
-        return self._open_pinned(CT_MAPS)
+        return self.open_pinned(CT_MAPS)
 
     def _drop_ct_maps(self) -> None:
         for name in CT_MAPS:
@@ -343,7 +343,7 @@ class Scope:
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(path)  # a scope pinned by an older version lacks some
                         libbpf.obj_pin(gens["ingress"].map_fds[name], path)
-                    log_fds = self._open_pinned(SCOPE_MAPS)
+                    log_fds = self.open_pinned(SCOPE_MAPS)
                 set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
                     gens["egress"] = Generation.load(tables["egress"], known, ct_fds, set_fds, log_fds,

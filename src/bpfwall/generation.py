@@ -84,6 +84,7 @@ class Generation:
                 obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if compiled.config.scan_ports else 1)
             obj.set_initial_value(".rodata", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
+            obj.set_value_size("rule_allow", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
             for name in ("src6", "dst6"):
                 obj.set_max_entries(name, max(1, len(compiled.tries[name])))
@@ -100,7 +101,7 @@ class Generation:
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
                          "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_on",
-                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
+                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports", "rule_allow",
                          *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
@@ -144,6 +145,10 @@ class Generation:
                 if st.interval_ns:
                     libbpf.map_update(self.map_fds["log_state"], c_uint32(i), st)
 
+        # Every rule allowed on every CPU; a search clears only what a limit refuses.
+        allow = (c_uint8 * ((c.n_summary + c.n_words) * 8 * self._ncpus))()
+        ctypes.memset(allow, 0xFF, ctypes.sizeof(allow))
+        libbpf.map_update(self.map_fds["rule_allow"], c_uint32(0), allow)
         for i, prm in enumerate(c.params):
             libbpf.map_update(self.map_fds["rule_params"], c_uint32(i), prm)
         for port in c.syn_ports:

@@ -70,8 +70,8 @@ MAX_SYN_PORTS = 64
 SOURCE_BUCKETS = 65536
 MAX_BANS = 65536
 SCAN_SOURCES = 65536
-BAN_RULE, BAN_SCAN, BAN_MANUAL = 0, 1, 2
-BAN_REASONS = {BAN_RULE: "rule", BAN_SCAN: "port-scan", BAN_MANUAL: "manual"}
+BAN_RULE, BAN_SCAN = 0, 1
+BAN_REASONS = {BAN_RULE: "rule", BAN_SCAN: "port-scan"}
 
 # XDP verdicts
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = range(5)
@@ -202,7 +202,7 @@ class Config(Structure):
         ("syn_period_ns", c_uint64),
         ("syn_tolerance_ns", c_uint64),
         ("syn_rate", c_uint32),
-        ("n_syn_ports", c_uint32),
+        ("pad1", c_uint32),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.all import ICMP, IP, TCP, UDP, Ether, Raw
+from scapy.all import ICMP, IP, TCP, UDP, Ether, IPv6, Raw
 
 from bpfwall import reference, shared
 from bpfwall.conntrack import now_ns
@@ -92,14 +92,9 @@ rules:
         a, b = frame4("10.200.1.5"), frame4("10.200.1.6")
         assert admitted(gen, [a] * 5) == 2
         assert admitted(gen, [b] * 5) == 2  # a's flood leaves b's bucket full
-        six1 = bytes(Ether() / reference_ipv6("fd42:200::1:5") / TCP(dport=80, flags="S"))
-        six2 = bytes(Ether() / reference_ipv6("fd42:200::2:5") / TCP(dport=80, flags="S"))
+        six1 = bytes(Ether() / IPv6(src="fd42:200::1:5", dst="fd42:200::1") / TCP(dport=80, flags="S"))
+        six2 = bytes(Ether() / IPv6(src="fd42:200::2:5", dst="fd42:200::1") / TCP(dport=80, flags="S"))
         assert admitted(gen, [six1, six2] * 3) == 2  # one /64, one bucket
-
-
-def reference_ipv6(src: str):
-    from scapy.all import IPv6
-    return IPv6(src=src, dst="fd42:200::1")
 
 
 def test_byte_limit_counts_bytes():

@@ -71,7 +71,7 @@ def test_constants_match_header():
         "BPFWALL_MAX_SYN_PORTS": shared.MAX_SYN_PORTS, "BPFWALL_SOURCE_BUCKETS": shared.SOURCE_BUCKETS,
         "BPFWALL_MAX_BANS": shared.MAX_BANS, "BPFWALL_SCAN_SOURCES": shared.SCAN_SOURCES,
         "BPFWALL_BAN_RULE": shared.BAN_RULE, "BPFWALL_BAN_SCAN": shared.BAN_SCAN,
-        "BPFWALL_BAN_MANUAL": shared.BAN_MANUAL, "BPFWALL_TRACE_MAGIC": shared.TRACE_MAGIC,
+"BPFWALL_TRACE_MAGIC": shared.TRACE_MAGIC,
     }
     for name, value in pairs.items():
         assert h[name] == value, name
