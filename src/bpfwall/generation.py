@@ -101,7 +101,8 @@ class Generation:
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
                          "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_on",
-                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports", "rule_allow",
+                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
+                         "rule_allow",
                          *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
