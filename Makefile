@@ -6,7 +6,7 @@ ARCH := $(shell uname -m)
 OBJ_DIR := src/bpfwall/bpf
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
 BPF_HEADERS := $(wildcard bpf/*.h)
-OBJECTS := $(OBJ_DIR)/bpfwall.bpf.o $(OBJ_DIR)/lab.bpf.o
+OBJECTS := $(OBJ_DIR)/bpfwall.bpf.o $(OBJ_DIR)/dispatch.bpf.o $(OBJ_DIR)/lab.bpf.o
 PYTEST_ARGS ?=
 
 .PHONY: all setup system venv build test lint demo bench clean

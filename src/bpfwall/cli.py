@@ -20,7 +20,7 @@ from rich.table import Table
 from . import compiler, libbpf, names, netns, packets, reference, shared
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
-from .dataplane import Scope, compile_all
+from .dataplane import ApplyReport, Scope, compile_all
 from .errors import BpfwallError, InputError, RuntimeFailure
 from .setmaps import SetTables
 
@@ -77,30 +77,39 @@ def main() -> None:
 @click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native",
               show_default=True, help="XDP mode: native (driver), generic (skb), or native "
               "falling back to generic.")
-@click.option("--confirm", metavar="SECS", type=int, default=None,
-              help="Roll back unless confirmed within SECS (not available yet).")
+@click.option("--confirm", metavar="SECS", type=click.IntRange(1, 86400), default=None,
+              help="Put the previous rule set back unless 'bpfwall confirm' (or Enter on this "
+              "terminal) comes within SECS. The rollback is armed in a process of its own: it "
+              "happens even if this command, its terminal or the SSH session dies.")
+@click.option("--force", is_flag=True,
+              help="Apply even though the rules would drop an SSH session of this host.")
 @handle_errors
 def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
-          confirm: int | None) -> None:
+          confirm: int | None, force: bool) -> None:
     """Compile FILE and put it in force on the interfaces, atomically.
 
-    Attaches bpfwall_ingress as an XDP link where it is not yet attached and
-    swaps the rule set in one step where it is. Idempotent.
+    Attaches bpfwall_ingress as an XDP link where it is not yet attached; the
+    rule set changes on every interface at once. Idempotent. Refuses rules that
+    would cut an SSH session of this host (see --force), and waits for another
+    apply that holds the lock.
     """
-    if confirm is not None:
-        raise InputError("--confirm is not available yet: apply without it")
     t0 = time.monotonic()
     ruleset = _load(path)
     tables = _compile(ruleset, path)
     scope = Scope(ns)
+    scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     targets = list(interfaces) or ruleset.interfaces
     if not targets:
         state = scope.read_state()
         targets = list(state.interfaces) if state else []
     if not targets:
         raise InputError("no interface to protect: give -i IFACE or list 'interfaces:' in the rule file")
-    report = scope.apply(ruleset, targets, mode, tables)
+    if not force:
+        _guard_sessions(scope, ruleset, targets)
+    report = scope.apply(ruleset, targets, mode, tables, confirm=confirm)
     took = time.monotonic() - t0
+    for repair in report.repairs:
+        click.echo(f"repaired: {repair}", err=True)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     where = f" in netns {ns}" if ns else ""
@@ -110,6 +119,75 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     n_rules = len([r for r in ruleset.rules if not r.implicit])
     out.print(f"applied {path}: {n_rules} rules, ingress policy {ruleset.policy['ingress']}; "
               f"{ifaces}{where}; generation {report.generation}; {took:.2f} s")
+    if confirm is not None:
+        _await_confirmation(scope, report, confirm)
+
+
+def _guard_sessions(scope: Scope, ruleset, targets: list[str]) -> None:
+    """Refuses a rule set that would cut an SSH session arriving on the targets."""
+    import os
+
+    from . import lockout
+
+    with netns.enter(scope.ns):
+        sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
+        if not sessions:
+            return
+        ct = None
+        if ruleset.uses_ct():
+            ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
+        found = lockout.threats(ruleset, sessions, targets, ct, conntrack_mod.now_ns())
+    if found:
+        raise RuntimeFailure("refusing to apply: it would lock out SSH\n"
+                             + "\n".join(str(t) for t in found)
+                             + "\nadd a rule that accepts it, or apply with --force (with --confirm SECS "
+                             "to get the old rules back if you lose the session)")
+
+
+def _await_confirmation(scope: Scope, report, seconds: int) -> None:
+    """Waits for Enter on this terminal or `bpfwall confirm`; rolls back at the deadline."""
+    import select
+
+    ns_arg = f" --netns {scope.ns}" if scope.ns else ""
+    tty = sys.stdin.isatty()
+    out.print(f"keeping generation {report.generation} for {seconds} s: "
+              f"{'press Enter here or ' if tty else ''}run 'bpfwall confirm{ns_arg}' to keep it")
+    token = report.confirm_token
+    scope.on_wait = None  # the watchdog holds the lock for a moment when it rolls back
+    armed = scope.pending_confirm() or {}
+    previous = armed.get("previous", {}).get("generation", 0)
+    while True:
+        pending = scope.pending_confirm()
+        if pending is None or pending.get("token") != token:
+            state = scope.read_state()
+            if state is not None and state.generation == report.generation:
+                out.print(f"confirmed: generation {report.generation} stays")
+                return
+            raise RuntimeFailure(
+                f"generation {report.generation} was not confirmed within {seconds} s: "
+                + (f"rolled back to generation {previous}" if previous else
+                   "removed (nothing was in force before it)"))
+        if time.time() >= pending["deadline"]:
+            what = scope.expire(token)
+            if what:
+                raise RuntimeFailure(what)
+            continue  # the watchdog got there first: the loop reads what it did
+        if tty and select.select([sys.stdin], [], [], 0.2)[0]:
+            sys.stdin.readline()
+            generation = scope.confirm()
+            out.print(f"confirmed: generation {generation} stays")
+            return
+        if not tty:
+            time.sleep(0.2)
+
+
+@main.command()
+@netns_option
+@handle_errors
+def confirm(ns: str | None) -> None:
+    """Keep the rule set of an 'apply --confirm' that awaits confirmation."""
+    generation = Scope(ns).confirm()
+    out.print(f"confirmed: generation {generation} stays")
 
 
 def _load(path: str):
@@ -150,6 +228,10 @@ def check(path: str, as_json: bool) -> None:
             for d, c in tables.items()
         },
     }
+    warnings = _session_warnings(ruleset)
+    info["warnings"] = warnings
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -165,6 +247,17 @@ def check(path: str, as_json: bool) -> None:
                   "before the drop policy")
 
 
+def _session_warnings(ruleset) -> list[str]:
+    """SSH sessions of this host the rule set would cut, taking each as a tracked
+    connection (check has no interface or connection table to go by)."""
+    import os
+
+    from . import lockout
+
+    sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
+    return [str(t) for t in lockout.threats(ruleset, sessions, ruleset.interfaces or None, None)]
+
+
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",
                 shared.F_DST: "dst", shared.F_SPORT: "sport", shared.F_DPORT: "dport",
                 shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp", shared.F_CT: "ct"}
@@ -176,7 +269,11 @@ _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.
 @handle_errors
 def status(ns: str | None, as_json: bool) -> None:
     """What is applied, where, and whether each link is alive."""
-    st = Scope(ns).status()
+    scope = Scope(ns)
+    scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
+    st = scope.status()
+    for repair in st["repairs"]:
+        click.echo(f"repaired: {repair}", err=True)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
@@ -187,6 +284,12 @@ def status(ns: str | None, as_json: bool) -> None:
               f"{st['policy']['ingress']}), generation {st['generation']}, applied {st['applied_at']}")
     if st["sets"]:
         out.print("sets: " + ", ".join(f"{n} ({m['type']}, {m['size']} elements)" for n, m in st["sets"].items()))
+    if st.get("awaiting_confirm"):
+        a = st["awaiting_confirm"]
+        out.print(f"[yellow]generation {a['generation']} awaits 'bpfwall confirm': back to generation "
+                  f"{a['rollback_to']} in {a['seconds_left']} s[/yellow]")
+    if st.get("notice"):
+        out.print(f"[yellow]{st['notice']}[/yellow]")
     t = Table("interface", "mode", "program", "egress (tcx)", "state")
     for i in st["interfaces"]:
         state = "attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
@@ -391,7 +494,12 @@ def unban(address: str, ns: str | None) -> None:
 @handle_errors
 def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
     """Detach bpfwall; with no -i, remove every link, pin and map it left."""
-    removed = Scope(ns).down(list(interfaces) or None)
+    scope = Scope(ns)
+    scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
+    report = ApplyReport()
+    removed = scope.down(list(interfaces) or None, report)
+    for repair in report.repairs:
+        click.echo(f"repaired: {repair}", err=True)
     for name in interfaces:
         if name not in removed:
             click.echo(f"note: {name} was not protected", err=True)

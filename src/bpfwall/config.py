@@ -94,10 +94,14 @@ class FileModel(_Strict):
     sets: dict[str, SetModel] = {}
     rules: list[RuleModel] = []
     conntrack: ConntrackModel | None = None
+    group: str | None = None
 
 
 LIMIT_BURST_DEFAULT = 5  # packets, as nftables' limit
 BAN_FOR_DEFAULT = 600  # seconds, as fail2ban's bantime
+
+GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
+
 
 class _Problems:
     """Collects problems as FILE:LINE lines, resolving a key path to its line."""
@@ -183,6 +187,8 @@ class _Normaliser:
         for i, name in enumerate(m.interfaces):
             if not IFACE_NAME.match(name):
                 self.p.add(("interfaces", i), f"'{name}' is not an interface name")
+        if m.group is not None:
+            self._check_group(m.group)
         for name, s in m.sets.items():
             self._load_set(name, s)
         if not m.rules and m.policy is None:
@@ -223,7 +229,13 @@ class _Normaliser:
             self.p.add(("sets",), f"{len(self.cidr_sets)} address sets: at most {shared.MAX_SETS}")
         return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
                        sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack,
-                       cidr_sets=self.cidr_sets)
+                       cidr_sets=self.cidr_sets, group=m.group)
+
+    def _check_group(self, group: str) -> None:
+        """The group must be a name (a number would be read as a gid on one host and
+        not on the next). Whether it exists is apply's question: check runs anywhere."""
+        if not GROUP_NAME.match(group):
+            self.p.add(("group",), f"'{group}' is not a group name")
 
     def _conntrack(self, c: ConntrackModel) -> dict[str, Any]:
         path = ("conntrack",)

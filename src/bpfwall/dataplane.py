@@ -19,22 +19,26 @@ import errno
 import fcntl
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import counters, libbpf, netns, setmaps, shared
+from . import counters, faults, libbpf, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
+from .dispatcher import DIRECTIONS, Dispatcher
 from .errors import InputError, RuntimeFailure
 from .generation import CT_MAPS, SCOPE_MAPS, SET_MAPS, Generation
 from .ruleset import Ruleset
 from .setmaps import Fix, SetTables
 
 PIN_ROOT = "/sys/fs/bpf/bpfwall"
+LOCK_WAIT = 120.0  # seconds a run waits for another to finish
 STATE_ROOT = "/run/bpfwall"
 MODES = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
 
@@ -76,6 +80,10 @@ class State:
     ruleset: dict[str, Any] | None = None
     applied_at: float = 0.0
     carried: dict[str, Any] = field(default_factory=dict)  # counters.carry(): kept across applies
+    group: str | None = None  # may read counters and state (the rule file's `group:`)
+    dispatcher: dict[str, int] = field(default_factory=dict)  # program ids the links run, per direction
+    programs: dict[str, int] = field(default_factory=dict)  # the generation's program ids, per direction
+    notice: str = ""  # what an operator should know: a rollback, say
 
     def rules(self) -> Ruleset:
         if self.ruleset is None:
@@ -94,6 +102,12 @@ class Scope:
         # What `bpfwall set` changed since the apply: small, so a set command never
         # rewrites the rule set's state (megabytes at 10,000 rules).
         self.sets_path = os.path.join(STATE_ROOT, f"{self.name}.sets.json")
+        # What an apply is in the middle of, for the next run to finish or undo.
+        self.journal_path = os.path.join(STATE_ROOT, f"{self.name}.journal.json")
+        # The apply that awaits `bpfwall confirm`, and how to roll it back.
+        self.confirm_path = os.path.join(STATE_ROOT, f"{self.name}.confirm.json")
+        self.dispatch_dir = os.path.join(self.pin_dir, "dispatch")
+        self.on_wait: Callable[[str], None] | None = None  # told when another run holds the lock
 
     # --- state -------------------------------------------------------------------------------
 
@@ -122,13 +136,30 @@ class Scope:
         return sets
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Serialises applies and downs. One lock for every scope: they are rare, and a
-        lock file per scope would pile up in /run for namespaces long gone."""
+    def lock(self, wait: float = LOCK_WAIT) -> Iterator[None]:
+        """Serialises runs that change the firewall. One lock for every scope: they are
+        rare, and a lock file per scope would pile up in /run for namespaces long gone.
+        A run that finds it taken says by whom, waits up to `wait` seconds, then fails."""
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
         fd = os.open(os.path.join(STATE_ROOT, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            deadline = time.monotonic() + wait
+            told = False
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                    if time.monotonic() >= deadline:
+                        raise RuntimeFailure(f"another bpfwall run (pid {holder}) still holds "
+                                             f"{STATE_ROOT}/lock after {wait:g} s: try again later") from None
+                    if not told and self.on_wait is not None:
+                        self.on_wait(f"waiting for another bpfwall run (pid {holder}) to finish")
+                        told = True
+                    time.sleep(0.05)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield
         finally:
             os.close(fd)
@@ -278,17 +309,36 @@ class Scope:
     # --- apply -------------------------------------------------------------------------------
 
     def apply(self, ruleset: Ruleset, interfaces: list[str], mode: str = "native",
-              compiled: dict[str, Compiled] | None = None) -> ApplyReport:
+              compiled: dict[str, Compiled] | None = None, confirm: float | None = None) -> ApplyReport:
         """Puts ruleset in force on interfaces (and on every interface already attached).
 
         compiled: the ruleset compiled per direction (compile_all), if the caller has it.
+        confirm: seconds to wait for `confirm()` before the previous rule set is put back;
+        a detached watchdog process does that even if this process dies.
+
+        The sequence (each step named for faults.step): load and pin the new generation,
+        write a journal of what is about to change, put its programs in the dispatcher's
+        idle slots, attach new links to the dispatcher, flip the dispatcher (the one
+        moment the rule set changes, everywhere at once), record the state, then remove
+        the old generation. A run killed before the flip leaves the old rule set in
+        force, after it the new one; the next apply, status or down finishes or undoes
+        what the journal says was under way.
         """
         require_root()
         ensure_bpffs()
         tables = compiled or compile_all(ruleset)
         compiled_in = tables["ingress"]
         report = ApplyReport()
+        faults.step("compiled")
         with self.lock(), netns.enter(self.ns):
+            faults.step("locked")
+            self.repair(report)
+            pending = _read_json(self.confirm_path)
+            if pending is not None:
+                left = max(0, int(pending["deadline"] - time.time()))
+                raise RuntimeFailure(
+                    f"generation {pending['generation']} awaits confirmation ({left} s left): run "
+                    f"'bpfwall confirm{self._ns_arg()}' to keep it, or wait for the rollback")
             old = self.read_state() or State(netns=self.ns)
             targets: dict[str, int] = {}
             for name in interfaces:
@@ -317,32 +367,31 @@ class Scope:
             uses_ct = ruleset.uses_ct()
             ct_fds = self._ct_maps_for(compiled_in, uses_ct, report)
             gens: dict[str, Generation] = {}
-            new_n = old.generation + 1
-            new_dir = self.gen_dir(new_n)
-            swapped: list[tuple[int, str]] = []  # (link fd, direction) already on the new generation
             log_fds: dict[str, int] | None = None
+            disp, created = Dispatcher.open_or_create(self.dispatch_dir)
+            new_n = max(old.generation, disp.active()) + 1
+            new_dir = self.gen_dir(new_n)
+            journal: dict[str, Any] = {}
+            flipped = False
             # A block of counters per interface, in name order; beyond the map's blocks,
             # interfaces count in block 0 with any other.
             blocks = {name: (i + 1 if i + 1 < shared.MAX_IFACES else 0) for i, name in enumerate(sorted(targets))}
             by_ifindex = {targets[name]: b for name, b in blocks.items() if b}
             try:
-                for compiled in tables.values():
-                    compiled.config.generation = new_n  # log records name their generation
+                if created and old.generation:
+                    self._adopt(disp, old)  # links of an older bpfwall pointed at generations
+                for c in tables.values():
+                    c.config.generation = new_n  # log records name their generation
                 log_fds = self._scope_maps_for(compiled_in, report)
                 gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds,
                                                   counter_blocks=by_ifindex)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
-                    os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
                     for name in CT_MAPS:
-                        libbpf.obj_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
+                        _replace_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
                     ct_fds = self.open_ct_maps()
                 if log_fds is None:  # the first generation of this scope: its ring is the scope's
-                    os.makedirs(self.pin_dir, mode=0o700, exist_ok=True)
                     for name in SCOPE_MAPS:
-                        path = os.path.join(self.pin_dir, name)
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(path)  # a scope pinned by an older version lacks some
-                        libbpf.obj_pin(gens["ingress"].map_fds[name], path)
+                        _replace_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
                     log_fds = self.open_pinned(SCOPE_MAPS)
                 set_fds = {name: gens["ingress"].map_fds[name] for name in SET_MAPS}
                 if "egress" in tables:
@@ -352,68 +401,159 @@ class Scope:
                 setmaps.fill(set_fds, ruleset.cidr_sets, ruleset.set_slots())
                 report.set_seconds = time.monotonic() - t1
                 report.load_seconds = time.monotonic() - t0
+                faults.step("loaded")
                 shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
                 for direction, gen in gens.items():
                     gen.pin(os.path.join(new_dir, direction))
                 for name, fd in set_fds.items():
                     libbpf.obj_pin(fd, os.path.join(new_dir, name))
+                faults.step("pinned")
+
                 state = State(netns=self.ns, generation=new_n, ruleset=ruleset.to_json(),
-                              applied_at=time.time())
+                              applied_at=time.time(), group=ruleset.group)
+                new_links = [(name, "ingress") for name in targets if not self._has_link(name, "ingress")]
+                if "egress" in gens:
+                    new_links += [(name, "egress") for name in targets if not self._has_link(name, "egress")]
+                journal = {"generation": new_n, "previous": old.generation, "new_links": new_links}
+                _write_json(self.journal_path, journal)
+                faults.step("journal")
+                for direction in DIRECTIONS:
+                    gen = gens.get(direction)
+                    disp.stage(direction, new_n, gen.prog_fd if gen else None)
+                faults.step("staged")
                 for name, ifindex in targets.items():
-                    state.interfaces[name] = self._attach(
-                        gens, name, ifindex, old.interfaces.get(name), mode, swapped, report)
+                    state.interfaces[name] = self._attach(disp, name, ifindex, old.interfaces.get(name), mode,
+                                                          "egress" in gens, report)
                     state.interfaces[name]["counter_block"] = blocks[name]
-                # Read after the swap: the old generation counts no more packets.
+                    faults.step(f"attached:{name}")
+                state.dispatcher = {d: disp.dispatcher_id(d) for d in DIRECTIONS}
+                state.programs = {d: disp.program_id(d, new_n) for d in DIRECTIONS}
+                journal["state"] = state.__dict__
+                if confirm is not None:
+                    report.confirm_token = self._arm_rollback(journal, old, confirm)
+                    faults.step("armed")
+                _write_json(self.journal_path, journal)
+                faults.step("journal-complete")
+                disp.flip(new_n)
+                flipped = True
+                faults.step("flipped")
+                # Read after the flip: the old generation counts no more packets.
                 if old.ruleset is not None:
                     try:
                         state.carried = counters.carry_blocks(old.ruleset, self.counter_blocks(old),
                                                               state.ruleset)
                     except RuntimeFailure as exc:
                         report.notes.append(f"counters start from zero: {exc}")
-                self._write_state(state)
+                self._commit(state)
+                faults.step("committed")
             except BaseException:
-                self._roll_back(old, swapped)
+                if journal:
+                    self._undo(disp, journal, old, flipped)
                 shutil.rmtree(new_dir, ignore_errors=True)
+                if not old.interfaces:
+                    self._remove_all()  # nothing was protected before: leave nothing
                 raise
             finally:
-                for fd, _ in swapped:
-                    os.close(fd)
                 for gen in gens.values():
                     gen.close()
                 for fd in [*(ct_fds or {}).values(), *(log_fds or {}).values()]:
                     os.close(fd)  # ours: libbpf keeps its own duplicates
-            if not uses_ct:
-                self._drop_ct_maps()
-            for entry in os.listdir(self.pin_dir):
-                if entry.startswith("gen-") and entry != f"gen-{new_n}":
-                    shutil.rmtree(os.path.join(self.pin_dir, entry), ignore_errors=True)
+            try:
+                if confirm is None:
+                    self._finish(disp, state, old.generation)
+                    faults.step("cleaned")
+            finally:
+                disp.close()
         report.generation = new_n
         report.interfaces = state.interfaces
         return report
 
-    def _attach(self, gens: dict[str, Generation], name: str, ifindex: int, old: dict[str, Any] | None,
-                mode: str, swapped: list[tuple[int, str]], report: ApplyReport) -> dict[str, Any]:
-        """Puts the new generation on one interface: XDP always, tcx egress when there is one."""
-        info = {"ifindex": ifindex, "mode": self._attach_xdp(gens["ingress"], name, ifindex, old, mode,
-                                                             swapped, report)}
-        egress = gens.get("egress")
+    def _ns_arg(self) -> str:
+        return f" --netns {self.ns}" if self.ns else ""
+
+    def _has_link(self, name: str, direction: str) -> bool:
+        return os.path.exists(self.link_pin(name, direction))
+
+    def _adopt(self, disp: Dispatcher, old: State) -> None:
+        """Puts the generation in force under a new dispatcher before links move to it,
+        so the move changes nothing a packet sees."""
+        for direction in DIRECTIONS:
+            path = os.path.join(self.gen_dir(old.generation), direction, "prog")
+            if os.path.exists(path):
+                fd = libbpf.obj_get(path)
+                try:
+                    disp.stage(direction, old.generation, fd)
+                finally:
+                    os.close(fd)
+        disp.flip(old.generation)
+
+    def _commit(self, state: State) -> None:
+        """Records the generation in force; the journal's work is done."""
+        self._write_state(state)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+
+    def _finish(self, disp: Dispatcher, state: State, previous: int) -> None:
+        """Removes what only the previous generation used, once the new one is here to stay."""
+        if previous and previous != state.generation:
+            disp.clear(previous)
+        for name, info in state.interfaces.items():
+            if not info.get("egress"):
+                self._detach(self.link_pin(name, "egress"))  # nothing to do on egress now
+        if not (state.rules().uses_ct()):
+            self._drop_ct_maps()
+        for entry in os.listdir(self.pin_dir):
+            if entry.startswith("gen-") and entry != f"gen-{state.generation}":
+                shutil.rmtree(os.path.join(self.pin_dir, entry), ignore_errors=True)
+
+    def _undo(self, disp: Dispatcher, journal: dict[str, Any], old: State, flipped: bool) -> None:
+        """Takes back an apply that did not complete: the previous generation in force
+        again, the new one's programs and links gone."""
+        generation = journal["generation"]
+        if flipped or disp.active() == generation:
+            disp.flip(journal["previous"])
+        with contextlib.suppress(RuntimeFailure, libbpf.BpfError):
+            disp.clear(generation)
+        for name, direction in journal.get("new_links", []):
+            self._detach(self.link_pin(name, direction))
+        pending = _read_json(self.confirm_path)
+        if pending is not None and pending.get("generation") == generation:
+            os.unlink(self.confirm_path)
+        shutil.rmtree(self.gen_dir(generation), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+        if not old.interfaces:
+            self._remove_all()
+
+    def _attach(self, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
+                mode: str, egress: bool, report: ApplyReport) -> dict[str, Any]:
+        """Links the dispatcher to one interface: XDP always, tcx egress when the rule set
+        has an egress program. A link already there stays (it already runs the dispatcher)."""
+        info = {"ifindex": ifindex, "mode": self._attach_xdp(disp, name, ifindex, old, mode, report),
+                "egress": egress}
+        if not egress:
+            return info  # an egress link left from before stays until _finish: a rollback needs it
         pin = self.link_pin(name, "egress")
-        if egress is None:
-            self._detach(pin)  # the new rule set has nothing to do on egress
-            info["egress"] = False
-            return info
         fd = self._live_link(pin, ifindex)
         if fd is not None:
-            libbpf.link_update(fd, egress.prog_fd)
-            swapped.append((fd, "egress"))
-        else:
-            fd = libbpf.link_create(egress.prog_fd, ifindex, libbpf.BPF_TCX_EGRESS)
-            try:
-                libbpf.obj_pin(fd, pin)
-            finally:
-                os.close(fd)
-        info["egress"] = True
+            self._point_at_dispatcher(fd, disp, "egress")
+            return info
+        fd = libbpf.link_create(disp.prog_fd("egress"), ifindex, libbpf.BPF_TCX_EGRESS)
+        try:
+            libbpf.obj_pin(fd, pin)
+        finally:
+            os.close(fd)
         return info
+
+    @staticmethod
+    def _point_at_dispatcher(fd: int, disp: Dispatcher, direction: str) -> None:
+        """Moves a link an older bpfwall pointed at a generation onto the dispatcher; the
+        dispatcher runs that same generation (_adopt), so packets see no change."""
+        try:
+            if libbpf.link_info(fd).prog_id != disp.dispatcher_id(direction):
+                libbpf.link_update(fd, disp.prog_fd(direction))
+        finally:
+            os.close(fd)
 
     def _live_link(self, pin: str, ifindex: int) -> int | None:
         """An fd of the pinned link if it is attached to ifindex; a dead pin is removed."""
@@ -440,8 +580,8 @@ class Scope:
         os.unlink(pin)
         return True
 
-    def _attach_xdp(self, gen: Generation, name: str, ifindex: int, old: dict[str, Any] | None,
-                    mode: str, swapped: list[tuple[int, str]], report: ApplyReport) -> str:
+    def _attach_xdp(self, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
+                    mode: str, report: ApplyReport) -> str:
         pin = self.link_pin(name)
         fd = self._live_link(pin, ifindex)
         if fd is not None:
@@ -451,14 +591,13 @@ class Scope:
                 raise RuntimeFailure(
                     f"{name} is attached in {have} mode; run 'bpfwall down -i {name}' first "
                     f"to change to {mode} (it leaves the interface open meanwhile)")
-            libbpf.link_update(fd, gen.prog_fd)
-            swapped.append((fd, "ingress"))
+            self._point_at_dispatcher(fd, disp, "ingress")
             report.swapped.append(name)
             return have
         tries = ["native", "generic"] if mode == "auto" else [mode]
         for i, m in enumerate(tries):
             try:
-                fd = libbpf.link_create(gen.prog_fd, ifindex, libbpf.BPF_XDP, MODES[m])
+                fd = libbpf.link_create(disp.prog_fd("ingress"), ifindex, libbpf.BPF_XDP, MODES[m])
                 break
             except libbpf.BpfError as exc:
                 if exc.errno in (errno.EBUSY, errno.EEXIST):
@@ -475,28 +614,17 @@ class Scope:
         report.attached.append(name)
         return m
 
-    def _roll_back(self, old: State, swapped: list[tuple[int, str]]) -> None:
-        """Points links that already took the new generation back at the old one."""
-        if not swapped or not old.interfaces:
-            return
-        for direction in ("ingress", "egress"):
-            try:
-                prev = self.open_generation(old, direction)
-            except RuntimeFailure:
-                continue
-            with prev:
-                for fd, d in swapped:
-                    if d == direction:
-                        with contextlib.suppress(libbpf.BpfError):
-                            libbpf.link_update(fd, prev.prog_fd)
-
     # --- down --------------------------------------------------------------------------------
 
-    def down(self, interfaces: list[str] | None = None) -> list[str]:
+    def down(self, interfaces: list[str] | None = None, report: ApplyReport | None = None) -> list[str]:
         """Detaches from interfaces (all when None); removes every pin once none is left."""
         require_root()
+        report = report or ApplyReport()
         removed = []
         with self.lock():
+            if interfaces:
+                with netns.enter(self.ns):
+                    self.repair(report)
             state = self.read_state() or State(netns=self.ns)
             names = list(interfaces) if interfaces else list(state.interfaces)
             if not interfaces and os.path.isdir(self.pin_dir):
@@ -511,19 +639,164 @@ class Scope:
             if state.interfaces:
                 self._write_state(state)
             else:
-                shutil.rmtree(self.pin_dir, ignore_errors=True)
-                for path in (self.state_path, self.sets_path):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(path)
-                with contextlib.suppress(OSError):
-                    os.rmdir(PIN_ROOT)  # only if no other scope is left
+                self._remove_all()
         return removed
+
+    def _remove_all(self) -> None:
+        """Everything of this scope: pins (the dispatcher, generations, tables) and state."""
+        if os.path.isdir(self.pin_dir):
+            for entry in os.listdir(self.pin_dir):
+                if entry.startswith(("link-", "tcx-")):
+                    self._detach(os.path.join(self.pin_dir, entry))
+        shutil.rmtree(self.pin_dir, ignore_errors=True)
+        for path in (self.state_path, self.sets_path, self.journal_path, self.confirm_path,
+                     self.state_path + ".tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(PIN_ROOT)  # only if no other scope is left
+
+    # --- repair, confirm, rollback -------------------------------------------------------------
+
+    def repair(self, report: ApplyReport) -> None:
+        """Finishes or undoes what an interrupted run left, and says what it did. Called
+        with the lock held, inside the namespace, by apply, status (as root) and down."""
+        disp = Dispatcher.open(self.dispatch_dir)
+        try:
+            pending = _read_json(self.confirm_path)
+            if pending is not None and pending["deadline"] <= time.time():
+                if disp is not None:
+                    self._expire(disp, pending, report)
+                else:
+                    os.unlink(self.confirm_path)
+            journal = _read_json(self.journal_path)
+            state = self.read_state() or State(netns=self.ns)
+            if journal is not None:
+                active = disp.active() if disp else 0
+                if disp is not None and active == journal["generation"] and "state" in journal:
+                    new = State(**journal["state"])
+                    self._commit(new)
+                    report.repairs.append(f"an interrupted apply had put generation {active} in force: "
+                                          "finished it")
+                    if _read_json(self.confirm_path) is None:
+                        self._finish(disp, new, journal["previous"])
+                    state = new
+                else:
+                    if disp is not None:
+                        self._undo(disp, journal, state, flipped=False)
+                    else:
+                        shutil.rmtree(self.gen_dir(journal["generation"]), ignore_errors=True)
+                        os.unlink(self.journal_path)
+                    report.repairs.append(
+                        f"an interrupted apply of generation {journal['generation']} was undone; "
+                        + (f"generation {state.generation} stays in force" if state.generation
+                           else "nothing was in force before it"))
+            self._remove_stale(disp, state, report)
+        finally:
+            if disp is not None:
+                disp.close()
+
+    def _remove_stale(self, disp: Dispatcher | None, state: State, report: ApplyReport) -> None:
+        """Generations no state refers to: left by a run killed before its journal."""
+        if not os.path.isdir(self.pin_dir):
+            return
+        pending = _read_json(self.confirm_path)
+        keep = {state.generation, *([pending["previous"]["generation"]] if pending else [])}
+        stale = [e for e in os.listdir(self.pin_dir)
+                 if e.startswith("gen-") and e[4:].isdigit() and int(e[4:]) not in keep]
+        for entry in stale:
+            shutil.rmtree(os.path.join(self.pin_dir, entry), ignore_errors=True)
+        if disp is not None and not pending and state.generation:
+            idle = state.generation + 1  # the other slot: nothing belongs in it now
+            if any(disp.program_id(d, idle) for d in DIRECTIONS):
+                disp.clear(idle)
+                stale.append("its programs")
+        if stale:
+            report.repairs.append("removed what an interrupted apply left: " + ", ".join(stale))
+
+    def _arm_rollback(self, journal: dict[str, Any], old: State, seconds: float) -> str:
+        """Records how to put the previous rule set back and starts a watchdog that does it
+        at the deadline unless confirm() comes first. The watchdog is a process of its own
+        session: it outlives this one, the terminal and the SSH connection."""
+        token = secrets.token_hex(8)
+        _write_json(self.confirm_path, {
+            "token": token, "deadline": time.time() + seconds, "seconds": seconds,
+            "generation": journal["generation"], "previous": old.__dict__,
+            "new_links": journal["new_links"]})
+        subprocess.Popen(
+            [sys.executable, "-m", "bpfwall.watchdog", self.ns or "", token],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, cwd="/")
+        return token
+
+    def pending_confirm(self) -> dict[str, Any] | None:
+        """The apply that awaits confirmation: generation, deadline, token; or None."""
+        return _read_json(self.confirm_path)
+
+    def confirm(self) -> int:
+        """Keeps the generation that awaits confirmation; returns its number."""
+        require_root()
+        report = ApplyReport()
+        with self.lock(), netns.enter(self.ns):
+            self.repair(report)
+            pending = _read_json(self.confirm_path)
+            if pending is None:
+                raise RuntimeFailure("nothing awaits confirmation"
+                                     + ("; " + "; ".join(report.repairs) if report.repairs else ""))
+            state = self.require_state()
+            with Dispatcher.open(self.dispatch_dir) or _missing(self.dispatch_dir) as disp:
+                self._finish(disp, state, pending["previous"]["generation"])
+            os.unlink(self.confirm_path)
+            return pending["generation"]
+
+    def expire(self, token: str) -> str | None:
+        """The watchdog's deadline: rolls back if the apply of `token` is still unconfirmed.
+        Returns what was done, or None when there was nothing to do."""
+        report = ApplyReport()
+        with self.lock(), netns.enter(self.ns):
+            pending = _read_json(self.confirm_path)
+            if pending is None or pending["token"] != token:
+                return None
+            with Dispatcher.open(self.dispatch_dir) or _missing(self.dispatch_dir) as disp:
+                return self._expire(disp, pending, report)
+
+    def _expire(self, disp: Dispatcher, pending: dict[str, Any], report: ApplyReport) -> str:
+        previous = State(**pending["previous"])
+        generation = pending["generation"]
+        disp.flip(previous.generation)
+        with contextlib.suppress(RuntimeFailure, libbpf.BpfError):
+            disp.clear(generation)
+        for name, direction in pending.get("new_links", []):
+            self._detach(self.link_pin(name, direction))
+        os.unlink(self.confirm_path)
+        shutil.rmtree(self.gen_dir(generation), ignore_errors=True)
+        what = (f"generation {generation} was not confirmed within {pending['seconds']:g} s: "
+                + (f"rolled back to generation {previous.generation}" if previous.interfaces
+                   else "removed (nothing was in force before it)"))
+        if previous.interfaces:
+            previous.notice = what + time.strftime(" at %Y-%m-%dT%H:%M:%S%z")
+            self._write_state(previous)
+        else:
+            self._remove_all()
+        report.repairs.append(what)
+        return what
 
     # --- status ------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """What is in force and whether each link is alive. As root it first repairs what
+        an interrupted run left (and lists it under "repairs"); a reader without root gets
+        what the state file and netlink tell (the links' pins are root's)."""
+        report = ApplyReport()
+        root = os.geteuid() == 0
+        if root:
+            with self.lock(), netns.enter(self.ns):
+                self.repair(report)
+        elif self.ns:
+            raise RuntimeFailure("status --netns needs root: entering a network namespace takes CAP_SYS_ADMIN")
         state = self.read_state()
-        out: dict[str, Any] = {"netns": self.ns, "running": bool(state and state.interfaces)}
+        out: dict[str, Any] = {"netns": self.ns, "running": bool(state and state.interfaces),
+                               "repairs": report.repairs}
         if not state:
             return out
         rules = state.rules()
@@ -536,27 +809,48 @@ class Scope:
             sets={name: {"type": m["type"], "size": self.set_changes(state)[name]["size"]}
                   for name, m in rules.sets.items()},
             interfaces=[],
+            notice=state.notice,
         )
+        pending = self.pending_confirm()
+        if pending is not None:
+            out["awaiting_confirm"] = {"generation": pending["generation"],
+                                       "seconds_left": max(0, round(pending["deadline"] - time.time())),
+                                       "rollback_to": pending["previous"]["generation"]}
         for name, info in state.interfaces.items():
             entry = {"name": name, "ifindex": info["ifindex"], "mode": info["mode"],
-                     "egress": info.get("egress", False)}
-            pin = self.link_pin(name)
-            try:
-                fd = libbpf.obj_get(pin)
-            except libbpf.BpfError:
-                entry["attached"] = False
-                entry["problem"] = "link pin missing"
-            else:
-                try:
-                    li = libbpf.link_info(fd)
-                    entry["attached"] = li.ifindex != 0
-                    entry["program_id"] = li.prog_id
-                    if not entry["attached"]:
-                        entry["problem"] = "interface is gone"
-                finally:
-                    os.close(fd)
+                     "egress": info.get("egress", False),
+                     "program_id": state.programs.get("ingress", 0)}
+            entry.update(self._link_health(name, info, state) if root else self._xdp_health(info, state))
             out["interfaces"].append(entry)
         return out
+
+    def _link_health(self, name: str, info: dict[str, Any], state: State) -> dict[str, Any]:
+        try:
+            with netns.enter(self.ns):
+                fd = libbpf.obj_get(self.link_pin(name))
+        except libbpf.BpfError:
+            return {"attached": False, "problem": "link pin missing"}
+        try:
+            li = libbpf.link_info(fd)
+        finally:
+            os.close(fd)
+        if li.ifindex == 0:
+            return {"attached": False, "problem": "interface is gone"}
+        if state.dispatcher and li.prog_id != state.dispatcher.get("ingress"):
+            return {"attached": False, "problem": f"link runs program {li.prog_id}, not bpfwall's dispatcher"}
+        return {"attached": True}
+
+    @staticmethod
+    def _xdp_health(info: dict[str, Any], state: State) -> dict[str, Any]:
+        try:
+            prog_id = libbpf.xdp_prog_id(info["ifindex"])
+        except libbpf.BpfError as exc:
+            return {"attached": False, "problem": f"cannot query XDP: {exc}"}
+        if prog_id == 0:
+            return {"attached": False, "problem": "no XDP program on the interface"}
+        if state.dispatcher and prog_id != state.dispatcher.get("ingress"):
+            return {"attached": False, "problem": f"XDP program {prog_id} is not bpfwall's dispatcher"}
+        return {"attached": True}
 
 
 SYNCOOKIES_SYSCTL = "/proc/sys/net/ipv4/tcp_syncookies"
@@ -606,6 +900,18 @@ def _write_json(path: str, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _missing(directory: str) -> Dispatcher:
+    raise RuntimeFailure(f"the dispatcher pinned in {directory} is gone: run 'bpfwall apply' again")
+
+
+def _replace_pin(fd: int, path: str) -> None:
+    """Pins fd at path, replacing what a scope pinned by an older version left there."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    libbpf.obj_pin(fd, path)
+
+
 @dataclass
 class ApplyReport:
     generation: int = 0
@@ -615,3 +921,5 @@ class ApplyReport:
     interfaces: dict[str, dict[str, Any]] = field(default_factory=dict)
     load_seconds: float = 0.0
     set_seconds: float = 0.0  # of load_seconds, filling the CIDR sets
+    repairs: list[str] = field(default_factory=list)  # what an interrupted run left, and what was done
+    confirm_token: str = ""  # of an apply --confirm: what its watchdog and confirm() look for

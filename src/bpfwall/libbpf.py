@@ -165,6 +165,8 @@ _prog_set_autoload = _fn("bpf_program__set_autoload", c_int, [c_void_p, ctypes.c
 _prog_fd = _fn("bpf_program__fd", c_int, [c_void_p])
 _obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
 _obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
+_obj_get_opts = _fn("bpf_obj_get_opts", c_int, [c_char_p, c_void_p])
+_xdp_query_id = _fn("bpf_xdp_query_id", c_int, [c_int, c_int, POINTER(c_uint32)])
 _update_elem = _fn("bpf_map_update_elem", c_int, [c_int, c_void_p, c_void_p, c_uint64])
 _lookup_elem = _fn("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p])
 _delete_elem = _fn("bpf_map_delete_elem", c_int, [c_int, c_void_p])
@@ -268,8 +270,29 @@ def obj_pin(fd: int, path: str) -> None:
     _check(f"pin {path}", _obj_pin(fd, path.encode()))
 
 
-def obj_get(path: str) -> int:
-    return _check(f"open pin {path}", _obj_get(path.encode()))
+class ObjGetOpts(Structure):
+    _fields_ = [("sz", c_size_t), ("file_flags", c_uint32), ("path_fd", c_int)]
+
+
+BPF_F_RDONLY = 1 << 3
+
+
+def obj_get(path: str, read_only: bool = False) -> int:
+    """An fd of a pinned object. read_only asks only for read access to the pin
+    (a map opened so can be read, not written), which is what a non-root reader
+    that the pin's group lets read gets."""
+    if not read_only:
+        return _check(f"open pin {path}", _obj_get(path.encode()))
+    opts = ObjGetOpts(sizeof(ObjGetOpts), BPF_F_RDONLY, 0)
+    return _check(f"open pin {path}", _obj_get_opts(path.encode(), byref(opts)))
+
+
+def xdp_prog_id(ifindex: int) -> int:
+    """The id of the XDP program attached to ifindex (0: none), read over netlink:
+    needs no privilege, unlike opening a link."""
+    prog_id = c_uint32()
+    _check("xdp query", _xdp_query_id(ifindex, 0, byref(prog_id)))
+    return prog_id.value
 
 
 def map_update(fd: int, key: ctypes._CData, value: ctypes._CData, flags: int = 0) -> None:

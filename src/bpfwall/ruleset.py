@@ -87,6 +87,7 @@ class Ruleset:
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
     conntrack: dict[str, Any] = field(default_factory=dict)  # max_entries, timeouts
+    group: str | None = None  # may read counters and state (stats, status, exporter)
     # The elements of every CIDR set; not part of to_json (the data plane holds them).
     cidr_sets: dict[str, CidrSet] = field(default_factory=dict)
 
@@ -134,6 +135,7 @@ class Ruleset:
             "sets": self.sets,
             "source": self.source,
             "conntrack": self.conntrack,
+            "group": self.group,
         }
 
     @classmethod
@@ -167,4 +169,5 @@ class Ruleset:
             sets=data["sets"],
             source=data["source"],
             conntrack=data.get("conntrack", {}),
+            group=data.get("group"),
         )

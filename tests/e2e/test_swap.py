@@ -1,4 +1,5 @@
-"""Atomic swaps: two rule sets with opposite verdicts traded hundreds of times under traffic.
+"""Atomic swaps: two rule sets with opposite verdicts traded hundreds of times under traffic,
+by the dispatcher's flip, as apply does it.
 
 Each generation has its own counters, so every packet is counted by the one
 rule set that judged it. If a packet ever met a mix of the two (one's tables,
@@ -8,15 +9,15 @@ both rule counters, or be delivered without being counted as accepted.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 
-from bpfwall import libbpf, netns, setmaps
+from bpfwall import netns, setmaps
 from bpfwall.compiler import compile_ruleset
 from bpfwall.config import loads
 from bpfwall.dataplane import Scope
+from bpfwall.dispatcher import Dispatcher
 from bpfwall.generation import Generation
 from bpfwall.lab import CLIENT_V4, SERVER_V4
 
@@ -41,7 +42,10 @@ def test_swaps_under_traffic_judge_every_packet_whole(lab):
         gen_a = scope.open_generation()
         gen_b = Generation.load(compile_ruleset(b), {})
         setmaps.fill(gen_b.set_fds(), b.cidr_sets, b.set_slots())
-        link = libbpf.obj_get(scope.link_pin(lab.server_if))
+        disp = Dispatcher.open(scope.dispatch_dir)
+        n_a = disp.active()
+        n_b = n_a + 1  # the idle slot
+        disp.stage("ingress", n_b, gen_b.prog_fd)
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
     rx.bind((SERVER_V4, PORT))
@@ -76,14 +80,15 @@ def test_swaps_under_traffic_judge_every_packet_whole(lab):
         t.start()
     try:
         for i in range(400):
-            libbpf.link_update(link, (gen_b if i % 2 == 0 else gen_a).prog_fd)
+            disp.flip(n_b if i % 2 == 0 else n_a)
             time.sleep(0.002)
-        libbpf.link_update(link, gen_a.prog_fd)
+        disp.flip(n_a)
     finally:
         stop.set()
         for t in threads:
             t.join()
-        os.close(link)
+        disp.clear(n_b)
+        disp.close()
         tx.close()
         rx.close()
     try:

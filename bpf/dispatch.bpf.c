@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The programs that stay attached. bpfwall_ingress (XDP) and bpfwall_egress
+ * (tcx) of this object are linked to the interfaces once and never swapped:
+ * each jumps to the generation in force, whose programs sit in a two-slot
+ * program array per direction (slot = generation & 1). An apply fills the
+ * idle slot and then writes the new generation number into `active`: one
+ * map write puts the new rule set in force on every interface and in both
+ * directions at once, so an apply killed at any moment leaves the old rule
+ * set or the new one, never a mix. The old slot stays filled until the
+ * apply is done (or confirmed), which also makes a rollback one write.
+ */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+/* tcx verdict (linux/pkt_cls.h): next program, or pass. */
+#define TCX_NEXT -1
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* The generation in force (its number; its slot is the low bit). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} active SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} ingress_gens SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} egress_gens SEC(".maps");
+
+static __always_inline int active_slot(void)
+{
+	__u32 zero = 0;
+	__u32 *gen = bpf_map_lookup_elem(&active, &zero);
+
+	return gen && (*gen & 1);
+}
+
+/*
+ * Two tail calls with constant keys rather than one with a computed key:
+ * the JIT turns a constant-key tail call into a direct jump, and
+ * bpf_tail_call_static keeps clang from merging the two into one.
+ * An empty slot (a direction the rule set has no program for) passes.
+ */
+SEC("xdp")
+int bpfwall_ingress(struct xdp_md *ctx)
+{
+	if (active_slot())
+		bpf_tail_call_static(ctx, &ingress_gens, 1);
+	else
+		bpf_tail_call_static(ctx, &ingress_gens, 0);
+	return XDP_PASS;
+}
+
+SEC("tc")
+int bpfwall_egress(struct __sk_buff *skb)
+{
+	if (active_slot())
+		bpf_tail_call_static(skb, &egress_gens, 1);
+	else
+		bpf_tail_call_static(skb, &egress_gens, 0);
+	return TCX_NEXT;
+}

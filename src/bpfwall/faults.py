@@ -1,0 +1,26 @@
+"""Test hooks that name the steps of apply, so tests can kill or stall it at each one.
+
+BPFWALL_TEST_KILL_AT=STEP      SIGKILL this process when it reaches STEP
+BPFWALL_TEST_PAUSE_AT=STEP:S   sleep S seconds at STEP (to hold the lock, say)
+BPFWALL_TEST_STEPS=PATH        append each step's name to PATH as it is reached
+
+Unset (the normal case), a step costs one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+
+def step(name: str) -> None:
+    env = os.environ
+    if "BPFWALL_TEST_STEPS" in env:
+        with open(env["BPFWALL_TEST_STEPS"], "a") as f:
+            f.write(name + "\n")
+    pause = env.get("BPFWALL_TEST_PAUSE_AT", "")
+    if pause.rpartition(":")[0] == name:
+        time.sleep(float(pause.rpartition(":")[2]))
+    if env.get("BPFWALL_TEST_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,247 @@
+"""An apply that cannot leave a broken firewall: killed at every step, rolled back
+when unconfirmed, serialised with another apply, refusing to cut SSH.
+
+Rule set OLD opens port 25 only; NEW opens port 143 only and has an egress program
+(so an apply from OLD to NEW also attaches a tcx link). Which one is in force is
+read from the wire: a TCP connect from the client namespace to each port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from bpfwall.dataplane import Scope
+from bpfwall.lab import CLIENT_V4, SERVER_V4
+
+from .conftest import apply, bpfwall, write
+
+OLD = """\
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: mail, proto: tcp, dport: 25, action: accept}
+"""
+NEW = """\
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: imap, proto: tcp, dport: 143, action: accept}
+  - {name: no-discard, direction: egress, proto: udp, dport: 9, action: drop}
+"""
+
+
+def in_force(lab) -> str:
+    """'old', 'new', 'none' (no firewall) or what else the ports say."""
+    seen = (lab.tcp_connect(25, timeout=0.5), lab.tcp_connect(143, timeout=0.5))
+    return {("open", "timeout"): "old", ("timeout", "open"): "new", ("open", "open"): "none"}.get(
+        seen, f"mixed {seen}")
+
+
+def run_apply(lab, path: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", path, "-i", lab.server_if, "--netns",
+         lab.server_ns, *extra], capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
+def status(lab) -> tuple[dict, str]:
+    res = bpfwall("status", "--netns", lab.server_ns, "--json")
+    return json.loads(res.stdout), res.stderr
+
+
+def wait_for_line(proc: subprocess.Popen, text: str) -> None:
+    """Reads proc's output until a line has text (rich wraps long lines)."""
+    while text not in (line := proc.stdout.readline()):
+        assert line, f"the command ended without printing {text!r}: {proc.stderr.read()}"
+
+
+def steps_of(lab, tmp_path, path: str) -> list[str]:
+    log = tmp_path / "steps"
+    res = run_apply(lab, path, {"BPFWALL_TEST_STEPS": str(log)})
+    assert res.returncode == 0, res.stderr
+    return log.read_text().split()
+
+
+def test_apply_killed_at_every_step_leaves_old_or_new_whole(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    steps = steps_of(lab, tmp_path, new)
+    assert steps.index("staged") < steps.index("flipped") < steps.index("committed") < steps.index("cleaned")
+    assert f"attached:{lab.server_if}" in steps
+    for step in steps:
+        apply(lab, old)
+        assert in_force(lab) == "old"
+        res = run_apply(lab, new, {"BPFWALL_TEST_KILL_AT": step})
+        assert res.returncode == -signal.SIGKILL, (step, res.stderr)
+        expected = "new" if steps.index(step) >= steps.index("flipped") else "old"
+        assert in_force(lab) == expected, f"killed at {step}"
+        st, err = status(lab)  # repairs what the kill left
+        assert st["running"] and all(i["attached"] for i in st["interfaces"]), (step, st)
+        assert st["rules_file"].endswith(f"{expected}.yaml"), (step, st)
+        if step not in ("compiled", "locked", "loaded", "cleaned"):
+            assert "repaired:" in err, f"killed at {step}: status repaired nothing"
+        assert in_force(lab) == expected, f"after repair of a kill at {step}"
+        assert status(lab)[1] == "", "a second status finds nothing left to repair"
+    # The egress link exists only while NEW is in force.
+    egress_pin = Scope(lab.server_ns).link_pin(lab.server_if, "egress")
+    apply(lab, old)
+    assert not os.path.exists(egress_pin)
+
+
+def test_first_apply_killed_leaves_nothing(lab, tmp_path):
+    new = write(tmp_path, NEW, "new.yaml")
+    for step in ("staged", f"attached:{lab.server_if}", "journal-complete"):
+        res = run_apply(lab, new, {"BPFWALL_TEST_KILL_AT": step})
+        assert res.returncode == -signal.SIGKILL
+        assert in_force(lab) == "none", step
+        st, err = status(lab)
+        assert not st["running"] and "undone" in err, (step, err)
+        assert not os.path.exists(Scope(lab.server_ns).pin_dir), step
+
+
+def test_unconfirmed_apply_rolls_back_after_the_cli_is_killed(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    before = status(lab)[0]["generation"]
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
+         lab.server_ns, "--confirm", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        wait_for_line(cli, "keeping generation")
+        cli.kill()  # SIGKILL: the CLI does not get to roll anything back
+        cli.wait()
+        assert in_force(lab) == "new"
+        st = status(lab)[0]
+        assert st["awaiting_confirm"]["rollback_to"] == before
+        res = run_apply(lab, old, {})
+        assert res.returncode == 1 and "awaits confirmation" in res.stderr
+        deadline = time.monotonic() + 15
+        while status(lab)[0]["generation"] != before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert in_force(lab) == "old"
+        st = status(lab)[0]
+        assert st["generation"] == before and "was not confirmed" in st["notice"]
+        assert "awaiting_confirm" not in st
+        assert not os.path.exists(Scope(lab.server_ns).link_pin(lab.server_if, "egress"))
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_confirm_keeps_the_new_rule_set(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
+         lab.server_ns, "--confirm", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_line(cli, "keeping generation")
+        res = bpfwall("confirm", "--netns", lab.server_ns)
+        assert res.returncode == 0 and "confirmed" in res.stdout, res.stderr
+        assert cli.wait(timeout=10) == 0
+        assert in_force(lab) == "new"
+        assert "awaiting_confirm" not in status(lab)[0]
+        res = bpfwall("confirm", "--netns", lab.server_ns)
+        assert res.returncode == 1 and "nothing awaits confirmation" in res.stderr
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_unconfirmed_first_apply_leaves_nothing(lab, tmp_path):
+    new = write(tmp_path, NEW, "new.yaml")
+    res = run_apply(lab, new, {}, "--confirm", "1")
+    assert res.returncode == 1 and "was not confirmed within 1 s" in res.stderr, res.stderr
+    assert in_force(lab) == "none"
+    assert not status(lab)[0]["running"]
+    assert not os.path.exists(Scope(lab.server_ns).pin_dir)
+
+
+def test_two_applies_at_once_are_serialised(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    log = tmp_path / "steps"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", old, "-i", lab.server_if, "--netns",
+         lab.server_ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "BPFWALL_TEST_PAUSE_AT": "staged:2", "BPFWALL_TEST_STEPS": str(log)})
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and "staged" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_apply(lab, new, {})
+        assert second.returncode == 0, second.stderr
+        assert "waiting for another bpfwall run" in second.stderr
+        assert first.wait(timeout=30) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert in_force(lab) == "new"
+    assert status(lab)[0]["rules_file"].endswith("new.yaml")
+
+
+SSH_OPEN = """\
+version: 1
+policy: {ingress: drop}
+rules:
+  - {name: ssh, proto: tcp, dport: 22, src: 10.200.0.0/16, action: accept}
+"""
+
+
+@pytest.mark.parametrize("env_only", [True, False])
+def test_apply_refuses_to_cut_the_ssh_session(lab, tmp_path, env_only):
+    old = write(tmp_path, OLD, "old.yaml")
+    if env_only:
+        env = {"SSH_CONNECTION": f"{CLIENT_V4} 40022 {SERVER_V4} 22"}
+    else:  # a session of a listening sshd socket: found with ss
+        env = {}
+        sshd = fake_sshd(lab)
+        conn = lab.tcp_session(2222)
+    try:
+        res = run_apply(lab, old, env)
+        assert res.returncode == 1, res.stderr
+        assert "lock out SSH" in res.stderr and "--force" in res.stderr
+        assert f"{CLIENT_V4}:" in res.stderr and "ingress policy" in res.stderr
+        assert not status(lab)[0]["running"], "nothing was applied"
+        check = bpfwall("check", "-f", old)
+        assert check.returncode == 0
+        if env_only:
+            check = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", old], capture_output=True,
+                                   text=True, env={**os.environ, **env})
+            assert "warning: SSH session" in check.stderr
+        ssh_ok = write(tmp_path, SSH_OPEN.replace("22", "22" if env_only else "2222"), "ssh.yaml")
+        assert run_apply(lab, ssh_ok, env).returncode == 0
+        res = run_apply(lab, old, env, "--force")
+        assert res.returncode == 0, res.stderr
+    finally:
+        if not env_only:
+            conn.close()
+            sshd.kill()
+            sshd.wait()
+
+
+def fake_sshd(lab) -> subprocess.Popen:
+    """A process named sshd listening on port 2222 in the server namespace."""
+    code = f"""
+import ctypes, socket, sys
+from bpfwall import netns
+ctypes.CDLL(None).prctl(15, b"sshd", 0, 0, 0)  # PR_SET_NAME: what ss shows
+with netns.enter({lab.server_ns!r}):
+    s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(({SERVER_V4!r}, 2222))
+s.listen()
+print("ready", flush=True)
+conn, _ = s.accept()
+sys.stdin.read()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
