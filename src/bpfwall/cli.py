@@ -181,6 +181,23 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
             time.sleep(0.2)
 
 
+def _explain_file(path: str, frame: bytes, iface: str | None, as_json: bool) -> None:
+    ruleset = _load(path)
+    _compile(ruleset, path)  # what apply would refuse, explain refuses too
+    ct = reference.Conntrack(ruleset.conntrack.get("timeouts", {})) if ruleset.uses_ct() else None
+    ref = reference.decide(ruleset, frame, iface, ct=ct, now=1, learn=False)
+    rules = ruleset.ingress()
+    rule = rules[ref.rule] if ref.rule is not None else None
+    result = {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": rule.name if rule else None,
+              "decided_by": ref.kind, "action": ref.action, "file": path,
+              "ct_state": None if ct is None else {v: k for k, v in shared.CT_STATES.items()}[ref.ct_state]}
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    by = f"rule '{rule.name}' (line {rule.line} of {path})" if rule else ref.kind
+    out.print(f"{result['verdict'].upper()} ({ref.action}) by {by}  (reference model, no kernel)")
+
+
 @main.command()
 @netns_option
 @handle_errors
@@ -292,10 +309,11 @@ def status(ns: str | None, as_json: bool) -> None:
         out.print(f"[yellow]{st['notice']}[/yellow]")
     t = Table("interface", "mode", "program", "egress (tcx)", "state")
     for i in st["interfaces"]:
-        state = "attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
+        state = ("attached" if i["attached"] else f"[red]DOWN: {i.get('problem')}[/red]"
+                 if i["attached"] is not None else f"unknown ({i.get('problem')})")
         t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), "yes" if i["egress"] else "no", state)
     out.print(t)
-    if not all(i["attached"] for i in st["interfaces"]):
+    if any(i["attached"] is False for i in st["interfaces"]):
         sys.exit(1)
 
 
@@ -353,8 +371,10 @@ def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -
 
 @main.command()
 @netns_option
-@click.option("-i", "--interface", "iface", required=True, metavar="IFACE",
-              help="The interface the packet arrives on.")
+@click.option("-i", "--interface", "iface", metavar="IFACE",
+              help="The interface the packet arrives on (required unless --file).")
+@click.option("-f", "--file", "path", metavar="FILE",
+              help="Judge by this rule file with the reference model alone: no kernel, no root.")
 @click.option("--proto", required=True, help="tcp, udp, sctp, icmp, icmpv6 or a number.")
 @click.option("--src", required=True, help="Source address.")
 @click.option("--dst", required=True, help="Destination address.")
@@ -366,13 +386,15 @@ def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -
 @click.option("--icmp-code", type=click.IntRange(0, 255), default=0)
 @json_option
 @handle_errors
-def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: int, dport: int,
-            flags: str, icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
+def explain(ns: str | None, iface: str | None, path: str | None, proto: str, src: str, dst: str, sport: int,
+            dport: int, flags: str, icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
     """Run one packet through the loaded program and say which rule decides it.
 
     The packet goes through the running bpfwall_ingress with BPF_PROG_TEST_RUN
     (nothing is sent on the wire); the reference model's answer is shown
-    beside it, and a disagreement is an error.
+    beside it, and a disagreement is an error. With --file, the reference
+    model judges the packet by that rule file (as a first packet: no
+    connection is tracked yet), which needs no root.
     """
     proto_num = names.PROTOCOLS.get(proto.lower()) if not proto.isdigit() else int(proto)
     if proto_num is None or not 0 <= proto_num <= 255:
@@ -386,6 +408,11 @@ def explain(ns: str | None, iface: str, proto: str, src: str, dst: str, sport: i
         frame = packets.build(proto_num, src, dst, sport, dport, flag_bits, icmp_type, icmp_code)
     except ValueError as exc:
         raise InputError(f"--src/--dst: {exc}") from None
+    if path is not None:
+        _explain_file(path, frame, iface, as_json)
+        return
+    if iface is None:
+        raise InputError("-i IFACE is required (or --file FILE to judge by a rule file)")
     scope = Scope(ns)
     state = scope.require_state()
     if iface not in state.interfaces:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import counters, faults, libbpf, netns, setmaps, shared
+from . import access, counters, faults, libbpf, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .dispatcher import DIRECTIONS, Dispatcher
@@ -123,7 +123,12 @@ class Scope:
         return state
 
     def _write_state(self, state: State) -> None:
-        _write_json(self.state_path, state.__dict__)
+        _write_json(self.state_path, state.__dict__, access.group_id(state.group))
+
+    def _share(self, state: State) -> list[str]:
+        """Owners and modes of the generation in force, for the rule file's group."""
+        return access.share(PIN_ROOT, self.pin_dir, self.gen_dir(state.generation), STATE_ROOT,
+                            [self.state_path, self.sets_path], access.group_id(state.group))
 
     def set_changes(self, state: State) -> dict[str, dict[str, Any]]:
         """Per CIDR set of the generation in force: its size and the Fix of its last change."""
@@ -171,8 +176,17 @@ class Scope:
         return os.path.join(self.pin_dir, f"{'link' if direction == 'ingress' else 'tcx'}-{ifname}")
 
     def open_generation(self, state: State | None = None, direction: str = "ingress") -> Generation:
+        """The generation in force. A reader without root gets its maps read-only and
+        no program (a program pin opens only read-write)."""
         state = state or self.require_state()
-        return Generation.open_pinned(os.path.join(self.gen_dir(state.generation), direction))
+        directory = os.path.join(self.gen_dir(state.generation), direction)
+        read_only = os.geteuid() != 0
+        try:
+            return Generation.open_pinned(directory, read_only)
+        except libbpf.BpfError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise access.denied(f"the counters pinned in {directory}", state.group) from None
+            raise RuntimeFailure(f"the pinned data plane in {directory} is unreadable: {exc}") from None
 
     # --- sets ----------------------------------------------------------------------------------
 
@@ -204,7 +218,8 @@ class Scope:
 
             def record(fix: Fix) -> None:
                 meta["fix"] = fix.to_json()
-                _write_json(self.sets_path, {"generation": state.generation, "sets": changes})
+                _write_json(self.sets_path, {"generation": state.generation, "sets": changes},
+                            access.group_id(state.group))
 
             with SetTables(self.gen_dir(state.generation)) as tables:
                 tables.level(slot, Fix.from_json(meta.get("fix")))
@@ -221,7 +236,8 @@ class Scope:
                     todo = list(dict.fromkeys(elements))
                     tables.change(slot, [], todo, record)
             meta["size"] = meta.get("size", 0) + (len(todo) if add else -len(todo))
-            _write_json(self.sets_path, {"generation": state.generation, "sets": changes})
+            _write_json(self.sets_path, {"generation": state.generation, "sets": changes},
+                        access.group_id(state.group))
         return len(todo), len(elements) - len(todo)
 
     def set_elements(self, name: str) -> list[Element]:
@@ -258,7 +274,16 @@ class Scope:
         paths = {name: os.path.join(self.pin_dir, name) for name in names}
         if not all(os.path.exists(p) for p in paths.values()):
             return None
-        return {name: libbpf.obj_get(p) for name, p in paths.items()}
+        read_only = os.geteuid() != 0  # a reader of the rule file's group
+        fds: dict[str, int] = {}
+        try:
+            for name, p in paths.items():
+                fds[name] = libbpf.obj_get(p, read_only)
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        return fds
 
     def _scope_maps_for(self, compiled: Compiled, report: ApplyReport) -> dict[str, int] | None:
         """The pinned scope tables to share, or None to make (and pin) new ones: the
@@ -446,6 +471,7 @@ class Scope:
                         report.notes.append(f"counters start from zero: {exc}")
                 self._commit(state)
                 faults.step("committed")
+                report.notes += self._share(state)
             except BaseException:
                 if journal:
                     self._undo(disp, journal, old, flipped)
@@ -730,7 +756,10 @@ class Scope:
         return token
 
     def pending_confirm(self) -> dict[str, Any] | None:
-        """The apply that awaits confirmation: generation, deadline, token; or None."""
+        """The apply that awaits confirmation: generation, deadline, token; or None
+        (also for a reader who may not see it: the file is root's)."""
+        if os.geteuid() != 0 and not os.access(self.confirm_path, os.R_OK):
+            return None
         return _read_json(self.confirm_path)
 
     def confirm(self) -> int:
@@ -776,6 +805,7 @@ class Scope:
         if previous.interfaces:
             previous.notice = what + time.strftime(" at %Y-%m-%dT%H:%M:%S%z")
             self._write_state(previous)
+            self._share(previous)
         else:
             self._remove_all()
         report.repairs.append(what)
@@ -792,8 +822,6 @@ class Scope:
         if root:
             with self.lock(), netns.enter(self.ns):
                 self.repair(report)
-        elif self.ns:
-            raise RuntimeFailure("status --netns needs root: entering a network namespace takes CAP_SYS_ADMIN")
         state = self.read_state()
         out: dict[str, Any] = {"netns": self.ns, "running": bool(state and state.interfaces),
                                "repairs": report.repairs}
@@ -820,7 +848,12 @@ class Scope:
             entry = {"name": name, "ifindex": info["ifindex"], "mode": info["mode"],
                      "egress": info.get("egress", False),
                      "program_id": state.programs.get("ingress", 0)}
-            entry.update(self._link_health(name, info, state) if root else self._xdp_health(info, state))
+            if root:
+                entry.update(self._link_health(name, info, state))
+            elif self.ns:  # netlink answers for the namespace one is in, and entering takes root
+                entry.update(attached=None, problem="not checked: a network namespace's links need root")
+            else:
+                entry.update(self._xdp_health(info, state))
             out["interfaces"].append(entry)
         return out
 
@@ -887,16 +920,26 @@ def _read_json(path: str) -> Any:
             return json.load(f)
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise access.denied_file(path) from None
     except (OSError, ValueError) as exc:
         raise RuntimeFailure(f"cannot read {path}: {exc}") from None
 
 
-def _write_json(path: str, data: Any) -> None:
-    """Replaces path atomically: a reader sees the old file or the new one."""
+def _write_json(path: str, data: Any, gid: int | None = None) -> None:
+    """Replaces path atomically: a reader sees the old file or the new one, and a crash
+    leaves one of them whole (written and synced before the rename). Root's alone
+    (0600), or readable by group gid (0640)."""
     os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as f:
+        if gid is not None:
+            os.fchown(f.fileno(), 0, gid)
+            os.fchmod(f.fileno(), 0o640)
         json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

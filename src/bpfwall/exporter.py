@@ -105,6 +105,8 @@ class BpfwallCollector(Collector):
         for direction in ("ingress", "egress"):
             if self.scope.has_direction(state, direction):
                 with self.scope.open_generation(state, direction) as gen:
+                    if gen.prog_fd < 0:
+                        continue  # a reader without root cannot open programs
                     pi = libbpf.prog_info(gen.prog_fd)
                 labels = [pi.name.decode(), direction]
                 runs.add_metric(labels, pi.run_cnt)

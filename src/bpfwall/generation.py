@@ -11,7 +11,7 @@ import os
 from array import array
 from ctypes import c_uint8, c_uint32, sizeof
 
-from . import libbpf, shared
+from . import access, libbpf, shared
 from .compiler import Compiled
 from .errors import RuntimeFailure
 from .ruleset import Network
@@ -174,13 +174,24 @@ class Generation:
             libbpf.obj_pin(self.map_fds[name], os.path.join(directory, name))
 
     @classmethod
-    def open_pinned(cls, directory: str) -> Generation:
+    def open_pinned(cls, directory: str, read_only: bool = False) -> Generation:
+        """The pinned generation. read_only: its readable maps, opened read-only, and no
+        program (prog_fd -1): what a reader of the rule file's group may open."""
         direction = os.path.basename(directory)
+        names = access.READ_GENERATION if read_only else PINNED_MAPS
+        fds: list[int] = []
         try:
-            prog_fd = libbpf.obj_get(os.path.join(directory, "prog"))
-            maps = {name: libbpf.obj_get(os.path.join(directory, name)) for name in PINNED_MAPS}
-        except libbpf.BpfError as exc:
-            raise RuntimeFailure(f"the pinned data plane in {directory} is unreadable: {exc}") from None
+            prog_fd = -1 if read_only else libbpf.obj_get(os.path.join(directory, "prog"))
+            fds.append(prog_fd)
+            maps = {}
+            for name in names:
+                maps[name] = libbpf.obj_get(os.path.join(directory, name), read_only)
+                fds.append(maps[name])
+        except BaseException:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+            raise
         return cls(prog_fd, maps, direction=direction)
 
     def close(self) -> None:
@@ -189,7 +200,8 @@ class Generation:
             self._obj = None
         else:
             for fd in [self.prog_fd, *self.map_fds.values()]:
-                os.close(fd)
+                if fd >= 0:
+                    os.close(fd)
         self.map_fds = {}
 
     def __enter__(self) -> Generation:
