@@ -27,8 +27,12 @@ def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         raise InputError(f"{filename}:{line}: YAML syntax: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a NUL, say)
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(f"{filename}:{line}: YAML: character {exc.character!r} is not allowed "
+                         f"in a YAML file") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{filename}:1: YAML: {exc}") from None
+        raise InputError(f"{filename}:1: YAML: {_one_line(exc)}") from None
     lines: dict[Path, int] = {}
     if node is None:
         return None, lines
@@ -73,5 +77,12 @@ def _scalar(loader: Any, node: yaml.Node, filename: str, problems: list[str]) ->
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
-        problems.append(f"{filename}:{node.start_mark.line + 1}: {exc}")
+        problems.append(f"{filename}:{node.start_mark.line + 1}: {_one_line(exc)}")
         return None
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's message without the position lines it appends (FILE:LINE says where)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc.problem or exc.context or "invalid value")
+    return str(exc).splitlines()[0] if str(exc) else "invalid YAML"
