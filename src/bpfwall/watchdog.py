@@ -26,9 +26,14 @@ def main(argv: list[str]) -> int:
         if left <= 0:
             break
         time.sleep(min(left, 1.0))
-    what = scope.expire(token)
+    syslog.openlog("bpfwall", syslog.LOG_PID, syslog.LOG_DAEMON)
+    try:
+        what = scope.expire(token)
+    except Exception as exc:  # nobody sees stderr: say it where an operator looks
+        syslog.syslog(syslog.LOG_ERR, f"rollback of an unconfirmed apply failed: {exc}; the next "
+                      "bpfwall apply, status or down rolls it back")
+        return 1
     if what:
-        syslog.openlog("bpfwall", syslog.LOG_PID, syslog.LOG_DAEMON)
         syslog.syslog(syslog.LOG_WARNING, what)
     return 0
 

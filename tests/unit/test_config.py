@@ -211,3 +211,14 @@ def test_unreadable_rule_file():
     with pytest.raises(InputError) as exc:
         config.load("/nonexistent/rules.yaml")
     assert "cannot read" in exc.value.problems[0]
+
+
+def test_group_is_a_group_name():
+    ruleset = config.loads("version: 1\ngroup: bpfwall-readers\npolicy: {ingress: accept}\n", "g.yaml")
+    assert ruleset.group == "bpfwall-readers"
+    try:
+        config.loads("version: 1\npolicy: {ingress: accept}\ngroup: 'no such'\n", "g.yaml")
+    except InputError as exc:
+        assert exc.problems == ["g.yaml:3: group: 'no such' is not a group name"]
+    else:
+        raise AssertionError("a bad group name was accepted")
