@@ -717,10 +717,21 @@ class Scope:
                         f"an interrupted apply of generation {journal['generation']} was undone; "
                         + (f"generation {state.generation} stays in force" if state.generation
                            else "nothing was in force before it"))
-            self._remove_stale(disp, state, report)
+            if not state.interfaces and _read_json(self.journal_path) is None:
+                self._remove_orphans(report)
+            else:
+                self._remove_stale(disp, state, report)
         finally:
             if disp is not None:
                 disp.close()
+
+    def _remove_orphans(self, report: ApplyReport) -> None:
+        """Pins with no state: a first apply killed before its journal. No link points at
+        them (links come after the journal), so they go, whole."""
+        if os.path.isdir(self.pin_dir) and not any(
+                e.startswith(("link-", "tcx-")) for e in os.listdir(self.pin_dir)):
+            self._remove_all()
+            report.repairs.append("removed the pins of a first apply that did not finish")
 
     def _remove_stale(self, disp: Dispatcher | None, state: State, report: ApplyReport) -> None:
         """Generations no state refers to: left by a run killed before its journal."""
