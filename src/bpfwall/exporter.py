@@ -26,7 +26,10 @@ class BpfwallCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("bpfwall_up", "1 when a rule set is in force and its maps are readable")
-        state = self.scope.read_state()
+        try:
+            state = self.scope.read_state()
+        except BpfwallError:  # unreadable (permission; serve() said so at start): not up
+            state = None
         if state is None or not state.interfaces:
             up.add_metric([], 0)
             yield up
@@ -125,6 +128,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
 def serve(scope: Scope, listen: str, ready=None) -> None:
     """Serves /metrics until interrupted. ready(host, port) is called once it listens."""
     host, port = parse_listen(listen)
+    scope.read_state()  # fails now, clearly, for a user who may not read the firewall
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BpfwallCollector(scope))
     try:

@@ -148,6 +148,45 @@ def test_group_members_read_stats_and_status(lab, tmp_path, readers):
     assert code == 1 and "permission denied" in err
 
 
+def collect_as_nobody(ns: str, groups: list[int]) -> str:
+    """One exporter scrape (the collector, in a child dropped to nobody), as text."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(exporter.BpfwallCollector(Scope(ns)))
+    generate_latest(registry)  # as root first: every module it imports is loaded before the fork
+    read, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.setgroups(groups)
+            os.setgid(NOGROUP)
+            os.setuid(NOBODY)
+            os.write(write_end, generate_latest(registry))
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read, "rb") as f:
+        text = f.read().decode()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_group_members_scrape_the_exporter(lab, tmp_path, readers):
+    name, gid = readers
+    apply(lab, write(tmp_path, RULES.format(group=f"group: {name}\n")))
+    assert lab.tcp_connect(25) == "open"
+    text = collect_as_nobody(lab.server_ns, [gid])
+    assert "bpfwall_up 1.0" in text
+    assert 'bpfwall_rule_packets_total{action="accept",direction="ingress",interface="' in text
+    assert "bpfwall_up 0.0" in collect_as_nobody(lab.server_ns, [])  # not a member: down, not a crash
+    code, _, err = run_as(["exporter", "--netns", lab.server_ns, "--listen", "127.0.0.1:1"], [], warm=False)
+    assert code == 1 and f"group '{name}'" in err, err  # and the exporter says why at start
+
+
 def test_unknown_group_is_refused(lab, tmp_path):
     res = bpfwall("apply", "-f", write(tmp_path, RULES.format(group="group: no-such-group-here\n")),
                   "-i", lab.server_if, "--netns", lab.server_ns)

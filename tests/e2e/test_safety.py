@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import signal
 import subprocess
 import sys
@@ -152,6 +153,27 @@ def test_confirm_keeps_the_new_rule_set(lab, tmp_path):
         res = bpfwall("confirm", "--netns", lab.server_ns)
         assert res.returncode == 1 and "nothing awaits confirmation" in res.stderr
     finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
+def test_enter_on_the_terminal_confirms(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    primary, secondary = pty.openpty()
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
+         lab.server_ns, "--confirm", "60"], stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    os.close(secondary)
+    try:
+        wait_for_line(cli, "press Enter here")
+        os.write(primary, b"\n")
+        assert cli.wait(timeout=10) == 0
+        assert "confirmed" in cli.stdout.read()
+        assert in_force(lab) == "new" and "awaiting_confirm" not in status(lab)[0]
+    finally:
+        os.close(primary)
         if cli.poll() is None:
             cli.kill()
 
