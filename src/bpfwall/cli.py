@@ -198,6 +198,68 @@ def _explain_file(path: str, frame: bytes, iface: str | None, as_json: bool) -> 
     out.print(f"{result['verdict'].upper()} ({ref.action}) by {by}  (reference model, no kernel)")
 
 
+@main.command(name="import")
+@click.argument("kind", type=click.Choice(["iptables", "nft"]))
+@click.argument("files", nargs=-1, required=True, metavar="FILE...")
+@click.option("--ipset", "ipset_file", metavar="FILE",
+              help="'ipset save' output: fills the sets that iptables rules reference.")
+@click.option("-o", "--output", metavar="FILE", help="Write the rule file to FILE, not stdout.")
+@handle_errors
+def import_rules(kind: str, files: tuple[str, ...], ipset_file: str | None, output: str | None) -> None:
+    """Turn iptables-save / ip6tables-save output (iptables; several files are merged) or
+    'nft -j list ruleset' output (nft) into a bpfwall rule file. '-' reads stdin.
+
+    INPUT/input becomes ingress and OUTPUT/output egress, with their policies; jumps to
+    user chains are inlined. What bpfwall cannot express is listed at the end of the
+    file as comments with the original rule, and counted on stderr. Needs no root.
+    """
+    from .importer import iptables, nft, render
+
+    texts = [_read_input(path) for path in files]
+    if kind == "nft":
+        if len(texts) != 1:
+            raise InputError("import nft takes one file: the output of 'nft -j list ruleset'")
+        try:
+            imported = nft.parse(texts[0])
+        except ValueError as exc:
+            raise InputError(f"{files[0]}:1: {exc}") from None
+    else:
+        ipsets = iptables.parse_ipset_save(_read_input(ipset_file)) if ipset_file else None
+        imported = iptables.parse(texts, ipsets)
+    text = render(imported)
+    _load_text(text)  # what import writes, apply takes: a failure here is bpfwall's bug
+    if output:
+        with open(output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        click.echo(text, nl=False)
+        sys.stdout.flush()  # the file first, then what is said about it
+    for note in imported.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"imported {len(imported.rules)} rules; {len(imported.skipped)} could not be carried"
+               + (" (listed as comments at the end)" if imported.skipped else ""), err=True)
+
+
+def _read_input(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def _load_text(text: str):
+    from . import config
+
+    try:
+        return config.loads(text, "<imported>")
+    except InputError as exc:
+        raise RuntimeFailure("the imported rule file does not load (a bpfwall bug; please report it):\n"
+                             + "\n".join(exc.problems)) from None
+
+
 @main.command()
 @netns_option
 @handle_errors

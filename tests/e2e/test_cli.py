@@ -241,6 +241,7 @@ def test_check_works_and_apply_refuses_without_root(lab):
 
 def test_stats_watch_refreshes_under_a_terminal(lab, tmp_path):
     import pty
+    import select
     import signal
     import sys
 
@@ -258,7 +259,19 @@ def test_stats_watch_refreshes_under_a_terminal(lab, tmp_path):
         except OSError:
             break
     os.kill(pid, signal.SIGINT)
-    status = os.waitpid(pid, 0)[1]
+    # Keep reading while it exits: its last redraw must not block on a full terminal.
+    deadline = time.monotonic() + 10
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            done = os.waitpid(pid, 0)
+            break
+        if select.select([fd], [], [], 0.1)[0]:
+            try:
+                out += os.read(fd, 65536)
+            except OSError:
+                pass
+    status = done[1]
     os.close(fd)
     assert out.count(b"pps") >= 3, out[-2000:]
     assert b"Traceback" not in out
