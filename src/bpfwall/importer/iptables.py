@@ -255,6 +255,12 @@ def _intersect(key: str, a: Any, b: Any) -> list | str | None:
         return [x for x in a if x in b]
     if key in ("proto", "family"):
         return [] if a != b else a
+    if key in ("dport", "sport"):
+        if "@" in str(a) + str(b):
+            return None
+        ranges = [(max(x[0], y[0]), min(x[1], y[1])) for x in _ranges(a) for y in _ranges(b)]
+        out = [lo if lo == hi else f"{lo}-{hi}" for lo, hi in ranges if lo <= hi]
+        return out[0] if len(out) == 1 else out
     if key in ("src", "dst"):
         if any(str(x).startswith("@") for x in [*a, *b]):
             return None
@@ -267,6 +273,15 @@ def _intersect(key: str, a: Any, b: Any) -> list | str | None:
                     out.append(str(x if x.prefixlen >= y.prefixlen else y))
         return out
     return None
+
+
+def _ranges(ports: Any) -> list[tuple[int, int]]:
+    """A port value of a rule (a port, "lo-hi", or a list of them) as ranges."""
+    out = []
+    for p in ports if isinstance(ports, list) else [ports]:
+        lo, _, hi = str(p).partition("-")
+        out.append((int(lo), int(hi or lo)))
+    return out
 
 
 def _cidr(text: str) -> str:
