@@ -9,7 +9,15 @@ BPF_HEADERS := $(wildcard bpf/*.h)
 OBJECTS := $(OBJ_DIR)/bpfwall.bpf.o $(OBJ_DIR)/dispatch.bpf.o $(OBJ_DIR)/lab.bpf.o
 PYTEST_ARGS ?=
 
-.PHONY: all setup system venv build test lint demo bench clean
+# make install: the CLI in its own virtual environment under $(PREFIX)/lib/bpfwall, linked
+# into $(PREFIX)/bin; the systemd unit, an example rule file, the man page, bash completion.
+PREFIX ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+APPDIR := $(PREFIX)/lib/bpfwall
+WHEEL_DIR := build/wheel
+
+.PHONY: all setup system venv build test lint demo bench clean wheel install unit
 
 all: build
 
@@ -45,6 +53,32 @@ demo: setup build
 bench: setup build
 	$(BIN)/bpfwall bench --out bench/results
 	$(BIN)/python bench/ctcost.py
+
+# A wheel that carries the compiled BPF objects: installing it needs no clang.
+wheel: venv build
+	rm -rf $(WHEEL_DIR)
+	$(BIN)/pip wheel -q --no-deps -w $(WHEEL_DIR) .
+
+# The systemd unit with this install's paths.
+unit: build/bpfwall.service
+
+build/bpfwall.service: contrib/systemd/bpfwall.service.in
+	@mkdir -p build
+	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
+
+install: wheel
+	rm -f build/bpfwall.service
+	$(MAKE) unit
+	$(PYTHON) -m venv --clear $(APPDIR)/venv
+	$(APPDIR)/venv/bin/pip install -q $(WHEEL_DIR)/bpfwall-*.whl
+	install -d $(PREFIX)/bin $(UNITDIR) $(PREFIX)/share/man/man8 $(PREFIX)/share/bash-completion/completions
+	ln -sf $(APPDIR)/venv/bin/bpfwall $(PREFIX)/bin/bpfwall
+	install -m 0644 build/bpfwall.service $(UNITDIR)/bpfwall.service
+	install -d -m 0755 $(SYSCONFDIR)/bpfwall
+	[ -e $(SYSCONFDIR)/bpfwall/bpfwall.yaml ] || install -m 0644 contrib/bpfwall.yaml $(SYSCONFDIR)/bpfwall/bpfwall.yaml
+	$(APPDIR)/venv/bin/python -m bpfwall.manpage > $(PREFIX)/share/man/man8/bpfwall.8
+	_BPFWALL_COMPLETE=bash_source $(APPDIR)/venv/bin/bpfwall > $(PREFIX)/share/bash-completion/completions/bpfwall
+	@echo "installed: edit $(SYSCONFDIR)/bpfwall/bpfwall.yaml, then: systemctl daemon-reload && systemctl enable --now bpfwall"
 
 clean:
 	rm -rf $(VENV) $(OBJ_DIR)/*.o build .pytest_cache .ruff_cache .hypothesis
