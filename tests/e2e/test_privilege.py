@@ -102,6 +102,12 @@ def test_check_and_explain_file_need_no_root(public_dir):
                              "--dst", "10.200.0.2", "--dport", "25", "--json"], [])
     assert code == 0, err
     assert json.loads(out)["rule"] == "mail"
+    dump = os.path.join(public_dir, "rules.v4")
+    with open(dump, "w") as f:
+        f.write("*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport 25 -j ACCEPT\nCOMMIT\n")
+    os.chmod(dump, 0o644)
+    code, out, err = run_as(["import", "iptables", dump], [])
+    assert code == 0 and "dport: 25" in out, err
     code, out, err = run_as(["apply", "-f", path, "-i", "lo"], [], warm=False)
     assert code == 1 and "needs root" in err
 
