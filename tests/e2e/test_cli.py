@@ -248,6 +248,9 @@ def test_stats_watch_refreshes_under_a_terminal(lab, tmp_path):
     apply(lab, write(tmp_path, RULES))
     pid, fd = pty.fork()
     if pid == 0:
+        # A run started in the background (CI under nohup ... &) ignores SIGINT, and an
+        # ignored signal stays ignored across exec: give the CLI the default back.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "bpfwall.cli", "stats", "--watch",
                                   "--interval", "0.2", "--netns", lab.server_ns])
     out = b""
