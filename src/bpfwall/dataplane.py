@@ -526,8 +526,8 @@ class Scope:
         for name, info in state.interfaces.items():
             if not info.get("egress"):
                 self._detach(self.link_pin(name, "egress"))  # nothing to do on egress now
-        if not (state.rules().uses_ct()):
-            self._drop_ct_maps()
+        if not any(r.get("ct") for r in (state.ruleset or {}).get("rules", [])):
+            self._drop_ct_maps()  # (read from the JSON: a Ruleset of 10,000 rules is slow to rebuild)
         for entry in os.listdir(self.pin_dir):
             if entry.startswith("gen-") and entry != f"gen-{state.generation}":
                 shutil.rmtree(os.path.join(self.pin_dir, entry), ignore_errors=True)

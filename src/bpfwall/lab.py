@@ -212,12 +212,16 @@ class Lab:
 
     # --- clients on the client side ------------------------------------------------------------
 
-    def tcp_connect(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
-        """'open', 'refused' (an RST came back) or 'timeout' (nothing came back)."""
+    def tcp_connect(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client",
+                    src: str | None = None) -> str:
+        """'open', 'refused' (an RST came back) or 'timeout' (nothing came back). src: the
+        address to send from, one of the side's (default: the kernel's choice)."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_STREAM, v6)
         s.settimeout(timeout)
         try:
+            if src:
+                s.bind((src, 0))
             s.connect((addr, port))
             return "open"
         except ConnectionRefusedError:
@@ -227,12 +231,15 @@ class Lab:
         finally:
             s.close()
 
-    def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
+    def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client",
+                  src: str | None = None) -> str:
         """'answered', 'refused' (ICMP port unreachable came back) or 'timeout'."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_DGRAM, v6)
         s.settimeout(timeout)
         try:
+            if src:
+                s.bind((src, 0))
             s.connect((addr, port))
             s.send(b"ping")
             s.recv(2048)
