@@ -538,18 +538,23 @@ class Scope:
         generation = journal["generation"]
         if flipped or disp.active() == generation:
             disp.flip(journal["previous"])
-        with contextlib.suppress(RuntimeFailure, libbpf.BpfError):
-            disp.clear(generation)
-        for name, direction in journal.get("new_links", []):
-            self._detach(self.link_pin(name, direction))
+        self._take_back(disp, generation, journal.get("new_links", []))
         pending = _read_json(self.confirm_path)
         if pending is not None and pending.get("generation") == generation:
             os.unlink(self.confirm_path)
-        shutil.rmtree(self.gen_dir(generation), ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.journal_path)
         if not old.interfaces:
             self._remove_all()
+
+    def _take_back(self, disp: Dispatcher, generation: int, new_links: list[list[str]]) -> None:
+        """Removes a generation no longer in force: its programs, the links its apply
+        added, its pins. Shared by an undone apply and an expired confirm."""
+        with contextlib.suppress(RuntimeFailure, libbpf.BpfError):
+            disp.clear(generation)
+        for name, direction in new_links:
+            self._detach(self.link_pin(name, direction))
+        shutil.rmtree(self.gen_dir(generation), ignore_errors=True)
 
     def _attach(self, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
                 mode: str, egress: bool, report: ApplyReport) -> dict[str, Any]:
@@ -804,12 +809,8 @@ class Scope:
         previous = State(**pending["previous"])
         generation = pending["generation"]
         disp.flip(previous.generation)
-        with contextlib.suppress(RuntimeFailure, libbpf.BpfError):
-            disp.clear(generation)
-        for name, direction in pending.get("new_links", []):
-            self._detach(self.link_pin(name, direction))
+        self._take_back(disp, generation, pending.get("new_links", []))
         os.unlink(self.confirm_path)
-        shutil.rmtree(self.gen_dir(generation), ignore_errors=True)
         what = (f"generation {generation} was not confirmed within {pending['seconds']:g} s: "
                 + (f"rolled back to generation {previous.generation}" if previous.interfaces
                    else "removed (nothing was in force before it)"))

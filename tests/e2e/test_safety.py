@@ -56,6 +56,13 @@ def status(lab) -> tuple[dict, str]:
     return json.loads(res.stdout), res.stderr
 
 
+def start_apply(lab, path: str, *extra: str, **popen) -> subprocess.Popen:
+    """An apply of path on the lab's server side, running on while the test acts."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", path, "-i", lab.server_if, "--netns",
+         lab.server_ns, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
 def wait_for_line(proc: subprocess.Popen, text: str) -> None:
     """Reads proc's output until a line has text (rich wraps long lines)."""
     while text not in (line := proc.stdout.readline()):
@@ -111,10 +118,7 @@ def test_unconfirmed_apply_rolls_back_after_the_cli_is_killed(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
     before = status(lab)[0]["generation"]
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
-         lab.server_ns, "--confirm", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+    cli = start_apply(lab, new, "--confirm", "3", start_new_session=True)
     try:
         wait_for_line(cli, "keeping generation")
         cli.kill()  # SIGKILL: the CLI does not get to roll anything back
@@ -140,9 +144,7 @@ def test_unconfirmed_apply_rolls_back_after_the_cli_is_killed(lab, tmp_path):
 def test_confirm_keeps_the_new_rule_set(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
-         lab.server_ns, "--confirm", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = start_apply(lab, new, "--confirm", "60")
     try:
         wait_for_line(cli, "keeping generation")
         res = bpfwall("confirm", "--netns", lab.server_ns)
@@ -161,10 +163,7 @@ def test_enter_on_the_terminal_confirms(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
     primary, secondary = pty.openpty()
-    cli = subprocess.Popen(
-        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", new, "-i", lab.server_if, "--netns",
-         lab.server_ns, "--confirm", "60"], stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    cli = start_apply(lab, new, "--confirm", "60", stdin=secondary)
     os.close(secondary)
     try:
         wait_for_line(cli, "press Enter here")
@@ -191,10 +190,8 @@ def test_two_applies_at_once_are_serialised(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
     log = tmp_path / "steps"
-    first = subprocess.Popen(
-        [sys.executable, "-m", "bpfwall.cli", "apply", "-f", old, "-i", lab.server_if, "--netns",
-         lab.server_ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "BPFWALL_TEST_PAUSE_AT": "staged:2", "BPFWALL_TEST_STEPS": str(log)})
+    first = start_apply(lab, old, env={**os.environ, "BPFWALL_TEST_PAUSE_AT": "staged:2",
+                                       "BPFWALL_TEST_STEPS": str(log)})
     try:
         deadline = time.monotonic() + 30
         while not (log.exists() and "staged" in log.read_text()) and time.monotonic() < deadline:
