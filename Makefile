@@ -1,9 +1,14 @@
 # bpfwall: `make demo` and `make test` work from a fresh machine (as root).
+# The development venv (make test, make demo) takes the first python3 on PATH; make install
+# takes the host's own Python, so that the installed CLI runs for every user, not only for
+# the root whose PATH found some other interpreter.
 PYTHON ?= python3
+HOST_PYTHON ?= /usr/bin/python3
 VENV := .venv
 BIN := $(VENV)/bin
 ARCH := $(shell uname -m)
 OBJ_DIR := src/bpfwall/bpf
+CLANG ?= clang
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
 BPF_HEADERS := $(wildcard bpf/*.h)
 OBJECTS := $(OBJ_DIR)/bpfwall.bpf.o $(OBJ_DIR)/dispatch.bpf.o $(OBJ_DIR)/lab.bpf.o
@@ -38,10 +43,11 @@ build: system $(OBJECTS)
 
 $(OBJ_DIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(OBJ_DIR)
-	clang $(BPF_CFLAGS) -c $< -o $@
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
 lint: venv
 	$(BIN)/ruff check src tests bench
+	scripts/check-bpf-includes.sh $(BPF_CFLAGS) -- bpf/*.bpf.c
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 
 test: setup build lint
@@ -69,7 +75,7 @@ build/bpfwall.service: contrib/systemd/bpfwall.service.in
 install: wheel
 	rm -f build/bpfwall.service
 	$(MAKE) unit
-	$(PYTHON) -m venv --clear $(APPDIR)/venv
+	$(HOST_PYTHON) -m venv --clear $(APPDIR)/venv
 	$(APPDIR)/venv/bin/pip install -q $(WHEEL_DIR)/bpfwall-*.whl
 	install -d $(PREFIX)/bin $(UNITDIR) $(PREFIX)/share/man/man8 $(PREFIX)/share/bash-completion/completions
 	ln -sf $(APPDIR)/venv/bin/bpfwall $(PREFIX)/bin/bpfwall

@@ -7,14 +7,14 @@
 #ifndef BPFWALL_PARSE_H
 #define BPFWALL_PARSE_H
 
+#include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
-#include <linux/icmp.h>
-#include <linux/icmpv6.h>
+#include "icmp_defs.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 

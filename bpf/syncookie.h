@@ -151,6 +151,12 @@ __noinline int syncookie_answer(struct xdp_md *ctx, const struct packet *pkt)
 	dport = th->dest;
 	mss = made >> 32;
 
+	/* Fresh packet pointers, checked here: a compiler that sees th + 1 in
+	 * bounds may drop this check as implied, which the verifier cannot
+	 * follow (clang 19 does); pointers loaded after the helper calls are
+	 * unrelated to th for it. */
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
 	if (data + sizeof(struct ethhdr) > data_end)
 		return XDP_DROP;
 	swap_macs(data);

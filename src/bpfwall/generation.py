@@ -17,7 +17,7 @@ from .errors import RuntimeFailure
 from .ruleset import Network
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
-PINNED_MAPS = ("counters", "log_state", "log_lost", "drop_stats_on", "drop_ports", "drop_sources")
+PINNED_MAPS = ("counters", "log_state", "log_lost", "drop_stats_until", "drop_ports", "drop_sources")
 # Maps of the scope, not of a generation: one table for both directions, kept across applies.
 CT_MAPS = ("conntrack", "ct_stats")
 # Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
@@ -82,7 +82,7 @@ class Generation:
                 guard = bool(compiled.config.bans_enabled)
                 obj.set_max_entries("bans", shared.MAX_BANS if guard else 1)
                 obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if compiled.config.scan_ports else 1)
-            obj.set_initial_value(".rodata", bytes(compiled.config))
+            obj.set_variable(".rodata", "cfg", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_value_size("rule_allow", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
@@ -100,7 +100,7 @@ class Generation:
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
-                         "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_on",
+                         "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_until",
                          "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
                          "rule_allow",
                          *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):

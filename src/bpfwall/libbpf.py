@@ -159,6 +159,11 @@ _find_prog = _fn("bpf_object__find_program_by_name", c_void_p, [c_void_p, c_char
 _map_set_max_entries = _fn("bpf_map__set_max_entries", c_int, [c_void_p, c_uint32])
 _map_set_value_size = _fn("bpf_map__set_value_size", c_int, [c_void_p, c_uint32])
 _map_set_initial_value = _fn("bpf_map__set_initial_value", c_int, [c_void_p, c_void_p, c_size_t])
+_map_initial_value = _fn("bpf_map__initial_value", c_void_p, [c_void_p, POINTER(c_size_t)])
+_obj_btf = _fn("bpf_object__btf", c_void_p, [c_void_p])
+_btf_find_by_name_kind = _fn("btf__find_by_name_kind", c_int, [c_void_p, c_char_p, c_uint32])
+_btf_type_by_id = _fn("btf__type_by_id", c_void_p, [c_void_p, c_uint32])
+_btf_name_by_offset = _fn("btf__name_by_offset", c_char_p, [c_void_p, c_uint32])
 _map_fd = _fn("bpf_map__fd", c_int, [c_void_p])
 _map_reuse_fd = _fn("bpf_map__reuse_fd", c_int, [c_void_p, c_int])
 _prog_set_autoload = _fn("bpf_program__set_autoload", c_int, [c_void_p, ctypes.c_bool])
@@ -202,6 +207,21 @@ def num_possible_cpus() -> int:
     return _check("libbpf_num_possible_cpus", _num_cpus())
 
 
+BTF_KIND_DATASEC = 15
+
+
+class BtfType(Structure):
+    """struct btf_type: name_off, info (vlen in the low 16 bits), size or type."""
+
+    _fields_ = [("name_off", c_uint32), ("info", c_uint32), ("size", c_uint32)]
+
+
+class BtfVarSecinfo(Structure):
+    """struct btf_var_secinfo: what follows a DATASEC's btf_type, one a variable."""
+
+    _fields_ = [("type", c_uint32), ("offset", c_uint32), ("size", c_uint32)]
+
+
 class BpfObject:
     """An opened BPF object file: size its maps, set .rodata, then load() it."""
 
@@ -227,6 +247,40 @@ class BpfObject:
     def set_initial_value(self, name: str, data: bytes) -> None:
         buf = ctypes.create_string_buffer(data, len(data))
         _check(f"set initial value of {name}", _map_set_initial_value(self._map(name), buf, len(data)))
+
+    def set_variable(self, section: str, var: str, data: bytes) -> None:
+        """Sets the initial value of global variable `var` in `section` (.rodata), where the
+        object's BTF says it lies. A section may hold more than the variable: which constants
+        a compiler puts beside it there differs from one clang to the next."""
+        m = self._map(section)
+        size = c_size_t()
+        ptr = _map_initial_value(m, ctypes.byref(size))
+        if not ptr:
+            raise BpfError(f"initial value of {section}", errno.ENOENT)
+        offset, var_size = self._datasec_var(section, var)
+        if var_size != len(data) or offset + var_size > size.value:
+            raise BpfError(f"{var} in {section}: {var_size} bytes at {offset} in the object, "
+                           f"{len(data)} given (is the object from this version of bpfwall?)", errno.EINVAL)
+        image = bytearray(ctypes.string_at(ptr, size.value))
+        image[offset:offset + var_size] = data
+        self.set_initial_value(section, bytes(image))
+
+    def _datasec_var(self, section: str, var: str) -> tuple[int, int]:
+        """(offset, size) of var in the BTF data section `section`."""
+        btf = _obj_btf(self._ptr)
+        if not btf:
+            raise BpfError(f"{var}: the object has no BTF", errno.ENOENT)
+        type_id = _btf_find_by_name_kind(btf, section.encode(), BTF_KIND_DATASEC)
+        if type_id < 0:
+            raise BpfError(f"{var}: no {section} section in the object's BTF", -type_id)
+        sec = BtfType.from_address(_btf_type_by_id(btf, type_id))
+        infos = (BtfVarSecinfo * (sec.info & 0xFFFF)).from_address(
+            _btf_type_by_id(btf, type_id) + ctypes.sizeof(BtfType))
+        for info in infos:
+            t = BtfType.from_address(_btf_type_by_id(btf, info.type))
+            if (_btf_name_by_offset(btf, t.name_off) or b"").decode() == var:
+                return info.offset, info.size
+        raise BpfError(f"no variable {var} in {section}", errno.ENOENT)
 
     def reuse_map(self, name: str, fd: int) -> None:
         """Makes the object use an existing map (a pinned one) instead of creating its own."""
@@ -362,11 +416,20 @@ def map_lookup_batch(fd: int, in_batch, out_batch, keys: ctypes.Array, values: c
 
 
 class RingBuffer:
-    """A reader of a BPF ring buffer: on_record(bytes) for each record, in order."""
+    """A reader of a BPF ring buffer: on_record(bytes) for each record, in order.
+
+    An exception in on_record cannot cross the C callback (ctypes would print it and carry
+    on): it stops the read and is raised again by poll() or consume()."""
 
     def __init__(self, fd: int, on_record) -> None:
+        self._failure: BaseException | None = None
+
         def sample(_ctx, data, size):
-            on_record(ctypes.string_at(data, size))
+            try:
+                on_record(ctypes.string_at(data, size))
+            except BaseException as exc:  # noqa: BLE001 (raised again outside the callback)
+                self._failure = exc
+                return -1
             return 0
 
         self._cb = _RB_SAMPLE(sample)  # kept alive as long as the ring
@@ -377,6 +440,7 @@ class RingBuffer:
     def poll(self, timeout_ms: int) -> int:
         """Waits up to timeout_ms for records; returns how many were handled."""
         n = _rb_poll(self._rb, timeout_ms)
+        self._raise_failure()
         if n < 0 and -n != errno.EINTR:
             raise BpfError("ring_buffer__poll", -n)
         return max(n, 0)
@@ -384,9 +448,15 @@ class RingBuffer:
     def consume(self) -> int:
         """Handles every record there is, without waiting."""
         n = _rb_consume(self._rb)
+        self._raise_failure()
         if n < 0:
             raise BpfError("ring_buffer__consume", -n)
         return n
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         if self._rb:
