@@ -3,7 +3,7 @@
 # and mounts bpffs. Idempotent; needs root.
 set -euo pipefail
 
-packages=(clang clang-format llvm libbpf-dev libbpf1 bpftool iproute2 ethtool nftables iptables ipset man-db systemd make)
+packages=(python3 python3-venv netbase clang clang-format llvm libbpf-dev libbpf1 bpftool iproute2 ethtool nftables iptables ipset man-db systemd make)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ "$(id -u)" -eq 0 ] && ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
+# (Only where sysfs has the mount point: a build root without /sys needs no bpffs.)
+if [ "$(id -u)" -eq 0 ] && [ -d /sys/fs/bpf ] && ! grep -qs ' /sys/fs/bpf bpf ' /proc/mounts; then
   mount -t bpf bpf /sys/fs/bpf
 fi

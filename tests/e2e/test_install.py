@@ -29,6 +29,9 @@ def test_make_install_to_a_prefix(tmp_path):
     check = subprocess.run([str(cli), "check", "-f", str(rules)], capture_output=True, text=True, cwd=tmp_path)
     assert check.returncode == 0 and "OK" in check.stdout, check.stderr
     venv_python = prefix / "lib" / "bpfwall" / "venv" / "bin" / "python"
+    # Built on the host's own Python, which every user can run, not on root's first python3.
+    cfg = (prefix / "lib" / "bpfwall" / "venv" / "pyvenv.cfg").read_text()
+    assert "home = /usr/bin\n" in cfg, cfg
     where = subprocess.run([str(venv_python), "-c", "from bpfwall import generation; print(generation.object_path())"],
                            capture_output=True, text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin"})
     assert where.returncode == 0, where.stderr
