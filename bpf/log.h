@@ -85,13 +85,15 @@ __noinline int log_packet(const struct packet *pkt, __u32 rule, __u32 action, __
 	return 0;
 }
 
-/* Set to 1 by `bpfwall top` while it runs. */
+/* A lease: drop statistics are kept until this CLOCK_MONOTONIC time (ns).
+ * `bpfwall top` renews it while it runs, so a top that is killed stops them
+ * within a few seconds, and one top's exit never stops another's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u32);
-} drop_stats_on SEC(".maps");
+	__type(value, __u64);
+} drop_stats_until SEC(".maps");
 
 /* Dropped packets by destination port (BPFWALL_PORT_ABSENT: no port). Not
  * per CPU: 65,537 per-CPU slots cost every generation's load a fifth of a
@@ -140,13 +142,17 @@ __noinline int note_drop(const struct packet *pkt)
 static __always_inline void count_drop(const struct packet *pkt, __u32 action, int quiet)
 {
 	__u32 zero = 0;
-	__u32 *on;
+	__u64 *until;
 
 	if (quiet || action == BPFWALL_ACT_ACCEPT)
 		return;
-	on = bpf_map_lookup_elem(&drop_stats_on, &zero);
-	if (on && *on)
+	until = bpf_map_lookup_elem(&drop_stats_until, &zero);
+	if (!until || !*until)
+		return; /* no lease: one array read a drop, no clock */
+	if (bpf_ktime_get_ns() < *until)
 		note_drop(pkt);
+	else
+		*until = 0; /* lapsed: later drops skip the clock again */
 }
 
 #endif

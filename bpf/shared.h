@@ -275,7 +275,7 @@ struct bpfwall_log_state {
 };
 
 /* What dropped packets came from, for `bpfwall top`: kept only while
- * drop_stats_on is set (top sets it), so it costs one array read a drop
+ * drop_stats_until's lease runs (top renews it), so it costs one array read a drop
  * otherwise. Sources are sampled, one drop in DROP_SOURCE_SAMPLE. */
 #define BPFWALL_DROP_SOURCES	   4096
 #define BPFWALL_DROP_SOURCE_SAMPLE 16

@@ -1,17 +1,17 @@
 """`bpfwall top`: a live view of the busiest rules, the top dropped sources and ports, and rates.
 
-While it runs it sets drop_stats_on in the generation in force (again after
-an apply), so the data plane counts drops by port and samples them by source;
-it clears the flag when it exits.
+While it runs it renews a lease (drop_stats_until, a CLOCK_MONOTONIC deadline) in the
+generation in force, again after an apply, and the data plane counts drops by port and
+samples them by source until the lease runs out. Nothing is switched off at exit: a top
+killed by any signal stops costing the data plane within LEASE_MIN_S, and one top's exit
+never stops the statistics under another.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +19,7 @@ from rich.console import Group
 from rich.table import Table
 
 from . import libbpf, shared, stats
-from .dataplane import Scope, State
+from .dataplane import Scope
 from .generation import Generation
 
 
@@ -31,23 +31,23 @@ class Snapshot:
     sources: dict[str, int] = field(default_factory=dict)  # dropped packets by source (estimated)
 
 
-def _set_flag(scope: Scope, state: State, on: bool) -> None:
-    for direction in ("ingress", "egress"):
-        if scope.has_direction(state, direction):
-            with scope.open_generation(state, direction) as gen:
-                libbpf.map_update(gen.map_fds["drop_stats_on"], ctypes.c_uint32(0), ctypes.c_uint32(int(on)))
+LEASE_MIN_S = 2.0
+LEASE_INTERVALS = 3  # a lease outlasts this many refreshes, so a slow one never lets it lapse
 
 
-@contextlib.contextmanager
-def drop_stats(scope: Scope) -> Iterator[None]:
-    """Drop statistics on for the generation in force while the block runs."""
-    state = scope.require_state()
-    _set_flag(scope, state, True)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # the generation may be gone: nothing to clear
-            _set_flag(scope, scope.require_state(), False)
+def lease_seconds(interval: float) -> float:
+    return max(LEASE_MIN_S, LEASE_INTERVALS * interval)
+
+
+def renew(gen: Generation, seconds: float) -> None:
+    """Moves the generation's drop-statistics lease to now + seconds, never back: another
+    top's longer lease stands."""
+    until = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + int(seconds * 1e9)
+    fd = gen.map_fds["drop_stats_until"]
+    cur = ctypes.c_uint64()
+    libbpf.map_lookup(fd, ctypes.c_uint32(0), cur)
+    if cur.value < until:
+        libbpf.map_update(fd, ctypes.c_uint32(0), ctypes.c_uint64(until))
 
 
 def _ports(gen: Generation) -> dict[int, int]:
@@ -72,13 +72,14 @@ def _sources(gen: Generation) -> dict[str, int]:
     return out
 
 
-def snapshot(scope: Scope) -> Snapshot:
+def snapshot(scope: Scope, lease: float = LEASE_MIN_S) -> Snapshot:
+    """The counters now; renews the drop-statistics lease for lease seconds."""
     state = scope.require_state()
     snap = Snapshot(time.monotonic(), stats.collect(scope))
     for direction in ("ingress", "egress"):
         if scope.has_direction(state, direction):
             with scope.open_generation(state, direction) as gen:
-                libbpf.map_update(gen.map_fds["drop_stats_on"], ctypes.c_uint32(0), ctypes.c_uint32(1))
+                renew(gen, lease)
                 for port, n in _ports(gen).items():
                     snap.ports[port] = snap.ports.get(port, 0) + n
                 for addr, n in _sources(gen).items():
