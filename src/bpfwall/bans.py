@@ -114,3 +114,12 @@ def unban(scope: Scope, text: str) -> str:
     if not live:
         raise InputError(f"{source_text(src)} is not banned")
     return source_text(src)
+
+
+def is_banned(scope: Scope, address: str) -> bool:
+    """Whether the source ADDRESS (any address of a banned IPv6 /64) is banned now."""
+    net = ipaddress.ip_address(address)
+    src = parse_source(str(ipaddress.ip_network(f"{net}/64", strict=False)) if net.version == 6 else address)
+    with _maps(scope) as (fd, clock_fd):
+        ban = shared.Ban()
+        return bool(libbpf.map_lookup(fd, src, ban)) and ban.expires_ns > clock_ns(clock_fd)

@@ -17,12 +17,11 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from . import compiler, libbpf, names, netns, packets, reference, shared
+from . import compiler, libbpf, names, netns, packets, shared
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
 from .dataplane import ApplyReport, Scope, compile_all
-from .errors import BpfwallError, InputError, RuntimeFailure
-from .setmaps import SetTables
+from .errors import BpfwallError, InputError, RuntimeFailure, clip
 
 out = Console(highlight=False)
 
@@ -34,19 +33,23 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except InputError as exc:
             for line in exc.problems:
-                click.echo(line, err=True)
+                click.echo(clip(line), err=True)
             sys.exit(2)
         except BpfwallError as exc:
             lines = str(exc).splitlines() or ["failed"]
-            click.echo(f"bpfwall: {lines[0]}", err=True)
+            click.echo(clip(f"bpfwall: {lines[0]}"), err=True)
             for line in lines[1:]:
-                click.echo(f"  {line}", err=True)
+                click.echo(clip(f"  {line}"), err=True)
             sys.exit(exc.exit_code)
         except libbpf.BpfError as exc:
             click.echo(f"bpfwall: {exc}", err=True)
             sys.exit(1)
         except PermissionError as exc:
             click.echo(f"bpfwall: {exc.filename or ''}: permission denied (run as root)", err=True)
+            sys.exit(1)
+        except OSError as exc:  # what no module said better: still one line, no traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(clip(f"bpfwall: {where}{exc.strerror or exc}"), err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             sys.exit(130)
@@ -181,23 +184,6 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
             time.sleep(0.2)
 
 
-def _explain_file(path: str, frame: bytes, iface: str | None, as_json: bool) -> None:
-    ruleset = _load(path)
-    _compile(ruleset, path)  # what apply would refuse, explain refuses too
-    ct = reference.Conntrack(ruleset.conntrack.get("timeouts", {})) if ruleset.uses_ct() else None
-    ref = reference.decide(ruleset, frame, iface, ct=ct, now=1, learn=False)
-    rules = ruleset.ingress()
-    rule = rules[ref.rule] if ref.rule is not None else None
-    result = {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": rule.name if rule else None,
-              "decided_by": ref.kind, "action": ref.action, "file": path,
-              "ct_state": None if ct is None else {v: k for k, v in shared.CT_STATES.items()}[ref.ct_state]}
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    by = f"rule '{rule.name}' (line {rule.line} of {path})" if rule else ref.kind
-    out.print(f"{result['verdict'].upper()} ({ref.action}) by {by}  (reference model, no kernel)")
-
-
 @main.command(name="import")
 @click.argument("kind", type=click.Choice(["iptables", "nft"]))
 @click.argument("files", nargs=-1, required=True, metavar="FILE...")
@@ -225,12 +211,18 @@ def import_rules(kind: str, files: tuple[str, ...], ipset_file: str | None, outp
             raise InputError(f"{files[0]}:1: {exc}") from None
     else:
         ipsets = iptables.parse_ipset_save(_read_input(ipset_file)) if ipset_file else None
-        imported = iptables.parse(texts, ipsets)
+        try:
+            imported = iptables.parse(texts, ipsets)
+        except ValueError as exc:
+            raise InputError(f"{' '.join(files)}: {exc}") from None
     text = render(imported)
     _load_text(text)  # what import writes, apply takes: a failure here is bpfwall's bug
     if output:
-        with open(output, "w", encoding="utf-8") as f:
-            f.write(text)
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InputError(f"-o {output}: cannot write: {exc.strerror}") from None
     else:
         click.echo(text, nl=False)
         sys.stdout.flush()  # the file first, then what is said about it
@@ -385,7 +377,8 @@ def status(ns: str | None, as_json: bool) -> None:
               help="Only the packets of IFACE (default: every interface).")
 @json_option
 @click.option("--watch", is_flag=True, help="Refresh a table with rates until interrupted.")
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
 @handle_errors
 def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Packets and bytes per rule and policy, and drops by reason."""
@@ -458,7 +451,7 @@ def explain(ns: str | None, iface: str | None, path: str | None, proto: str, src
     model judges the packet by that rule file (as a first packet: no
     connection is tracked yet), which needs no root.
     """
-    proto_num = names.PROTOCOLS.get(proto.lower()) if not proto.isdigit() else int(proto)
+    proto_num = names.protocol_number(proto) if not proto.isdigit() else int(proto)
     if proto_num is None or not 0 <= proto_num <= 255:
         raise InputError(f"--proto: unknown protocol '{proto}'")
     flag_bits = 0
@@ -470,52 +463,31 @@ def explain(ns: str | None, iface: str | None, path: str | None, proto: str, src
         frame = packets.build(proto_num, src, dst, sport, dport, flag_bits, icmp_type, icmp_code)
     except ValueError as exc:
         raise InputError(f"--src/--dst: {exc}") from None
+    from . import explain as explain_mod
+
     if path is not None:
-        _explain_file(path, frame, iface, as_json)
-        return
-    if iface is None:
+        ruleset = _load(path)
+        _compile(ruleset, path)  # what apply would refuse, explain refuses too
+        result = explain_mod.by_file(ruleset, frame, iface, path)
+    elif iface is None:
         raise InputError("-i IFACE is required (or --file FILE to judge by a rule file)")
-    scope = Scope(ns)
-    state = scope.require_state()
-    if iface not in state.interfaces:
-        raise RuntimeFailure(f"{iface} is not protected by bpfwall")
-    ruleset = state.rules()
-    with netns.enter(ns):
-        ifindex = netns.ifindex(iface, ns)
-        with scope.open_generation(state) as gen:
-            verdict, why, _ = gen.judge(frame, ifindex)
-    rules = ruleset.ingress()
-    ct = None
-    if ruleset.uses_ct():
-        ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-    with SetTables(scope.gen_dir(state.generation)) as tables:
-        ruleset.cidr_sets = {name: tables.view(slot) for name, slot in ruleset.set_slots().items()}
-        ref = reference.decide(ruleset, frame, iface, ct=ct, now=conntrack_mod.now_ns())
-    kernel_rule = rules[why.rule].name if why.rule < len(rules) else None
-    ref_rule = rules[ref.rule].name if ref.rule is not None else None
-    agree = verdict == ref.verdict and kernel_rule == ref_rule
-    result = {
-        "verdict": shared.XDP_VERDICTS.get(verdict, str(verdict)),
-        "rule": kernel_rule,
-        "decided_by": ["rule", "policy", "malformed", "not_ip"][why.decision],
-        "action": {v: k for k, v in shared.ACTIONS.items()}.get(why.action),
-        "ct_state": None if ref.ct_state is None or ct is None else
-        {v: k for k, v in shared.CT_STATES.items()}[ref.ct_state],
-        "reference": {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": ref_rule,
-                      "decided_by": ref.kind},
-        "agree": agree,
-    }
+    else:
+        result = explain_mod.live(Scope(ns), frame, iface, src)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        by = f"rule '{kernel_rule}'" if kernel_rule else result["decided_by"]
-        line = rules[why.rule].line if kernel_rule else None
-        out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}"
-                  f"{f' (line {line} of {ruleset.source})' if line else ''}")
-        ref_by = f"rule '{ref_rule}'" if ref_rule else ref.kind
-        out.print(f"reference model: {result['reference']['verdict'].upper()} by {ref_by}"
-                  f"{'' if agree else '  [red]DISAGREES[/red]'}")
-    if not agree:
+        by = f"rule '{result['rule']}'" if result["rule"] else result["decided_by"]
+        where = f" (line {result['line']} of {result['file']})" if result["line"] else ""
+        if "reference" not in result:
+            out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}{where}  "
+                      "(reference model, no kernel)")
+            return
+        out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}{where}")
+        ref = result["reference"]
+        ref_by = f"rule '{ref['rule']}'" if ref["rule"] else ref["decided_by"]
+        out.print(f"reference model: {ref['verdict'].upper()} by {ref_by}"
+                  f"{'' if result['agree'] else '  [red]DISAGREES[/red]'}")
+    if "agree" in result and not result["agree"]:
         sys.exit(1)
 
 
@@ -686,26 +658,28 @@ def set_list(name: str, ns: str | None, as_json: bool) -> None:
 
 @main.command()
 @netns_option
-@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between refreshes.")
+@click.option("--interval", type=click.FloatRange(0.1, 3600), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
 @click.option("--count", type=click.IntRange(1), default=None, help="Stop after this many refreshes.")
 @handle_errors
 def top(ns: str | None, interval: float, count: int | None) -> None:
     """A live view: the busiest rules, the top dropped sources and ports, and rates.
 
     While it runs, the data plane counts drops by port and samples them by source
-    (one drop in 16); that stops when top exits."""
+    (one drop in 16); that stops by itself within a few seconds of top's end, however
+    it ends."""
     from . import top as top_mod
 
     scope = Scope(ns)
-    with top_mod.drop_stats(scope):
-        prev = top_mod.snapshot(scope)
-        with Live(top_mod.render(prev, None), console=out, auto_refresh=False) as live:
-            n = 0
-            while count is None or n < count:
-                time.sleep(interval)
-                cur = top_mod.snapshot(scope)
-                live.update(top_mod.render(cur, prev), refresh=True)
-                prev, n = cur, n + 1
+    lease = top_mod.lease_seconds(interval)
+    prev = top_mod.snapshot(scope, lease)
+    with Live(top_mod.render(prev, None), console=out, auto_refresh=False) as live:
+        n = 0
+        while count is None or n < count:
+            time.sleep(interval)
+            cur = top_mod.snapshot(scope, lease)
+            live.update(top_mod.render(cur, prev), refresh=True)
+            prev, n = cur, n + 1
 
 
 @main.command(name="log")
@@ -723,8 +697,12 @@ def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> 
     back. Reading consumes the records."""
     from . import logs
 
+    scope = Scope(ns)
     journal = logs.Journal() if output == "journal" else None
-    sink = open(output, "a", buffering=1) if output and not journal else None  # noqa: SIM115 (closed below)
+    sink = None
+    if output and not journal:
+        state = scope.read_state()
+        sink = logs.open_log_file(output, state.group if state else None)
 
     def emit(d: dict) -> None:
         if journal:
@@ -737,11 +715,14 @@ def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> 
             click.echo(logs.text(d))
 
     try:
-        logs.read(Scope(ns), follow, emit)
+        logs.read(scope, follow, emit)
     finally:
         for s in (sink, journal):
             if s:
                 s.close()
+        if journal and journal.undelivered:
+            click.echo(f"bpfwall: {journal.undelivered} records could not be delivered to the journal",
+                       err=True)
 
 
 @main.command()

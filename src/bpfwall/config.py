@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import cidrset, names, shared, yamlsrc
 from .cidrset import CidrSet
-from .errors import InputError
+from .errors import InputError, clip, excerpt
 from .ruleset import IcmpMatch, Limit, Network, PortRange, Rule, Ruleset
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -118,7 +118,7 @@ class _Problems:
         return self.lines.get(path, 1)
 
     def add(self, path: yamlsrc.Path, message: str) -> None:
-        self.items.append(f"{self.filename}:{self.line_of(path)}: {_dotted(path)}{message}")
+        self.items.append(clip(f"{self.filename}:{self.line_of(path)}: {_dotted(path)}{message}"))
 
     def add_raw(self, message: str) -> None:
         self.items.append(message)
@@ -173,7 +173,7 @@ def _pydantic_message(err: dict[str, Any]) -> str:
         return "required key is missing"
     msg = err["msg"]
     if kind.endswith("_type") or kind == "literal_error":
-        return f"{msg}, got {err.get('input')!r}"
+        return f"{msg}, got {excerpt(repr(err.get('input')))}"
     return msg
 
 
@@ -191,7 +191,7 @@ class _Normaliser:
         m = self.model
         for i, name in enumerate(m.interfaces):
             if not IFACE_NAME.match(name):
-                self.p.add(("interfaces", i), f"'{name}' is not an interface name")
+                self.p.add(("interfaces", i), f"'{excerpt(name)}' is not an interface name")
         if m.group is not None:
             self._check_group(m.group)
         for name, s in m.sets.items():
@@ -301,7 +301,7 @@ class _Normaliser:
     def _load_set(self, name: str, s: SetModel) -> None:
         path = ("sets", name)
         if not SET_NAME.match(name):
-            self.p.add(path, f"'{name}' is not a valid set name")
+            self.p.add(path, f"'{excerpt(name)}' is not a valid set name")
         entries: list[tuple[Any, str]] = []  # (value, where)
         for i, e in enumerate(s.elements):
             entries.append((e, f"{self.filename}:{self.p.line_of(path + ('elements', i))}"))
@@ -344,7 +344,7 @@ class _Normaliser:
         path: yamlsrc.Path = ("rules", i)
         before = len(self.p.items)
         if not RULE_NAME.match(rm.name):
-            self.p.add(path + ("name",), f"'{rm.name}' is not a valid rule name "
+            self.p.add(path + ("name",), f"'{excerpt(rm.name)}' is not a valid rule name "
                        "(1-32 of A-Z a-z 0-9 _ . -)")
         limit = self._limit(rm.limit, path + ("limit",))
         ban_for = self._ban_for(rm, path)
@@ -505,11 +505,11 @@ class _Normaliser:
                     out.add(item)
                 else:
                     self.p.add(path, f"protocol number {item} is out of range (0-255)")
-            elif isinstance(item, str) and item.lower() in names.PROTOCOLS:
-                out.add(names.PROTOCOLS[item.lower()])
+            elif isinstance(item, str) and names.protocol_number(item) is not None:
+                out.add(names.protocol_number(item))
             else:
                 self.p.add(path, f"unknown protocol {item!r} (known: "
-                           f"{', '.join(names.PROTOCOLS)}, or a number)")
+                           f"{', '.join(names.PROTOCOLS)}, the names in /etc/protocols, or a number)")
         if not items:
             self.p.add(path, "empty list")
         return frozenset(out)
@@ -536,7 +536,7 @@ class _Normaliser:
                 else:
                     self.p.add(where, f"unknown set '{name}'")
                 continue
-            rng, err = parse_port_range(item)
+            rng, err = parse_port_range(item, tuple(sorted(protos or ())))
             if err:
                 self.p.add(where, err)
             else:
@@ -669,16 +669,20 @@ def parse_duration(value: Any) -> tuple[int | None, str | None]:
     return secs, None
 
 
-def parse_port_range(value: Any) -> tuple[PortRange | None, str | None]:
-    """A port (22), a range ('8000-8100'), as an int or a string."""
+def parse_port_range(value: Any, protos: tuple[int, ...] = ()) -> tuple[PortRange | None, str | None]:
+    """A port (22), a range ('8000-8100'), as an int or a string, or a service name of the
+    system's services table (ssh, https) for the protocols given (any port protocol if none)."""
     if isinstance(value, bool):
         return None, f"{value!r} is not a port"
     if isinstance(value, int):
         lo = hi = value
     elif isinstance(value, str):
         parts = value.strip().split("-")
+        if value.strip() and not set(value) <= set("0123456789- ") and len(value) <= 64:
+            port, err = names.service_port(value, protos)
+            return ((port, port), None) if port is not None else (None, err)
         if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-            return None, f"'{value}' is not a port or a range lo-hi"
+            return None, f"'{value}' is not a port, a range lo-hi or a service name"
         lo, hi = int(parts[0]), int(parts[-1])
     else:
         return None, f"{value!r} is not a port or a range lo-hi"

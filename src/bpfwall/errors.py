@@ -23,3 +23,23 @@ class RuntimeFailure(BpfwallError):
     """The system said no: no root, no interface, a kernel error. Exit status 1."""
 
     exit_code = 1
+
+
+EXCERPT_CHARS = 60
+LINE_MAX = 400  # an error line longer than this is cut: it quotes a value, not a file
+
+
+def excerpt(value: object) -> str:
+    """A bad value as an error quotes it: the value (repr unless a string), at most
+    EXCERPT_CHARS characters of it, and how long it was when cut."""
+    text = value if isinstance(value, str) else repr(value)
+    if len(text) <= EXCERPT_CHARS:
+        return text
+    return f"{text[:EXCERPT_CHARS]}... ({len(text):,} characters)"
+
+
+def clip(line: str) -> str:
+    """An error line at most LINE_MAX characters long."""
+    if len(line) <= LINE_MAX:
+        return line
+    return f"{line[:LINE_MAX]}... ({len(line):,} characters)"

@@ -18,9 +18,8 @@ from typing import Any
 
 from . import libbpf, names, shared
 from .dataplane import Scope, State
-from .errors import RuntimeFailure
+from .errors import InputError, RuntimeFailure
 
-ACTIONS = {v: k for k, v in shared.ACTIONS.items()}
 TCP_FLAG_NAMES = [(bit, name) for name, bit in sorted(names.TCP_FLAGS.items(), key=lambda kv: kv[1])]
 
 
@@ -57,7 +56,7 @@ class Describer:
             "interface": self.ifnames.get(rec.ifindex, str(rec.ifindex)),
             "direction": direction,
             "rule": rule,
-            "action": ACTIONS.get(rec.action, str(rec.action)),
+            "action": shared.ACTION_NAMES.get(rec.action, str(rec.action)),
             "family": 6 if rec.is_ipv6 else 4,
             "proto": names.PROTOCOL_NAMES.get(rec.proto, str(rec.proto)),
             "src": socket.inet_ntop(family, bytes(rec.saddr)[:width]),
@@ -92,25 +91,93 @@ JOURNAL_SOCKET = "/run/systemd/journal/socket"
 
 class Journal:
     """Sends records to the systemd journal over its native protocol (KEY=value lines on a
-    datagram socket), with the record's fields as BPFWALL_* fields beside the message."""
+    datagram socket), with the record's fields as BPFWALL_* fields beside the message.
+
+    journald restarts (an upgrade, a crash) make the socket refuse: the journal reconnects
+    at the next record, at most once a RETRY_S, and counts the records it could not deliver
+    in `undelivered`, saying so in the journal once it is back."""
+
+    RETRY_S = 1.0
 
     def __init__(self, path: str | None = None) -> None:
         self.path = path or os.environ.get("BPFWALL_JOURNAL_SOCKET", JOURNAL_SOCKET)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock: socket.socket | None = None
+        self.undelivered = 0  # since the start
+        self._unreported = 0  # since the journal last heard of it
+        self._next_try = 0.0
         try:
-            self.sock.connect(self.path)
+            self._connect()
         except OSError as exc:
-            self.sock.close()
             raise RuntimeFailure(f"no journal at {self.path}: {exc.strerror or exc}") from None
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(self.path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+    def _send(self, fields: dict[str, str]) -> None:
+        assert self.sock is not None
+        # Values here never hold a newline, so the simple KEY=value form is enough.
+        self.sock.send("".join(f"{k}={v}\n" for k, v in fields.items()).encode())
 
     def send(self, d: dict[str, Any]) -> None:
         fields = {"MESSAGE": text(d), "PRIORITY": "6", "SYSLOG_IDENTIFIER": "bpfwall"}
         fields.update({f"BPFWALL_{k.upper()}": str(v) for k, v in d.items()})
-        # Values here never hold a newline, so the simple KEY=value form is enough.
-        self.sock.send("".join(f"{k}={v}\n" for k, v in fields.items()).encode())
+        for attempt in (1, 2):
+            try:
+                if self.sock is None:
+                    if time.monotonic() < self._next_try:
+                        break
+                    self._connect()
+                if self._unreported:
+                    self._send({"MESSAGE": f"bpfwall: {self._unreported} log records could not be "
+                                f"delivered while the journal was away", "PRIORITY": "4",
+                                "SYSLOG_IDENTIFIER": "bpfwall", "BPFWALL_UNDELIVERED": str(self._unreported)})
+                    self._unreported = 0
+                self._send(fields)
+                return
+            except OSError:
+                # The old socket points at a journald that is gone: a new one may be there.
+                self._drop_socket()
+                if attempt == 2:
+                    self._next_try = time.monotonic() + self.RETRY_S
+        self.undelivered += 1
+        self._unreported += 1
+
+    def _drop_socket(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
     def close(self) -> None:
-        self.sock.close()
+        self._drop_socket()
+
+
+def open_log_file(path: str, group: str | None) -> Any:
+    """A log file to append JSON lines to: created 0600, or 0640 with the rule file's group,
+    as the firewall's own state is. An existing file keeps its owner and mode."""
+    from . import access
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        created = True
+    except FileExistsError:
+        created = False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            raise InputError(f"--output {path}: cannot open: {exc.strerror}") from None
+    except OSError as exc:
+        raise InputError(f"--output {path}: cannot create: {exc.strerror}") from None
+    if created and group is not None:
+        gid = access.group_id(group)
+        os.fchown(fd, -1, gid)
+        os.fchmod(fd, 0o640)
+    return os.fdopen(fd, "a", buffering=1, encoding="utf-8")
 
 
 def read(scope: Scope, follow: bool, emit: Callable[[dict[str, Any]], None],

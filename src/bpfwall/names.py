@@ -1,6 +1,10 @@
-"""Protocol, ICMP and TCP flag names of the rule language (nftables' spellings)."""
+"""Protocol, ICMP and TCP flag names of the rule language (nftables' spellings), and the
+system's protocol and service tables (/etc/protocols, /etc/services) behind them."""
 
 from __future__ import annotations
+
+import functools
+import socket
 
 PROTOCOLS = {
     "icmp": 1,
@@ -16,6 +20,41 @@ PROTOCOLS = {
 }
 PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
 PORT_PROTOCOLS = {6, 17, 132}
+
+
+@functools.cache
+def protocol_number(name: str) -> int | None:
+    """A protocol by nftables' name, else by the system's name or alias (ipv6-icmp, IPv6-ICMP,
+    ospf, vrrp...); None if neither knows it."""
+    key = name.strip().lower()
+    if key in PROTOCOLS:
+        return PROTOCOLS[key]
+    for candidate in (name.strip(), key, key.upper()):
+        try:
+            return socket.getprotobyname(candidate)
+        except OSError:
+            continue
+    return None
+
+
+@functools.cache
+def service_port(name: str, protos: tuple[int, ...] = ()) -> tuple[int | None, str | None]:
+    """The port of a service name (ssh, http, domain...) in the system's services table, for
+    the given port-carrying protocols (all of tcp, udp, sctp when none are given).
+    Returns (port, None), or (None, why)."""
+    wanted = [PROTOCOL_NAMES[p] for p in (protos or (6, 17, 132)) if p in PORT_PROTOCOLS]
+    found: dict[str, int] = {}
+    for proto in wanted:
+        try:
+            found[proto] = socket.getservbyname(name.strip(), proto)
+        except OSError:
+            continue
+    if not found:
+        return None, f"unknown service '{name}' (not in the system's services table)"
+    if len(set(found.values())) > 1:
+        per = ", ".join(f"{p} {n}" for p, n in found.items())
+        return None, f"service '{name}' has different ports per protocol ({per}): give the number"
+    return next(iter(found.values())), None
 ICMP, ICMPV6, TCP = 1, 58, 6
 
 ICMP_TYPES = {

@@ -37,6 +37,7 @@ CLASS_SLOTS = CT_BASE + CT_SLOTS
 
 CT_NEW, CT_ESTABLISHED, CT_RELATED, CT_INVALID = range(4)
 CT_STATES = {"new": CT_NEW, "established": CT_ESTABLISHED, "related": CT_RELATED, "invalid": CT_INVALID}
+CT_STATE_NAMES = {v: k for k, v in CT_STATES.items()}
 TCP_OTHER, TCP_SYN_SENT, TCP_SYN_RECV, TCP_ESTABLISHED, TCP_FIN, TCP_TIME_WAIT, TCP_CLOSE = range(7)
 TCP_STATE_NAMES = ["-", "syn_sent", "syn_recv", "established", "fin_wait", "time_wait", "close"]
 CTF_ORIG_LO, CTF_SEEN_REPLY, CTF_FIN_ORIG, CTF_FIN_REPLY = 1, 2, 4, 8
@@ -45,6 +46,7 @@ DIRECTIONS = {"ingress": 0, "egress": 1}
 
 ACT_ACCEPT, ACT_DROP, ACT_REJECT, ACT_BAN = 0, 1, 2, 3
 ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT, "ban": ACT_BAN}
+ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
 ACTION_MASK = 0xFF
 PARAM_SHIFT = 8  # rule_action: action | (1 + index into rule_params) << PARAM_SHIFT
 MAX_PARAMS = 64
@@ -63,6 +65,11 @@ CNT_SYNCOOKIE_FAILED = MAX_RULES + 10
 N_COUNTERS = MAX_RULES + 11
 
 BY_RULE, BY_POLICY, BY_MALFORMED, BY_NOT_IP, BY_BAN = range(5)
+# What decided a packet (enum bpfwall_decision), as explain, tests and the reference model name it.
+DECISIONS = {BY_RULE: "rule", BY_POLICY: "policy", BY_MALFORMED: "malformed", BY_NOT_IP: "not_ip",
+             BY_BAN: "banned"}
+# The keys of `stats --json`'s "drops" and the exporter's bpfwall_drops{reason}.
+DROP_REASONS = ("rule", "policy", "malformed", "banned")
 BANNED_RULE = 0xFFFFFFFE
 
 LIMIT_ON, LIMIT_PER_SOURCE, LIMIT_BYTES, LIMIT_OVER = 1, 2, 4, 8

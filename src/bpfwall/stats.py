@@ -63,8 +63,8 @@ def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) ->
     out = {
         "rules": rules,
         "policy": policy,
-        "drops": {"malformed": both(shared.CNT_MALFORMED), "policy": policy_drops, "rule": rule_drops,
-                  "banned": both(shared.CNT_BANNED)},
+        "drops": dict(zip(shared.DROP_REASONS, (rule_drops, policy_drops, both(shared.CNT_MALFORMED),
+                                                 both(shared.CNT_BANNED)), strict=True)),
         "passed_not_ip": both(shared.CNT_NOT_IP),
         "rejects_sent": counts["ingress"][shared.CNT_REJECT_SENT][0],
         "guard": {

@@ -74,7 +74,7 @@ rules:
 """
 
 EXT = [IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt, IPv6ExtHdrRouting]
-KINDS = ["rule", "policy", "malformed", "not_ip"]
+KINDS = shared.DECISIONS
 
 
 def seeds() -> list[bytes]:

@@ -17,7 +17,7 @@ from bpfwall.ruleset import Ruleset
 from tests.dataplane.conftest import from_yaml, loaded
 from tests.strategies import guard_steps, guarded_rulesets
 
-KINDS = ["rule", "policy", "malformed", "not_ip", "banned"]
+KINDS = shared.DECISIONS
 T0 = 1_000_000_000_000  # the test clock's start: far from zero, which means "real time"
 SEC = 1_000_000_000
 

@@ -19,7 +19,7 @@ from bpfwall.cidrset import CidrSet
 from bpfwall.ruleset import Rule, Ruleset
 from tests.dataplane.conftest import loaded
 
-KINDS = ["rule", "policy", "malformed", "not_ip"]
+KINDS = shared.DECISIONS
 ROOTS = {4: (0x0A000000, 8, 32), 6: (0x20010DB8 << 96, 32, 128)}  # 10.0.0.0/8, 2001:db8::/32
 
 

@@ -17,7 +17,7 @@ from tests.dataplane.conftest import loaded
 from tests.dataplane.stateful import Pair
 from tests.strategies import flow_steps, frames, rulesets
 
-KINDS = ["rule", "policy", "malformed", "not_ip"]
+KINDS = shared.DECISIONS
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,

@@ -92,3 +92,72 @@ def test_log_to_the_journal_protocol(lab, tmp_path):
                           "journal"], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "BPFWALL_JOURNAL_SOCKET": str(tmp_path / "none.sock")})
     assert res.returncode == 1 and "no journal at" in res.stderr
+
+
+def test_log_to_the_journal_survives_a_journald_restart(lab, tmp_path):
+    """journald goes away and comes back (a new socket at the same path): the follower
+    reconnects, delivers what comes after, and tells the journal how many it could not."""
+    import socket
+
+    path = str(tmp_path / "journal.sock")
+
+    def journald() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(path)
+        s.settimeout(10)
+        return s
+
+    def messages(s: socket.socket, n: int) -> list[dict[str, str]]:
+        got = []
+        for _ in range(n):
+            got.append(dict(line.split("=", 1) for line in s.recv(65536).decode().splitlines()))
+        return got
+
+    apply(lab, write(tmp_path, RULES))
+    journal = journald()
+    proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "log", "-f", "--netns", lab.server_ns,
+                             "--output", "journal"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "BPFWALL_JOURNAL_SOCKET": path})
+    try:
+        time.sleep(1.5)
+        assert lab.udp_query(53) == "answered"
+        assert messages(journal, 1)[0]["BPFWALL_RULE"] == "dns"
+        journal.close()
+        os.unlink(path)  # journald stops
+        for _ in range(3):
+            assert lab.udp_query(53) == "answered"
+        time.sleep(1.0)
+        journal = journald()  # and starts again
+        time.sleep(1.2)  # past the retry interval
+        assert lab.udp_query(53) == "answered"
+        notice, record = messages(journal, 2)
+        assert notice["BPFWALL_UNDELIVERED"] == "3" and "could not be delivered" in notice["MESSAGE"]
+        assert record["BPFWALL_RULE"] == "dns"
+        assert proc.poll() is None, proc.stderr.read()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        journal.close()
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_log_files_are_private_and_bad_paths_are_one_line(lab, tmp_path):
+    apply(lab, write(tmp_path, RULES))
+    assert lab.udp_query(53) == "answered"
+    out = tmp_path / "records.jsonl"
+    res = bpfwall("log", "--netns", lab.server_ns, "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    assert oct(out.stat().st_mode & 0o777) == oct(0o600) and len(out.read_text().splitlines()) == 1
+    # with the rule file's group: readable by it
+    import grp
+
+    group = grp.getgrgid(os.getgid() if os.getgid() != 0 else 100).gr_name
+    apply(lab, write(tmp_path, RULES + f"group: {group}\n", "g.yaml"))
+    shared_out = tmp_path / "shared.jsonl"
+    res = bpfwall("log", "--netns", lab.server_ns, "--output", str(shared_out))
+    assert res.returncode == 0, res.stderr
+    st = shared_out.stat()
+    assert oct(st.st_mode & 0o777) == oct(0o640) and grp.getgrgid(st.st_gid).gr_name == group
+    res = bpfwall("log", "--netns", lab.server_ns, "--output", "/nonexistent/dir/x.jsonl")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == "--output /nonexistent/dir/x.jsonl: cannot create: No such file or directory"

@@ -222,3 +222,33 @@ def test_group_is_a_group_name():
         assert exc.problems == ["g.yaml:3: group: 'no such' is not a group name"]
     else:
         raise AssertionError("a bad group name was accepted")
+
+
+def test_service_and_protocol_names_from_the_system_tables():
+    rs = config.loads("version: 1\nrules:\n"
+                      "  - {name: ssh, proto: tcp, dport: ssh, action: accept}\n"
+                      "  - {name: web, proto: tcp, dport: [http, https, 8000-8100], action: accept}\n"
+                      "  - {name: dns, proto: [udp, tcp], dport: domain, action: accept}\n"
+                      "  - {name: v6, proto: ipv6-icmp, icmp_type: echo-request, action: accept}\n"
+                      "  - {name: vrrp, proto: vrrp, action: accept}\n", "t.yaml")
+    by = {r.name: r for r in rs.rules}
+    assert by["ssh"].dport == ((22, 22),)
+    assert by["web"].dport == ((80, 80), (443, 443), (8000, 8100))
+    assert by["dns"].dport == ((53, 53),)
+    assert by["v6"].protos == frozenset({58})
+    assert by["vrrp"].protos == frozenset({112})
+    with pytest.raises(InputError) as exc:
+        config.loads("version: 1\nrules:\n  - {name: a, proto: tcp, dport: no-such-service, action: drop}\n"
+                     "  - {name: b, proto: no-such-proto, action: drop}\n", "t.yaml")
+    assert exc.value.problems == [
+        "t.yaml:3: rules[0].dport: unknown service 'no-such-service' (not in the system's services table)",
+        "t.yaml:4: rules[1].proto: unknown protocol 'no-such-proto' (known: icmp, igmp, tcp, udp, gre, esp, ah, "
+        "icmpv6, sctp, udplite, the names in /etc/protocols, or a number)"]
+
+
+def test_errors_quote_a_short_excerpt_of_a_huge_value():
+    huge = "x" * 5_000_000
+    with pytest.raises(InputError) as exc:
+        config.loads(f"version: 1\nrules:\n  - {{name: {huge}, action: drop}}\n", "t.yaml")
+    (line,) = exc.value.problems
+    assert len(line) < 300 and "5,000,000 characters" in line and line.startswith("t.yaml:3: ")

@@ -12,6 +12,7 @@ import ipaddress
 import shlex
 from typing import Any
 
+from ..names import protocol_number
 from . import Imported, Unsupported
 
 CHAINS = {"INPUT": "ingress", "OUTPUT": "egress"}
@@ -29,12 +30,43 @@ MAX_DEPTH = 16
 
 
 def parse(texts: list[str], ipsets: dict[str, dict[str, Any]] | None = None) -> Imported:
-    """Each text is one dump; an ip6tables-save dump gives IPv6 rules, any other IPv4."""
+    """Each text is one dump; an ip6tables-save dump gives IPv6 rules, any other IPv4.
+    ValueError if a text is not iptables-save output at all."""
     imp = Imported("iptables-save")
+    policies: dict[str, dict[str, str]] = {}  # direction -> family -> action
     for text in texts:
+        lines = [line.strip() for line in text.splitlines()]
+        if not any(line.startswith("*") for line in lines) or "COMMIT" not in lines:
+            raise ValueError("not iptables-save output (no '*table' ... 'COMMIT' section)")
         family = "ipv6" if "ip6tables-save" in text.split("\n", 1)[0] else "ipv4"
-        _Dump(text, family, imp, ipsets or {}).run()
+        _Dump(text, family, imp, ipsets or {}, policies).run()
+    _family_policies(imp, policies)
     return imp
+
+
+def _family_policies(imp: Imported, policies: dict[str, dict[str, str]]) -> None:
+    """bpfwall has one policy a direction for both families. Where the dumps' policies
+    differ, the policy becomes drop and a last rule of that direction accepts the family
+    whose policy was accept, so that each family keeps exactly its own policy. A dump of one
+    family says what becomes of the other."""
+    for direction, per in policies.items():
+        chain = next(c for c, d in CHAINS.items() if d == direction)
+        actions = set(per.values())
+        if len(actions) == 1:
+            imp.policy[direction] = actions.pop()
+        else:
+            imp.policy[direction] = "drop"
+            for family, action in sorted(per.items()):
+                if action == "accept":
+                    where = {"direction": direction} if direction == "egress" else {}
+                    imp.add_rule({**where, "family": family, "action": "accept"}, f"{chain.lower()}-policy-{family}")
+        if len(per) == 1:
+            (family, action), = per.items()
+            other = "ipv6" if family == "ipv4" else "ipv4"
+            imp.notes.append(f"only an {family} dump was given: {other} traffic meets the {chain} policy "
+                             f"{action.upper()} of that dump and none of its rules (import the "
+                             f"{'ip6tables-save' if other == 'ipv6' else 'iptables-save'} output too to carry "
+                             f"{other}'s rules)")
 
 
 def parse_ipset_save(text: str) -> dict[str, dict[str, Any]]:
@@ -51,11 +83,13 @@ def parse_ipset_save(text: str) -> dict[str, dict[str, Any]]:
 
 
 class _Dump:
-    def __init__(self, text: str, family: str, imp: Imported, ipsets: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, text: str, family: str, imp: Imported, ipsets: dict[str, dict[str, Any]],
+                 policies: dict[str, dict[str, str]]) -> None:
         self.text = text
         self.family = family
         self.imp = imp
         self.ipsets = ipsets
+        self.policies = policies
         self.chains: dict[str, list[tuple[str, list[str]]]] = {}  # chain -> [(line, words)]
 
     def run(self) -> None:
@@ -103,12 +137,7 @@ class _Dump:
         if action is None or action == "reject":
             self.imp.skip(line, f"policy {policy}")
             return
-        have = self.imp.policy.get(direction)
-        if have is not None and have != action:
-            self.imp.notes.append(f"{name} policy {policy} of the {self.family} dump differs from the other "
-                                  f"dump's; bpfwall has one policy for both families: {have} is kept")
-            return
-        self.imp.policy[direction] = action
+        self.policies.setdefault(direction, {})[self.family] = action
 
     def _emit(self, line: str, words: list[str], direction: str, inherited: dict[str, Any], hint: str,
               depth: int, path: list[str]) -> None:
@@ -296,6 +325,8 @@ def _proto(text: str) -> str | int:
         return int(text)
     if text.lower() in PROTOS:
         return PROTOS[text.lower()]
+    if protocol_number(text) is not None:
+        return text  # the rule file takes the system's protocol names too
     raise Unsupported(f"protocol {text}")
 
 
