@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from . import compiler, libbpf, names, netns, packets, shared
 from . import conntrack as conntrack_mod
@@ -63,6 +64,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bpfwall", prog_name="bpfwall", message="%(prog)s %(version)s")
 def main() -> None:
     """bpfwall: an XDP host firewall with an nftables-class rule language.
 
@@ -282,9 +284,19 @@ def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
 @json_option
 @handle_errors
 def check(path: str, as_json: bool) -> None:
-    """Validate and compile FILE; touches nothing, needs no root."""
-    ruleset = _load(path)
-    tables = _compile(ruleset, path)
+    """Validate and compile FILE; touches nothing, needs no root.
+
+    Exit 0 when it would apply, 2 when it has errors (with --json:
+    {"errors": [{"file", "line", "message"}]} on stdout). Warns of SSH sessions
+    the rules would cut."""
+    try:
+        ruleset = _load(path)
+        tables = _compile(ruleset, path)
+    except InputError as exc:
+        if not as_json:
+            raise
+        click.echo(json.dumps({"errors": [_error_record(p, path) for p in exc.problems]}, indent=2))
+        sys.exit(2)
     user_rules = [r for r in ruleset.rules if not r.implicit]
     info = {
         "file": path,
@@ -318,15 +330,34 @@ def check(path: str, as_json: bool) -> None:
                   "before the drop policy")
 
 
+def _error_record(problem: str, path: str) -> dict[str, Any]:
+    """FILE:LINE: message, as a record; a problem without a line is the file's."""
+    import re
+
+    m = re.match(r"^(?P<file>.*?):(?P<line>\d+): (?P<message>.*)$", problem, re.S)
+    if m:
+        return {"file": m["file"], "line": int(m["line"]), "message": clip(m["message"])}
+    return {"file": path, "line": None, "message": clip(problem)}
+
+
 def _session_warnings(ruleset) -> list[str]:
-    """SSH sessions of this host the rule set would cut, taking each as a tracked
-    connection (check has no interface or connection table to go by)."""
+    """SSH sessions of this host the rule set would cut: what apply refuses, check warns of.
+    check has no connection table to go by, so a session is judged twice: as a tracked
+    connection (a re-apply while tracking runs), and, with rules that match connection
+    state, untracked, as a first apply finds it (the table starts empty)."""
     import os
 
-    from . import lockout
+    from . import lockout, reference
 
     sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
-    return [str(t) for t in lockout.threats(ruleset, sessions, ruleset.interfaces or None, None)]
+    interfaces = ruleset.interfaces or None
+    found = [str(t) for t in lockout.threats(ruleset, sessions, interfaces, None)]
+    if ruleset.uses_ct():
+        empty = reference.Conntrack(ruleset.conntrack.get("timeouts", {}))
+        cut = {t.session for t in lockout.threats(ruleset, sessions, interfaces, None)}
+        found += [f"{t} when bpfwall's connection tracking is not running yet (a first apply)"
+                  for t in lockout.threats(ruleset, sessions, interfaces, empty, 1) if t.session not in cut]
+    return found
 
 
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",
@@ -504,16 +535,27 @@ def conntrack(ns: str | None, as_json: bool) -> None:
     if not data["tracking"]:
         out.print("connection tracking is off: no rule of the applied file matches 'ct'")
         return
+    ends = [(_endpoint(f["src"], f["sport"], f["family"]), _endpoint(f["dst"], f["dport"], f["family"]))
+            for f in data["flows"]]
+    # An address is never cut or folded: its columns are as wide as the widest one, and
+    # the table may run past the terminal (or a pipe's 80 columns) rather than lose it.
+    wide = Console(highlight=False, width=max(out.width, 40 + sum(max((len(e[i]) for e in ends), default=4)
+                                                                    for i in (0, 1)) + 60))
     t = Table("proto", "from", "to", "state", "age s", "idle s", "packets", "bytes",
               title=f"{data['live']} live flows ({data['entries']} entries of {data['max_entries']})")
-    for f in data["flows"]:
-        fmt = "[{}]:{}" if f["family"] == 6 else "{}:{}"
-        t.add_row(f["proto"], fmt.format(f["src"], f["sport"]), fmt.format(f["dst"], f["dport"]), f["state"],
+    for col in (t.columns[1], t.columns[2]):
+        col.no_wrap, col.overflow = True, "ignore"
+    for f, (src, dst) in zip(data["flows"], ends, strict=True):
+        t.add_row(f["proto"], Text(src), Text(dst), f["state"],
                   f"{f['age']:.0f}", f"{f['idle']:.0f}", "{} / {}".format(*f["packets"]),
                   "{} / {}".format(*f["bytes"]))
     t.caption = (f"created {data['created']}, evicted when full {data['evicted']}, "
                  f"invalid packets {data['invalid_packets']}; packets and bytes: opener / replies")
-    out.print(t)
+    wide.print(t)
+
+
+def _endpoint(addr: str, port: int, family: int) -> str:
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
 
 
 @main.command()

@@ -119,7 +119,8 @@ class Scope:
         state = self.read_state()
         if state is None or not state.interfaces:
             where = f" in network namespace '{self.ns}'" if self.ns else ""
-            raise RuntimeFailure(f"bpfwall is not running{where}: nothing applied (see 'bpfwall apply')")
+            raise RuntimeFailure(f"bpfwall is not running{where}: nothing applied "
+                                 f"(see 'bpfwall apply{self._ns_arg()}')")
         return state
 
     def _write_state(self, state: State) -> None:
@@ -620,7 +621,7 @@ class Scope:
             if mode not in ("auto", have):
                 os.close(fd)
                 raise RuntimeFailure(
-                    f"{name} is attached in {have} mode; run 'bpfwall down -i {name}' first "
+                    f"{name} is attached in {have} mode; run 'bpfwall down{self._ns_arg()} -i {name}' first "
                     f"to change to {mode} (it leaves the interface open meanwhile)")
             self._point_at_dispatcher(fd, disp, "ingress")
             report.swapped.append(name)

@@ -65,6 +65,13 @@ def test_host_connects_out_and_nobody_connects_in(lab, tmp_path, v6):
     assert not [f for f in ct["flows"] if f["dport"] == 8080]  # dropped SYNs leave no flow
     assert not [f for f in ct["flows"] if f["dport"] == 25]  # nor do dropped outgoing ones
 
+    # The table, piped (80 columns, no terminal): every address whole, IPv6 in brackets.
+    res = bpfwall("conntrack", "--netns", lab.server_ns)
+    assert res.returncode == 0, res.stderr
+    client = "fd42:200::2" if v6 else "10.200.0.2"
+    assert (f"[{client}]:80" if v6 else f"{client}:80") in res.stdout, res.stdout
+    assert (f"[{server}]:" if v6 else f"{server}:") in res.stdout and "…" not in res.stdout
+
     rules = {(r["name"], r["direction"]): r["packets"] for r in stats(lab)["rules"]}
     assert rules[("replies", "ingress")] >= 4
     assert rules[("no-smtp-out", "egress")] >= 1

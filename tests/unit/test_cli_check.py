@@ -39,3 +39,54 @@ def test_apply_without_interface_is_bad_input(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["apply", "-f", str(p), "--netns", "no-such-ns-for-sure"])
     assert res.exit_code == 2
     assert "no interface" in res.output
+
+
+def test_check_json_gives_errors_as_records(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("version: 1\nrules:\n  - {name: a, proto: tcp, dport: 70000, action: drop}\n")
+    res = CliRunner().invoke(main, ["check", "-f", str(p), "--json"])
+    assert res.exit_code == 2
+    assert json.loads(res.stdout) == {"errors": [
+        {"file": str(p), "line": 3, "message": "rules[0].dport: port 70000 is out of range (0-65535)"}]}
+    res = CliRunner().invoke(main, ["check", "-f", str(tmp_path / "missing.yaml"), "--json"])
+    assert res.exit_code == 2 and json.loads(res.stdout)["errors"][0]["file"] == str(tmp_path / "missing.yaml")
+
+
+def test_version():
+    res = CliRunner().invoke(main, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("bpfwall 0.")
+
+
+def test_check_warns_of_a_session_a_first_apply_would_cut(tmp_path, monkeypatch):
+    """A file that accepts only tracked connections: apply on a host whose connection table
+    starts empty refuses it, so check warns."""
+    p = tmp_path / "r.yaml"
+    p.write_text("version: 1\npolicy: {ingress: drop}\nrules:\n"
+                 "  - {name: replies, ct: [established], action: accept}\n")
+    monkeypatch.setenv("SSH_CONNECTION", "10.200.9.9 50000 10.200.9.1 22")
+    monkeypatch.setattr("bpfwall.lockout.from_sshd", lambda: [])
+    res = CliRunner().invoke(main, ["check", "-f", str(p)])
+    assert res.exit_code == 0
+    assert "warning: SSH session 10.200.9.9:50000 -> 10.200.9.1:22" in res.stderr and "first apply" in res.stderr
+
+
+def test_new_user_mistakes_are_one_line_errors(tmp_path):
+    runner = CliRunner()
+    for args in (["top", "--interval", "-1"], ["stats", "--watch", "--interval", "-1"]):
+        res = runner.invoke(main, args)
+        assert res.exit_code == 2 and "Traceback" not in res.output and "--interval" in res.output
+    res = runner.invoke(main, ["import", "iptables", "-"], input="garbage\n")
+    assert res.exit_code == 2 and "not iptables-save output" in res.stderr and "bug" not in res.stderr
+    dump = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n"
+    res = runner.invoke(main, ["import", "iptables", "-", "-o", "/nonexistent/x.yaml"], input=dump)
+    assert res.exit_code == 2 and res.stderr.splitlines()[-1] == \
+        "-o /nonexistent/x.yaml: cannot write: No such file or directory"
+    res = runner.invoke(main, ["import", "nft", "-"], input=json.dumps({"nftables": [
+        {"table": {"family": "inet", "name": "f"}},
+        {"chain": {"family": "inet", "table": "f", "name": "in", "type": "filter", "hook": "input", "prio": 0,
+                   "policy": "drop"}},
+        {"rule": {"family": "inet", "table": "f", "chain": "in", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "ipv6-icmp"}},
+            {"accept": None}]}}]}))
+    assert res.exit_code == 0, res.stderr
+    assert "proto: ipv6-icmp" in res.stdout
