@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -21,7 +22,7 @@ from rich.text import Text
 from . import compiler, libbpf, names, netns, packets, shared
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
-from .dataplane import ApplyReport, Scope, compile_all
+from .dataplane import ApplyReport, Scope, State, compile_all, namespace_scopes
 from .errors import BpfwallError, InputError, RuntimeFailure, clip
 
 out = Console(highlight=False)
@@ -256,6 +257,33 @@ def _load_text(text: str):
 
 @main.command()
 @netns_option
+@json_option
+@click.option("--no-elements", is_flag=True, help="Give each set's size, not its elements.")
+@handle_errors
+def show(ns: str | None, as_json: bool, no_elements: bool) -> None:
+    """The rule set in force, as a rule file that 'apply' takes back to the same rules
+    (as 'nft list ruleset' does): sets with their elements as they are now, live
+    'set add' and 'set del' included. Port sets appear as the ports they stand for."""
+    from . import render
+
+    scope = Scope(ns)
+    state = scope.require_state()
+    ruleset = state.rules()
+    elements = None if no_elements else _live_elements(scope, ruleset)
+    if as_json:
+        click.echo(json.dumps(render.file_dict(ruleset, elements), indent=2))
+        return
+    from datetime import datetime
+
+    when = datetime.fromtimestamp(state.applied_at).isoformat(timespec="seconds")
+    sizes = {n: c["size"] for n, c in scope.set_changes(state).items()}
+    click.echo(render.rule_file(ruleset, elements, header=(
+        f"In force{f' in netns {ns}' if ns else ''}: generation {state.generation}, applied {when} "
+        f"from {ruleset.source}"), sizes=sizes), nl=False)
+
+
+@main.command()
+@netns_option
 @handle_errors
 def confirm(ns: str | None) -> None:
     """Keep the rule set of an 'apply --confirm' that awaits confirmation."""
@@ -282,13 +310,18 @@ def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
 @main.command()
 @click.option("-f", "--file", "path", required=True, metavar="FILE", help="The rule file (YAML).")
 @json_option
+@click.option("--diff", "diff", is_flag=True,
+              help="Say what applying FILE would change against the rules in force (exit 1 if anything).")
+@netns_option
 @handle_errors
-def check(path: str, as_json: bool) -> None:
+def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
     """Validate and compile FILE; touches nothing, needs no root.
 
     Exit 0 when it would apply, 2 when it has errors (with --json:
     {"errors": [{"file", "line", "message"}]} on stdout). Warns of SSH sessions
-    the rules would cut."""
+    the rules would cut. With --diff: the rules added, removed and changed (by name,
+    with the keys that changed), policies and settings, and set elements added and
+    removed, against what is in force; exit 0 when equal, 1 when different."""
     try:
         ruleset = _load(path)
         tables = _compile(ruleset, path)
@@ -297,6 +330,9 @@ def check(path: str, as_json: bool) -> None:
             raise
         click.echo(json.dumps({"errors": [_error_record(p, path) for p in exc.problems]}, indent=2))
         sys.exit(2)
+    if diff:
+        _check_diff(ruleset, Scope(ns), as_json)
+        return
     user_rules = [r for r in ruleset.rules if not r.implicit]
     info = {
         "file": path,
@@ -328,6 +364,37 @@ def check(path: str, as_json: bool) -> None:
     for name in info["implicit_rules"]:
         out.print(f"  implicit rule {name}: accepts ICMPv6 neighbour discovery and packet-too-big "
                   "before the drop policy")
+
+
+def _file_elements(ruleset) -> dict[str, list[str]]:
+    from .cidrset import format_element
+
+    return {n: [format_element(e) for e in sorted(s)] for n, s in ruleset.cidr_sets.items()}
+
+
+def _live_elements(scope: Scope, ruleset) -> dict[str, list[str]]:
+    from .cidrset import format_element
+
+    return {n: [format_element(e) for e in scope.set_elements(n)]
+            for n, m in ruleset.sets.items() if m.get("type") == "cidr"}
+
+
+def _check_diff(ruleset, scope: Scope, as_json: bool) -> None:
+    from . import diff as diff_mod
+
+    state = scope.require_state()
+    live = state.rules()
+    changes = diff_mod.compare(live, ruleset, _live_elements(scope, live), _file_elements(ruleset))
+    different = diff_mod.differs(changes)
+    if as_json:
+        click.echo(json.dumps({"differs": different, "in_force": live.source, **changes}, indent=2))
+    elif not different:
+        out.print(f"no change: {ruleset.source} is what is in force (generation {state.generation})")
+    else:
+        for line in diff_mod.lines(changes):
+            click.echo(line)
+    if different:
+        sys.exit(1)
 
 
 def _error_record(problem: str, path: str) -> dict[str, Any]:
@@ -370,20 +437,32 @@ _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.
 @json_option
 @handle_errors
 def status(ns: str | None, as_json: bool) -> None:
-    """What is applied, where, and whether each link is alive."""
+    """What is applied, where, and whether each link is alive; whether the rule file on disk
+    still says what is in force. Without --netns, also which network namespaces have a
+    bpfwall of their own."""
     scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     st = scope.status()
     for repair in st["repairs"]:
         click.echo(f"repaired: {repair}", err=True)
+    if st["running"]:
+        st["rules_file_differs"] = _file_differs(scope)
+    if ns is None:
+        st["namespaces"] = namespace_scopes()
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
+    others = (f"bpfwall runs in network namespaces {', '.join(st['namespaces'])}: "
+              "see 'bpfwall status --netns NS'") if st.get("namespaces") else ""
     if not st["running"]:
-        out.print(f"bpfwall is not running{f' in netns {ns}' if ns else ''}")
+        out.print(f"bpfwall is not running{f' in netns {ns}' if ns else ' on the host'}")
+        if others:
+            click.echo(others)
         return
     out.print(f"rules: {st['rules_file']} ({st['rules']} rules, policy ingress "
               f"{st['policy']['ingress']}), generation {st['generation']}, applied {st['applied_at']}")
+    if st["rules_file_differs"]:
+        click.echo(f"{st['rules_file']}: {st['rules_file_differs']}")  # unwrapped: a path, a command
     if st["sets"]:
         out.print("sets: " + ", ".join(f"{n} ({m['type']}, {m['size']} elements)" for n, m in st["sets"].items()))
     if st.get("awaiting_confirm"):
@@ -398,8 +477,27 @@ def status(ns: str | None, as_json: bool) -> None:
                  if i["attached"] is not None else f"unknown ({i.get('problem')})")
         t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), "yes" if i["egress"] else "no", state)
     out.print(t)
+    if others:
+        click.echo(others)
     if any(i["attached"] is False for i in st["interfaces"]):
         sys.exit(1)
+
+
+def _file_differs(scope: Scope) -> str | None:
+    """Why the rule file that was applied no longer says what is in force, or None."""
+    from . import diff as diff_mod
+
+    live = scope.require_state().rules()
+    if not os.path.exists(live.source):
+        return "no longer exists"
+    try:
+        on_disk = _load(live.source)
+    except InputError:
+        return "changed on disk, and does not load now ('bpfwall check -f' says why)"
+    changes = diff_mod.compare(live, on_disk)
+    if diff_mod.differs(changes):
+        return f"differs from what is in force (see 'bpfwall check -f {live.source} --diff{scope._ns_arg()}')"
+    return None
 
 
 @main.command()
@@ -414,6 +512,9 @@ def status(ns: str | None, as_json: bool) -> None:
 def stats(ns: str | None, iface: str | None, as_json: bool, watch: bool, interval: float) -> None:
     """Packets and bytes per rule and policy, and drops by reason."""
     scope = Scope(ns)
+    if ns is None and not (scope.read_state() or State(None)).interfaces and namespace_scopes():
+        raise RuntimeFailure("bpfwall is not running on the host; it runs in network namespaces "
+                             f"{', '.join(namespace_scopes())}: give --netns NS")
     data = stats_mod.collect(scope, iface)
     if as_json and not watch:
         click.echo(json.dumps(data, indent=2))
@@ -773,14 +874,15 @@ def log_cmd(ns: str | None, follow: bool, as_json: bool, output: str | None) -> 
 @netns_option
 @handle_errors
 def exporter(listen: str, ns: str | None) -> None:
-    """Serve Prometheus metrics read from the pinned maps: per-rule packets and bytes,
+    """Serve Prometheus metrics of every scope (the host's and each network namespace's,
+    label netns, empty for the host), or with --netns of that one: per-rule packets and bytes,
     policies, drops by reason, set sizes, connection table use, program runs and run time
     (the kernel counts those when sysctl kernel.bpf_stats_enabled=1). Runs until
     interrupted and follows every apply."""
     from .exporter import serve
 
-    serve(Scope(ns), listen, lambda host, port: click.echo(
-        f"serving http://{host}:{port}/metrics{f' for netns {ns}' if ns else ''}", err=True))
+    serve(ns, listen, lambda host, port: click.echo(
+        f"serving http://{host}:{port}/metrics for {f'netns {ns}' if ns else 'every scope'}", err=True))
 
 
 @main.command()

@@ -55,6 +55,17 @@ def scope_name(ns: str | None) -> str:
     return f"netns-{ns}" if ns else "host"
 
 
+def namespace_scopes() -> list[str]:
+    """The network namespaces that have a bpfwall scope (a state file), by name."""
+    try:
+        files = os.listdir(STATE_ROOT)
+    except OSError:
+        return []
+    prefix, suffix = "netns-", ".json"
+    return sorted(f[len(prefix):-len(suffix)] for f in files
+                  if f.startswith(prefix) and f.endswith(suffix) and f.count(".") == 1)
+
+
 def require_root() -> None:
     if os.geteuid() != 0:
         raise RuntimeFailure("this needs root (CAP_BPF and CAP_NET_ADMIN): run it with sudo")

@@ -8,19 +8,40 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import libbpf, stats
+from . import libbpf, netns, stats
 from .conntrack import read_table
-from .dataplane import Scope
+from .dataplane import Scope, namespace_scopes
 from .errors import BpfwallError, InputError, RuntimeFailure
 
 
 class BpfwallCollector(Collector):
+    """Every scope's metrics with a `netns` label (empty for the host's), the scopes found
+    anew at each scrape: one exporter a host, as Prometheus users expect."""
+
+    def __init__(self, namespaces: Callable[[], list[str | None]]) -> None:
+        self.namespaces = namespaces
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for ns in self.namespaces():
+            for m in _ScopeMetrics(Scope(ns)).collect():
+                out = merged.setdefault(m.name, Metric(m.name, m.documentation, m.type))
+                for s in m.samples:
+                    out.add_sample(s.name, {"netns": ns or "", **s.labels}, s.value)
+        yield from merged.values()
+
+
+def every_scope() -> list[str | None]:
+    return [None, *namespace_scopes()]
+
+
+class _ScopeMetrics:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
 
@@ -125,12 +146,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def serve(scope: Scope, listen: str, ready=None) -> None:
-    """Serves /metrics until interrupted. ready(host, port) is called once it listens."""
+def serve(ns: str | None, listen: str, ready=None) -> None:
+    """Serves /metrics until interrupted: the scope of namespace ns, or with ns None every
+    scope. ready(host, port) is called once it listens."""
     host, port = parse_listen(listen)
-    scope.read_state()  # fails now, clearly, for a user who may not read the firewall
+    if ns is not None and not netns.exists(ns):  # fails now, as status does
+        raise RuntimeFailure(f"network namespace '{ns}' does not exist")
+    Scope(ns).read_state()  # fails now, clearly, for a user who may not read the firewall
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BpfwallCollector(scope))
+    registry.register(BpfwallCollector(every_scope if ns is None else lambda: [ns]))
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

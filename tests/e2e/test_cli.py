@@ -302,3 +302,43 @@ def test_interface_deleted_under_bpfwall(lab, tmp_path):
     st = json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)
     assert [i["name"] for i in st["interfaces"]] == [lab.server_if] and st["interfaces"][0]["attached"]
     assert lab.tcp_connect(22) == "open"
+
+
+def test_show_diff_and_status_know_what_is_in_force(lab, tmp_path):
+    path = write(tmp_path, RULES)
+    apply(lab, path)
+    ns = ("--netns", lab.server_ns)
+    assert bpfwall("set", "add", "office", "192.0.2.7", *ns).returncode == 0  # a live change
+    # show: a rule file that apply takes back to the same rules, live elements included
+    res = bpfwall("show", *ns)
+    assert res.returncode == 0, res.stderr
+    assert "- 192.0.2.7\n" in res.stdout and "name: refuse-imap" in res.stdout
+    shown = write(tmp_path, res.stdout, "shown.yaml")
+    res = bpfwall("check", "-f", shown, "--diff", *ns)
+    assert res.returncode == 0 and "no change" in res.stdout, res.stdout + res.stderr
+    brief = bpfwall("show", "--no-elements", *ns).stdout
+    assert "192.0.2.7" not in brief and "3 elements, not shown" in brief
+    assert bpfwall("status", *ns).stdout.count("differs") == 0
+    # the file on disk changes: check --diff says what, status says that it differs
+    changed = RULES.replace("dport: 8080", "dport: 8081").replace(
+        "  - {name: count-me, proto: udp, dport: 9999, action: drop}\n", "") + \
+        "  - {name: new-one, proto: tcp, dport: 2222, action: accept}\n"
+    with open(path, "w") as f:
+        f.write(changed.replace("policy: {ingress: drop}", "policy: {ingress: accept}"))
+    res = bpfwall("check", "-f", path, "--diff", *ns)
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout.splitlines()
+    assert "+ rule new-one (ingress)" in out and "- rule count-me (ingress)" in out
+    assert "~ rule web (ingress): dport: 8080 -> 8081" in out
+    assert any(line.startswith("~ policy:") for line in out)
+    assert any(line.startswith("~ set office: +0 -1 elements; removes 192.0.2.7") for line in out), out
+    data = json.loads(bpfwall("check", "-f", path, "--diff", "--json", *ns).stdout)
+    assert data["differs"] and data["rules"]["changed"][0]["fields"]["dport"] == {"from": 8080, "to": 8081}
+    status = bpfwall("status", *ns)
+    assert "differs from what is in force" in status.stdout and "--diff --netns" in status.stdout
+    # without --netns: the scopes in namespaces are named
+    res = bpfwall("status")
+    assert lab.server_ns in res.stdout, res.stdout
+    assert lab.server_ns in json.loads(bpfwall("status", "--json").stdout)["namespaces"]
+    res = bpfwall("stats")
+    assert res.returncode == 1 and lab.server_ns in res.stderr and "--netns" in res.stderr

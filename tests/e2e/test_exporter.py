@@ -35,8 +35,9 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
     path = write(tmp_path, RULES)
     apply(lab, path)
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "exporter", "--listen", f"127.0.0.1:{port}",
-                             "--netns", lab.server_ns], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    # No --netns: one exporter serves every scope, each labelled with its namespace.
+    proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "exporter", "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 20
@@ -48,32 +49,41 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
                 assert proc.poll() is None, proc.stderr.read().decode()
                 assert time.monotonic() < deadline, "the exporter never answered"
                 time.sleep(0.2)
-        assert value(metrics["bpfwall_up"]) == 1
+        assert value(metrics["bpfwall_up"], netns=lab.server_ns) == 1
+        assert value(metrics["bpfwall_up"], netns="") == 0  # the host's scope: nothing applied there
         for _ in range(5):
             lab.udp_query(9999, timeout=0.05)
         metrics = scrape(port)
         me = lab.server_if
-        assert value(metrics["bpfwall_rule_packets"], interface=me, rule="count-me", direction="ingress",
-                     action="drop") == 5
-        assert value(metrics["bpfwall_rule_packets"], interface="(other)", rule="count-me") == 0
-        assert value(metrics["bpfwall_rule_bytes"], interface=me, rule="count-me") == 5 * 46
-        assert value(metrics["bpfwall_drops"], interface=me, reason="rule") >= 5
-        assert value(metrics["bpfwall_set_elements"], set="office", type="cidr") == 2
-        assert value(metrics["bpfwall_interface_info"], interface=lab.server_if) == 1
+        assert value(metrics["bpfwall_rule_packets"], netns=lab.server_ns, interface=me, rule="count-me",
+                     direction="ingress", action="drop") == 5
+        assert value(metrics["bpfwall_rule_packets"], netns=lab.server_ns, interface="(other)", rule="count-me") == 0
+        assert value(metrics["bpfwall_rule_bytes"], netns=lab.server_ns, interface=me, rule="count-me") == 5 * 46
+        assert value(metrics["bpfwall_drops"], netns=lab.server_ns, interface=me, reason="rule") >= 5
+        assert value(metrics["bpfwall_set_elements"], netns=lab.server_ns, set="office", type="cidr") == 2
+        assert value(metrics["bpfwall_interface_info"], netns=lab.server_ns, interface=lab.server_if) == 1
         assert "bpfwall_program_runs" in metrics and "bpfwall_policy_packets" in metrics
         # a re-apply: the same process follows it, and the counters carry
         apply(lab, path)
         metrics = scrape(port)
-        assert value(metrics["bpfwall_generation"]) == 2
-        assert value(metrics["bpfwall_rule_packets"], interface=me, rule="count-me") == 5
-        # bpfwall down: the exporter stays up and says so
+        assert value(metrics["bpfwall_generation"], netns=lab.server_ns) == 2
+        assert value(metrics["bpfwall_rule_packets"], netns=lab.server_ns, interface=me, rule="count-me") == 5
+        # bpfwall down: the exporter stays up
         from tests.e2e.conftest import bpfwall
 
         assert bpfwall("down", "--netns", lab.server_ns).returncode == 0
-        assert value(scrape(port)["bpfwall_up"]) == 0
+        # (serving every scope, a namespace's series go with its scope; the host's stays)
+        ups = {s.labels["netns"]: s.value for s in scrape(port)["bpfwall_up"]}
+        assert lab.server_ns not in ups and ups[""] == 0
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_exporter_refuses_a_namespace_that_does_not_exist():
+    res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "exporter", "--netns", "bpfwall-nosuch-ns"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 1 and res.stderr.strip() == "bpfwall: network namespace 'bpfwall-nosuch-ns' does not exist"
 
 
 def test_exporter_refuses_a_bad_listen_address():

@@ -159,7 +159,7 @@ def collect_as_nobody(ns: str, groups: list[int]) -> str:
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(exporter.BpfwallCollector(Scope(ns)))
+    registry.register(exporter.BpfwallCollector(lambda: [ns]))
     generate_latest(registry)  # as root first: every module it imports is loaded before the fork
     read, write_end = os.pipe()
     pid = os.fork()
@@ -186,9 +186,10 @@ def test_group_members_scrape_the_exporter(lab, tmp_path, readers):
     apply(lab, write(tmp_path, RULES.format(group=f"group: {name}\n")))
     assert lab.tcp_connect(25) == "open"
     text = collect_as_nobody(lab.server_ns, [gid])
-    assert "bpfwall_up 1.0" in text
+    assert f'bpfwall_up{{netns="{lab.server_ns}"}} 1.0' in text
     assert 'bpfwall_rule_packets_total{action="accept",direction="ingress",interface="' in text
-    assert "bpfwall_up 0.0" in collect_as_nobody(lab.server_ns, [])  # not a member: down, not a crash
+    # not a member: down, not a crash
+    assert f'bpfwall_up{{netns="{lab.server_ns}"}} 0.0' in collect_as_nobody(lab.server_ns, [])
     code, _, err = run_as(["exporter", "--netns", lab.server_ns, "--listen", "127.0.0.1:1"], [], warm=False)
     assert code == 1 and f"group '{name}'" in err, err  # and the exporter says why at start
 
