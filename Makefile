@@ -77,12 +77,16 @@ install: wheel
 	$(MAKE) unit
 	$(HOST_PYTHON) -m venv --clear $(APPDIR)/venv
 	$(APPDIR)/venv/bin/pip install -q $(WHEEL_DIR)/bpfwall-*.whl
-	install -d $(PREFIX)/bin $(UNITDIR) $(PREFIX)/share/man/man8 $(PREFIX)/share/bash-completion/completions
+	install -d $(PREFIX)/bin $(UNITDIR) $(PREFIX)/share/man/man8 $(PREFIX)/share/man/man5 \
+		$(PREFIX)/share/bash-completion/completions $(PREFIX)/share/doc/bpfwall
 	ln -sf $(APPDIR)/venv/bin/bpfwall $(PREFIX)/bin/bpfwall
 	install -m 0644 build/bpfwall.service $(UNITDIR)/bpfwall.service
 	install -d -m 0755 $(SYSCONFDIR)/bpfwall
 	[ -e $(SYSCONFDIR)/bpfwall/bpfwall.yaml ] || install -m 0644 contrib/bpfwall.yaml $(SYSCONFDIR)/bpfwall/bpfwall.yaml
 	$(APPDIR)/venv/bin/python -m bpfwall.manpage > $(PREFIX)/share/man/man8/bpfwall.8
+	$(APPDIR)/venv/bin/python -m bpfwall.manpage --rule-language docs/rule-language.md \
+		> $(PREFIX)/share/man/man5/bpfwall.yaml.5
+	install -m 0644 README.md docs/*.md $(PREFIX)/share/doc/bpfwall/
 	_BPFWALL_COMPLETE=bash_source $(APPDIR)/venv/bin/bpfwall > $(PREFIX)/share/bash-completion/completions/bpfwall
 	@echo "installed: edit $(SYSCONFDIR)/bpfwall/bpfwall.yaml, then: systemctl daemon-reload && systemctl enable --now bpfwall"
 

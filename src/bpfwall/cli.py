@@ -69,7 +69,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 def main() -> None:
     """bpfwall: an XDP host firewall with an nftables-class rule language.
 
-    Write a rule file (see README), check it, apply it to an interface; the
+    Write a rule file (man 5 bpfwall.yaml), check it, apply it to an interface; the
     rules stay in force with no bpfwall process running.
     """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import re
 import sys
 
 import click
@@ -66,9 +67,52 @@ def render() -> str:
             ".TP", "/sys/fs/bpf/bpfwall/", "pinned links, programs and maps (root's)",
             ".TP", "/run/bpfwall/", "what was applied, the journal of an apply, the lock",
             ".SH EXIT STATUS", "0 success, 1 runtime failure, 2 bad input (rule file, arguments).",
-            ".SH SEE ALSO", "\\fBnft\\fR(8), \\fBiptables\\fR(8), \\fBbpftool\\fR(8); README.md of bpfwall"]
+            ".SH SEE ALSO", "\\fBbpfwall.yaml\\fR(5), \\fBnft\\fR(8), \\fBiptables\\fR(8), \\fBbpftool\\fR(8);",
+            "the documentation in /usr/local/share/doc/bpfwall"]
+    return "\n".join(out) + "\n"
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code` and **bold** as roff fonts; links as their text."""
+    text = _roff(text)
+    text = re.sub(r"\[([^\]]+)\]\([^)]+\)", r"\1", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\\fB\1\\fR", text)
+    return re.sub(r"`([^`]+)`", r"\\fB\1\\fR", text)
+
+
+def rule_language(markdown: str) -> str:
+    """bpfwall.yaml(5) from docs/rule-language.md: one source for the page and the docs.
+    Handles what that page uses: headings, paragraphs, lists, code blocks, tables."""
+    out = [".TH BPFWALL.YAML 5", ".SH NAME", "bpfwall.yaml \\- the rule file of bpfwall", ".SH DESCRIPTION"]
+    code = False
+    for line in markdown.splitlines()[1:]:
+        if line.startswith("```"):
+            out.append(".EE" if code else ".EX")
+            code = not code
+        elif code:
+            out.append(_roff(line) or " ")
+        elif line.startswith("#"):
+            out.append((".SH " if line.startswith("## ") else ".SS ") + _roff(line.lstrip("# ")).upper())
+        elif line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if set("".join(cells)) <= set("-: "):
+                continue
+            if cells[0] == "key":
+                continue
+            out += [".TP", _inline(cells[0]), _inline(" \u2014 ".join(cells[1:]))]
+        elif line.startswith(("- ", "* ")):
+            out += [".IP \\(bu 2", _inline(line[2:])]
+        elif not line.strip():
+            out.append(".PP")
+        else:
+            out.append(_inline(line.strip()))
+    out += [".SH SEE ALSO", "\\fBbpfwall\\fR(8), \\fBnft\\fR(8)"]
     return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":
-    sys.stdout.write(render())
+    if len(sys.argv) == 3 and sys.argv[1] == "--rule-language":
+        with open(sys.argv[2], encoding="utf-8") as f:
+            sys.stdout.write(rule_language(f.read()))
+    else:
+        sys.stdout.write(render())

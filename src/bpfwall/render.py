@@ -18,7 +18,7 @@ DEFAULT_LOG_RATE = 10.0  # records a second of `log: true`
 
 
 def rule_dict(r: Rule) -> dict[str, Any]:
-    """The rule as the rule file writes it (keys in the order README lists them)."""
+    """The rule as the rule file writes it (keys in the order docs/rule-language.md lists them)."""
     d: dict[str, Any] = {"name": r.name}
     if r.direction != "ingress":
         d["direction"] = r.direction

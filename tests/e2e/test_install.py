@@ -48,6 +48,14 @@ def test_make_install_to_a_prefix(tmp_path):
                          env={**os.environ, "MANWIDTH": "100"})
     assert man.returncode == 0 and not man.stderr.strip(), man.stderr
     assert "bpfwall import" in man.stdout and "--confirm" in man.stdout
+    yaml_page = prefix / "share" / "man" / "man5" / "bpfwall.yaml.5"
+    man = subprocess.run(["man", "--warnings", "-l", str(yaml_page)], capture_output=True, text=True,
+                         env={**os.environ, "MANWIDTH": "100"})
+    assert man.returncode == 0 and not man.stderr.strip(), man.stderr
+    for key in ("icmp_type", "ban_for", "limit", "tcp_flags", "conntrack"):
+        assert key in man.stdout, key
+    docs = prefix / "share" / "doc" / "bpfwall"
+    assert (docs / "rule-language.md").exists() and (docs / "cli.md").exists() and (docs / "README.md").exists()
     assert "_bpfwall_completion" in (prefix / "share" / "bash-completion" / "completions" / "bpfwall").read_text()
     # The example rule file stays the operator's: a second install leaves it alone.
     rules.write_text(rules.read_text() + "# edited\n")
