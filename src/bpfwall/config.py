@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -131,13 +132,34 @@ def _dotted(path: yamlsrc.Path) -> str:
     return f"{out}: " if out else ""
 
 
-def load(path: str) -> Ruleset:
-    """Reads and validates a rule file; raises InputError listing every problem."""
+RULE_FILE_MAX_BYTES = 32 << 20  # 10,000 rules are about 1 MiB; big sets belong in set files
+SET_FILE_MAX_BYTES = 256 << 20  # a million-prefix netset is about 18 MiB
+SET_MAX_ELEMENTS = 1 << 24  # what the set tries hold (generation.SET_CAPACITY)
+
+
+def read_regular_file(path: str, limit: int, what: str) -> bytes:
+    """The bytes of a regular file of at most limit bytes. A FIFO, a device (/dev/zero) or
+    a larger file is refused at once, without reading it: an agent reads rule files that
+    came over the network, and a careless path must not hang or exhaust the host."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{path}:1: not a regular file (a {what} must be one)")
+        if st.st_size > limit:
+            raise InputError(f"{path}:1: {st.st_size:,} bytes; a {what} may have at most {limit:,}")
+        raw = f.read(limit + 1)
+    if len(raw) > limit:  # grew while read
+        raise InputError(f"{path}:1: more than {limit:,} bytes; a {what} may have at most {limit:,}")
+    return raw
+
+
+def load(path: str) -> Ruleset:
+    """Reads and validates a rule file; raises InputError listing every problem."""
+    raw = read_regular_file(path, RULE_FILE_MAX_BYTES, "rule file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -147,6 +169,9 @@ def load(path: str) -> Ruleset:
 
 
 def loads(text: str, filename: str = "<rules>") -> Ruleset:
+    if len(text) > RULE_FILE_MAX_BYTES:
+        raise InputError(f"{filename}:1: {len(text):,} characters; a rule file may have at most "
+                         f"{RULE_FILE_MAX_BYTES:,}")
     data, lines = yamlsrc.parse(text, filename)
     problems = _Problems(filename, lines)
     if data is None:
@@ -308,14 +333,20 @@ class _Normaliser:
         for i, f in enumerate(s.files):
             full = os.path.join(self.base_dir, f)
             try:
-                with open(full, encoding="utf-8") as fh:
-                    for n, line in enumerate(fh, 1):
-                        value = line.split("#", 1)[0].strip()
-                        if value:
-                            entries.append((value, f"{full}:{n}"))
-            except (OSError, UnicodeDecodeError) as exc:
-                self.p.add(path + ("files", i),
-                           f"cannot read set file {full}: {getattr(exc, 'strerror', None) or exc}")
+                text = read_regular_file(full, SET_FILE_MAX_BYTES, "set file").decode("utf-8")
+            except InputError as exc:
+                self.p.add(path + ("files", i), f"set file {exc.problems[0]}")
+                continue
+            except UnicodeDecodeError as exc:
+                self.p.add(path + ("files", i), f"set file {full}: not UTF-8 text ({exc.reason})")
+                continue
+            for n, line in enumerate(text.splitlines(), 1):
+                value = line.split("#", 1)[0].strip()
+                if value:
+                    entries.append((value, f"{full}:{n}"))
+        if len(entries) > SET_MAX_ELEMENTS:
+            self.p.add(path, f"{len(entries):,} elements; a set may have at most {SET_MAX_ELEMENTS:,}")
+            entries = []
         if s.type == "cidr":
             cset = CidrSet(name)
             for value, where in entries:

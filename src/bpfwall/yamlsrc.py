@@ -14,6 +14,11 @@ from .errors import InputError
 
 Path = tuple[Any, ...]
 
+# A rule file is data an agent may take from the network: its shape is bounded, and YAML's
+# anchors and aliases (the 'billion laughs': a dozen lines that expand to billions of values)
+# are refused outright, as a rule file says each thing once (sets are for reuse).
+MAX_DEPTH = 32
+
 # libyaml's parser when PyYAML was built with it (its wheels are): ten times faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -37,7 +42,7 @@ def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
     if node is None:
         return None, lines
     problems: list[str] = []
-    value = _build(loader, node, (), lines, filename, problems)
+    value = _build(loader, node, (), lines, filename, problems, set())
     loader.dispose()
     if problems:
         raise InputError(problems)
@@ -45,8 +50,17 @@ def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
 
 
 def _build(loader: Any, node: yaml.Node, path: Path, lines: dict[Path, int],
-           filename: str, problems: list[str]) -> Any:
+           filename: str, problems: list[str], seen: set[int]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        if id(node) in seen:  # the composer hands an alias back as the anchored node itself
+            problems.append(f"{filename}:{node.start_mark.line + 1}: YAML anchors and aliases are not "
+                            "allowed in a rule file (name a set to reuse addresses or ports)")
+            return None
+        seen.add(id(node))
+        if len(path) >= MAX_DEPTH:
+            problems.append(f"{filename}:{node.start_mark.line + 1}: nested more than {MAX_DEPTH} deep")
+            return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -59,12 +73,12 @@ def _build(loader: Any, node: yaml.Node, path: Path, lines: dict[Path, int],
                 problems.append(f"{filename}:{line}: duplicate key '{key}'")
                 continue
             lines[path + (key,)] = line
-            out[key] = _build(loader, value_node, path + (key,), lines, filename, problems)
+            out[key] = _build(loader, value_node, path + (key,), lines, filename, problems, seen)
             lines[path + (key,)] = line  # the key's line, not its value's
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(loader, item, path + (i,), lines, filename, problems)
+            _build(loader, item, path + (i,), lines, filename, problems, seen)
             for i, item in enumerate(node.value)
         ]
     return _scalar(loader, node, filename, problems)

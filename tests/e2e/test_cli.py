@@ -342,3 +342,6 @@ def test_show_diff_and_status_know_what_is_in_force(lab, tmp_path):
     assert lab.server_ns in json.loads(bpfwall("status", "--json").stdout)["namespaces"]
     res = bpfwall("stats")
     assert res.returncode == 1 and lab.server_ns in res.stderr and "--netns" in res.stderr
+    # a hint names the namespace it is about
+    res = bpfwall("show", "--netns", lab.client_ns)
+    assert res.returncode == 1 and f"'bpfwall apply --netns {lab.client_ns}'" in res.stderr, res.stderr

@@ -143,3 +143,53 @@ def test_cli_exits_2_with_file_and_line(tmp_path_factory, text: str, junk: bytes
     if res.returncode == 2:
         for line in res.stderr.splitlines():
             assert re.match(rf"^{re.escape(str(path))}:\d+: \S", line), line
+
+
+def _hostile_files(tmp_path) -> dict[str, str]:
+    """Rule files an attacker or a careless hand could give: each must be refused quickly."""
+    laughs = ["version: 1", 'a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    laughs += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    laughs += ["rules: *a9"]
+    fifo = tmp_path / "fifo.netset"
+    os.mkfifo(fifo)
+    files = {
+        "billion-laughs.yaml": "\n".join(laughs) + "\n",
+        "huge-scalar.yaml": "version: 1\nrules:\n  - {name: " + "x" * 20_000_000 + ", action: drop}\n",
+        "deep.yaml": "version: 1\nrules: " + "[" * 10_000 + "]" * 10_000 + "\n",
+        "fifo-set.yaml": f"version: 1\nsets:\n  s: {{type: cidr, files: [{fifo}]}}\nrules: [{{name: a, action: drop}}]\n",
+        "zero-set.yaml": "version: 1\nsets:\n  s: {type: cidr, files: [/dev/zero]}\nrules: [{name: a, action: drop}]\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    return {name: str(tmp_path / name) for name in files} | {"dev-zero-as-rule-file": "/dev/zero"}
+
+
+def test_hostile_rule_files_are_refused_quickly(tmp_path):
+    """Each answered with exit 2 and FILE:LINE, through the CLI a user runs; the time each
+    took is printed for the record (a test asserts behaviour, not speed)."""
+    import time
+
+    for name, path in _hostile_files(tmp_path).items():
+        t0 = time.monotonic()
+        res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", path],
+                             capture_output=True, text=True, timeout=60)
+        took = time.monotonic() - t0
+        print(f"{name}: refused in {took:.2f} s: {res.stderr.strip()[:150]}")
+        assert res.returncode == 2, (name, res.stderr[-500:])
+        assert "Traceback" not in res.stderr
+        assert all(re.match(r"^\S+:\d+: ", line) for line in res.stderr.splitlines()), (name, res.stderr[:500])
+        assert all(len(line) <= 500 for line in res.stderr.splitlines())
+
+
+def test_a_set_file_over_the_bound_is_refused_unread(tmp_path, monkeypatch):
+    big = tmp_path / "big.netset"
+    big.write_text("10.0.0.0/8\n" * 1000)
+    monkeypatch.setattr(config, "SET_FILE_MAX_BYTES", 1024)
+    try:
+        config.loads(f"version: 1\nsets:\n  s: {{type: cidr, files: [{big}]}}\nrules: [{{name: a, action: drop}}]\n",
+                     str(tmp_path / "r.yaml"))
+    except InputError as exc:
+        assert exc.problems == [f"{tmp_path / 'r.yaml'}:3: sets.s.files[0]: set file {big}:1: 11,000 bytes; "
+                                "a set file may have at most 1,024"]
+    else:
+        raise AssertionError("a set file over the bound loaded")
