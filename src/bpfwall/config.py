@@ -141,10 +141,7 @@ def read_regular_file(path: str, limit: int, what: str) -> bytes:
     """The bytes of a regular file of at most limit bytes. A FIFO, a device (/dev/zero) or
     a larger file is refused at once, without reading it: an agent reads rule files that
     came over the network, and a careless path must not hang or exhaust the host."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: the caller says it
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -159,7 +156,10 @@ def read_regular_file(path: str, limit: int, what: str) -> bytes:
 
 def load(path: str) -> Ruleset:
     """Reads and validates a rule file; raises InputError listing every problem."""
-    raw = read_regular_file(path, RULE_FILE_MAX_BYTES, "rule file")
+    try:
+        raw = read_regular_file(path, RULE_FILE_MAX_BYTES, "rule file")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -334,6 +334,9 @@ class _Normaliser:
             full = os.path.join(self.base_dir, f)
             try:
                 text = read_regular_file(full, SET_FILE_MAX_BYTES, "set file").decode("utf-8")
+            except OSError as exc:
+                self.p.add(path + ("files", i), f"cannot read set file {full}: {exc.strerror or exc}")
+                continue
             except InputError as exc:
                 self.p.add(path + ("files", i), f"set file {exc.problems[0]}")
                 continue
