@@ -136,13 +136,18 @@ def _guard_sessions(scope: Scope, ruleset, targets: list[str]) -> None:
     from . import lockout
 
     with netns.enter(scope.ns):
-        sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
-        if not sessions:
-            return
-        ct = None
-        if ruleset.uses_ct():
-            ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-        found = lockout.threats(ruleset, sessions, targets, ct, conntrack_mod.now_ns())
+        try:
+            sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
+            if not sessions:
+                return
+            ct = None
+            if ruleset.uses_ct():
+                ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
+            found = lockout.threats(ruleset, sessions, targets, ct, conntrack_mod.now_ns())
+        except lockout.LookupFailed as exc:
+            raise RuntimeFailure(f"refusing to apply: cannot look for SSH sessions the rules might cut "
+                                 f"({exc})\napply with --force to go ahead without the lockout guard "
+                                 "(with --confirm SECS to get the old rules back if you lose the session)") from None
     if found:
         raise RuntimeFailure("refusing to apply: it would lock out SSH\n"
                              + "\n".join(str(t) for t in found)
@@ -416,14 +421,17 @@ def _session_warnings(ruleset) -> list[str]:
 
     from . import lockout, reference
 
-    sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
-    interfaces = ruleset.interfaces or None
-    found = [str(t) for t in lockout.threats(ruleset, sessions, interfaces, None)]
-    if ruleset.uses_ct():
-        empty = reference.Conntrack(ruleset.conntrack.get("timeouts", {}))
-        cut = {t.session for t in lockout.threats(ruleset, sessions, interfaces, None)}
-        found += [f"{t} when bpfwall's connection tracking is not running yet (a first apply)"
-                  for t in lockout.threats(ruleset, sessions, interfaces, empty, 1) if t.session not in cut]
+    try:
+        sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
+        interfaces = ruleset.interfaces or None
+        found = [str(t) for t in lockout.threats(ruleset, sessions, interfaces, None)]
+        if ruleset.uses_ct():
+            empty = reference.Conntrack(ruleset.conntrack.get("timeouts", {}))
+            cut = {t.session for t in lockout.threats(ruleset, sessions, interfaces, None)}
+            found += [f"{t} when bpfwall's connection tracking is not running yet (a first apply)"
+                      for t in lockout.threats(ruleset, sessions, interfaces, empty, 1) if t.session not in cut]
+    except lockout.LookupFailed as exc:
+        return [f"cannot look for SSH sessions the rules might cut ({exc}); apply will refuse without --force"]
     return found
 
 

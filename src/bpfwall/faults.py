@@ -3,6 +3,7 @@
 BPFWALL_TEST_KILL_AT=STEP      SIGKILL this process when it reaches STEP
 BPFWALL_TEST_PAUSE_AT=STEP:S   sleep S seconds at STEP (to hold the lock, say)
 BPFWALL_TEST_STEPS=PATH        append each step's name to PATH as it is reached
+BPFWALL_TEST_FAIL_AT=STEP      raise OSError at STEP (a lookup the kernel refused, say)
 
 Unset (the normal case), a step costs one dictionary lookup.
 """
@@ -24,3 +25,5 @@ def step(name: str) -> None:
         time.sleep(float(pause.rpartition(":")[2]))
     if env.get("BPFWALL_TEST_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    if env.get("BPFWALL_TEST_FAIL_AT") == name:
+        raise OSError(f"failure injected at {name} (BPFWALL_TEST_FAIL_AT)")

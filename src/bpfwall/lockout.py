@@ -1,20 +1,24 @@
 """Would this rule set cut the operator's own SSH session?
 
-The sessions come from SSH_CONNECTION (the session `bpfwall` runs in) and from the
-established connections of listening sshd sockets (every session on the host). Each
-is judged by the reference model as the next packet of the connection in both
-directions: the client's ACK arriving, and the server's answer leaving.
+The sessions come from SSH_CONNECTION (the session `bpfwall` runs in) and from the kernel:
+the established TCP connections (sock_diag over netlink, through pyroute2) that an sshd
+process holds or that arrived on a port an sshd listens on, so a socket-activated sshd is
+found too. Routes come from netlink as well. Where the kernel cannot be asked, LookupFailed:
+the guard says so rather than guard nothing. Each session is judged by the reference model
+as the next packet of the connection in both directions: the client's ACK arriving, and
+the server's answer leaving.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
-import json
-import re
-import subprocess
+import os
+import socket
 from dataclasses import dataclass
+from typing import Any
 
-from . import names, packets, reference
+from . import faults, names, packets, reference
 from .ruleset import Ruleset
 
 TCP_ACK = 0x10
@@ -73,52 +77,107 @@ def _unmapped(addr: ipaddress.IPv4Address | ipaddress.IPv6Address):
     return mapped or addr
 
 
-_ENDPOINT = re.compile(r"^(?P<addr>.+):(?P<port>\d+|\*)$")
+TCP_ESTABLISHED, TCP_LISTEN = 1, 10
+SSHD_PREFIX = "sshd"  # sshd, and OpenSSH 9.8's sshd-session and sshd-auth
 
 
-def _ss(args: list[str]) -> list[dict[str, str]]:
-    """ss's sockets as {local, lport, peer, pport, users}. The columns before the
-    addresses vary (a State column only without a state filter): the first two
-    ADDR:PORT tokens are the two ends."""
-    try:
-        run = subprocess.run(["ss", "-Htn", *args], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    found = []
-    for line in run.stdout.splitlines():
-        ends = [m for t in line.split() if (m := _ENDPOINT.match(t))]
-        if len(ends) >= 2:
-            found.append({"local": ends[0]["addr"], "lport": ends[0]["port"], "peer": ends[1]["addr"],
-                          "pport": ends[1]["port"], "users": line.partition("users:")[2]})
-    return found
+class LookupFailed(Exception):
+    """The sessions could not be looked for: the guard cannot say the rules are safe."""
+
+
+def _tcp_sockets() -> list[dict[str, Any]]:
+    """The TCP sockets of the current network namespace that listen or are established,
+    from the kernel over netlink (sock_diag), with their inodes."""
+    from pyroute2 import DiagSocket
+
+    faults.step("lockout-lookup")
+    out = []
+    with DiagSocket() as ds:
+        ds.bind()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for s in ds.get_sock_stats(family=family, states=(1 << TCP_ESTABLISHED) | (1 << TCP_LISTEN)):
+                out.append({"state": s["idiag_state"], "local": s["idiag_src"], "lport": s["idiag_sport"],
+                            "peer": s["idiag_dst"], "pport": s["idiag_dport"], "inode": s["idiag_inode"]})
+    return out
+
+
+def _socket_owners(inodes: set[int]) -> dict[int, str]:
+    """inode -> the name (comm) of a process holding that socket, from /proc."""
+    owners: dict[int, str] = {}
+    wanted = {f"socket:[{i}]": i for i in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+        except OSError:
+            continue  # gone, or not ours to read
+        held = [wanted[link] for link in links if link in wanted]
+        if held:
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    comm = f.read().strip()
+            except OSError:
+                continue
+            for inode in held:
+                if not owners.get(inode, "").startswith(SSHD_PREFIX):
+                    owners[inode] = comm
+    return owners
 
 
 def from_sshd() -> list[Session]:
-    """Established connections on the ports that sshd processes listen on (of the
-    current network namespace; ss needs root to see other users' processes)."""
-    ports = {int(m["lport"]) for m in _ss(["-lp"]) if '"sshd' in m["users"]}
+    """The SSH sessions of the current network namespace: established TCP connections held by
+    an sshd process (a socket-activated sshd too, whose listener systemd holds), or on a port an
+    sshd listens on. Raises LookupFailed when the kernel cannot be asked."""
+    try:
+        socks = _tcp_sockets()
+        owners = _socket_owners({s["inode"] for s in socks})
+    except (OSError, ImportError) as exc:
+        raise LookupFailed(f"sock_diag over netlink: {exc}") from None
+    except Exception as exc:  # pyroute2's NetlinkError and kin
+        raise LookupFailed(f"sock_diag over netlink: {exc}") from None
+    listening = {s["lport"] for s in socks if s["state"] == TCP_LISTEN}
+    sshd_ports = {s["lport"] for s in socks
+                  if s["state"] == TCP_LISTEN and owners.get(s["inode"], "").startswith(SSHD_PREFIX)}
     sessions = []
-    for m in _ss(["state", "established"]):
-        if int(m["lport"]) in ports:
-            local, peer = m["local"].strip("[]").split("%")[0], m["peer"].strip("[]").split("%")[0]
-            try:
-                client, server = ipaddress.ip_address(peer), ipaddress.ip_address(local)
-            except ValueError:
-                continue
-            sessions.append(Session(str(_unmapped(client)), int(m["pport"]), str(_unmapped(server)),
-                                    int(m["lport"]), "sshd connection"))
+    for s in socks:
+        if s["state"] != TCP_ESTABLISHED:
+            continue
+        held_by_sshd = owners.get(s["inode"], "").startswith(SSHD_PREFIX)
+        # A session arrived on a listening port: one sshd listens on, or (socket activation:
+        # systemd listens) one whose connection an sshd holds. An sshd's connection from a
+        # port nobody listens on is one it opened (a forwarding), not a session.
+        if not (s["lport"] in sshd_ports or (held_by_sshd and s["lport"] in listening)):
+            continue
+        try:
+            client, server = ipaddress.ip_address(s["peer"]), ipaddress.ip_address(s["local"])
+        except ValueError:
+            continue
+        sessions.append(Session(str(_unmapped(client)), s["pport"], str(_unmapped(server)), s["lport"],
+                                "sshd connection"))
     return sessions
 
 
 def arriving_interface(session: Session) -> str | None:
-    """The interface the client's packets come in on: the route back to it."""
+    """The interface the client's packets come in on: the route back to it, from netlink.
+    Raises LookupFailed when the kernel cannot be asked."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     try:
-        run = subprocess.run(["ip", "-j", "route", "get", session.client], capture_output=True, text=True,
-                             timeout=10)
-        routes = json.loads(run.stdout or "[]")
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
-    return routes[0].get("dev") if routes else None
+        with IPRoute() as ipr:
+            try:
+                routes = ipr.route("get", dst=session.client)
+            except NetlinkError as exc:
+                if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                    return None  # no way back to it from here: it does not arrive here
+                raise
+            oif = routes[0].get_attr("RTA_OIF") if routes else None
+            if oif is None:
+                return None
+            links = ipr.get_links(oif)
+            return links[0].get_attr("IFLA_IFNAME") if links else None
+    except Exception as exc:  # NetlinkError (no route: the session cannot be live), OSError
+        raise LookupFailed(f"route to {session.client} over netlink: {exc}") from None
 
 
 def threats(ruleset: Ruleset, sessions: list[Session], interfaces: list[str] | None,

@@ -215,15 +215,18 @@ rules:
 """
 
 
-@pytest.mark.parametrize("env_only", [True, False])
-def test_apply_refuses_to_cut_the_ssh_session(lab, tmp_path, env_only):
+@pytest.mark.parametrize("how", ["env", "sshd", "socket-activated"])
+def test_apply_refuses_to_cut_the_ssh_session(lab, tmp_path, how):
+    env_only = how == "env"
     old = write(tmp_path, OLD, "old.yaml")
     if env_only:
         env = {"SSH_CONNECTION": f"{CLIENT_V4} 40022 {SERVER_V4} 22"}
-    else:  # a session of a listening sshd socket: found with ss
+    else:  # a session of an sshd, found over netlink (sock_diag) and /proc
         env = {}
-        sshd = fake_sshd(lab)
+        sshd = fake_sshd(lab, activated=how == "socket-activated")
         conn = lab.tcp_session(2222)
+        if how == "socket-activated":
+            assert sshd.stdout.readline().strip() == "handed over"
     try:
         res = run_apply(lab, old, env)
         assert res.returncode == 1, res.stderr
@@ -243,16 +246,33 @@ def test_apply_refuses_to_cut_the_ssh_session(lab, tmp_path, env_only):
     finally:
         if not env_only:
             conn.close()
+            sshd.stdin.close()
             sshd.kill()
             sshd.wait()
 
 
-def fake_sshd(lab) -> subprocess.Popen:
-    """A process named sshd listening on port 2222 in the server namespace."""
+def test_apply_refuses_when_it_cannot_look_for_sessions(lab, tmp_path):
+    """A guard that cannot look guards nothing: apply refuses and says why; --force goes on."""
+    old = write(tmp_path, OLD, "old.yaml")
+    env = {"BPFWALL_TEST_FAIL_AT": "lockout-lookup"}
+    res = run_apply(lab, old, env)
+    assert res.returncode == 1 and "cannot look for SSH sessions" in res.stderr and "--force" in res.stderr
+    assert not status(lab)[0]["running"]
+    check = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", old], capture_output=True,
+                           text=True, env={**os.environ, **env})
+    assert check.returncode == 0 and "warning: cannot look for SSH sessions" in check.stderr
+    assert run_apply(lab, old, env, "--force").returncode == 0
+
+
+def fake_sshd(lab, activated: bool = False) -> subprocess.Popen:
+    """A process named sshd listening on port 2222 in the server namespace. activated: as
+    systemd's socket activation runs it, a process named systemd holds the listener and a
+    child named sshd the accepted connection."""
     code = f"""
-import ctypes, socket, sys
+import ctypes, os, socket, sys
 from bpfwall import netns
-ctypes.CDLL(None).prctl(15, b"sshd", 0, 0, 0)  # PR_SET_NAME: what ss shows
+name = lambda n: ctypes.CDLL(None).prctl(15, n, 0, 0, 0)  # PR_SET_NAME: the comm /proc shows
+name(b"systemd" if {activated!r} else b"sshd")
 with netns.enter({lab.server_ns!r}):
     s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -260,7 +280,17 @@ s.bind(({SERVER_V4!r}, 2222))
 s.listen()
 print("ready", flush=True)
 conn, _ = s.accept()
-sys.stdin.read()
+if {activated!r}:
+    if os.fork() == 0:
+        name(b"sshd")
+        s.close()
+        sys.stdin.read()
+        os._exit(0)
+    conn.close()
+    print("handed over", flush=True)
+    os.wait()
+else:
+    sys.stdin.read()
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

@@ -156,7 +156,8 @@ def _hostile_files(tmp_path) -> dict[str, str]:
         "billion-laughs.yaml": "\n".join(laughs) + "\n",
         "huge-scalar.yaml": "version: 1\nrules:\n  - {name: " + "x" * 20_000_000 + ", action: drop}\n",
         "deep.yaml": "version: 1\nrules: " + "[" * 10_000 + "]" * 10_000 + "\n",
-        "fifo-set.yaml": f"version: 1\nsets:\n  s: {{type: cidr, files: [{fifo}]}}\nrules: [{{name: a, action: drop}}]\n",
+        "fifo-set.yaml": f"version: 1\nsets:\n  s: {{type: cidr, files: [{fifo}]}}\n"
+                         "rules: [{name: a, action: drop}]\n",
         "zero-set.yaml": "version: 1\nsets:\n  s: {type: cidr, files: [/dev/zero]}\nrules: [{name: a, action: drop}]\n",
     }
     for name, text in files.items():
