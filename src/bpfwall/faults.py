@@ -25,5 +25,10 @@ def step(name: str) -> None:
         time.sleep(float(pause.rpartition(":")[2]))
     if env.get("BPFWALL_TEST_KILL_AT") == name:
         os.kill(os.getpid(), signal.SIGKILL)
-    if env.get("BPFWALL_TEST_FAIL_AT") == name:
+
+
+def fail_point(name: str) -> None:
+    """A lookup a test can make fail (BPFWALL_TEST_FAIL_AT=name): not an apply step, so the
+    tests that kill apply at every step do not stop here, before anything changes."""
+    if os.environ.get("BPFWALL_TEST_FAIL_AT") == name:
         raise OSError(f"failure injected at {name} (BPFWALL_TEST_FAIL_AT)")

@@ -90,7 +90,7 @@ def _tcp_sockets() -> list[dict[str, Any]]:
     from the kernel over netlink (sock_diag), with their inodes."""
     from pyroute2 import DiagSocket
 
-    faults.step("lockout-lookup")
+    faults.fail_point("lockout-lookup")
     out = []
     with DiagSocket() as ds:
         ds.bind()
