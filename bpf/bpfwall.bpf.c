@@ -99,8 +99,15 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 		return verdict;
 	}
 	if (action == BPFWALL_ACT_REJECT) {
-		int verdict = reject_packet(ctx, pkt);
+		int verdict;
 
+		if (!answer_due(pkt))
+			return XDP_DROP;
+		if (!reject_budget_allows(pkt, quiet)) {
+			count(ctx->ingress_ifindex, BPFWALL_CNT_REJECT_SUPPRESSED, 0, quiet);
+			return XDP_DROP;
+		}
+		verdict = reject_packet(ctx, pkt);
 		count(ctx->ingress_ifindex,
 		      verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0,
 		      quiet);

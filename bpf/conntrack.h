@@ -14,11 +14,7 @@
 #include "shared.h"
 #include "parse.h"
 
-#define NSEC	 1000000000ULL
-#define TCPF_FIN 0x01
-#define TCPF_SYN 0x02
-#define TCPF_RST 0x04
-#define TCPF_ACK 0x10
+#define NSEC 1000000000ULL
 
 /* max_entries is set by the loader from the rule file. */
 struct {

@@ -49,13 +49,27 @@ static __always_inline int spoofed(__be32 addr)
 	return a >> 16 == SPOOF_NET_HI && (a >> 8 & 0xff) >= SPOOF_MIN_3RD;
 }
 
+/* Frames xdp_pass_peer took as backscatter: what a spoofed flood's victims got. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} backscatter SEC(".maps");
+
 SEC("xdp")
 int xdp_pass_peer(struct xdp_md *ctx)
 {
 	struct iphdr *ip = ipv4_of(ctx);
+	__u32 zero = 0;
+	__u64 *n;
 
-	if (ip && spoofed(ip->daddr))
+	if (ip && spoofed(ip->daddr)) {
+		n = bpf_map_lookup_elem(&backscatter, &zero);
+		if (n)
+			*n += 1;
 		return XDP_DROP; /* backscatter of a spoofed flood */
+	}
 	return XDP_PASS;
 }
 

@@ -51,16 +51,22 @@ struct ipv6_frag_hdr {
 	__be32 id;
 };
 
+/* The TCP flags byte (packet.tcp_flags). */
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
+
 struct packet {
 	__u32 len; /* whole frame */
 	__u32 l3_off;
 	__u32 l4_off;
 	__u32 l3_end; /* end of the IP packet as its header states */
 	__u8 is_ipv6;
-	__u8 proto;  /* upper-layer protocol number */
-	__u8 has_l4; /* L4 header present: not a non-first fragment */
-	__u8 tcp_flags;
-	__u16 sport; /* host order; valid for TCP, UDP, SCTP with has_l4 */
+	__u8 proto;	/* upper-layer protocol number */
+	__u8 has_l4;	/* L4 header present: not a non-first fragment */
+	__u8 tcp_flags; /* TCPF_* */
+	__u16 sport;	/* host order; valid for TCP, UDP, SCTP with has_l4 */
 	__u16 dport;
 	__u8 icmp_type;
 	__u8 icmp_code;

@@ -32,10 +32,10 @@ struct {
 	__type(value, struct bpfwall_rule_param);
 } rule_params SEC(".maps");
 
-/* The bucket of each rule-wide limit. */
+/* The bucket of each rule-wide limit, then the reject budget's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, BPFWALL_MAX_PARAMS);
+	__uint(max_entries, BPFWALL_MAX_PARAMS + 1);
 	__type(key, __u32);
 	__type(value, __u64);
 } limit_tat SEC(".maps");
@@ -163,6 +163,43 @@ __noinline int limit_passes(const struct packet *pkt, __u32 rule, __u32 quiet)
 		return 0;
 	ok = gcra_pay(tat, now, cost, prm->tolerance_ns, quiet);
 	return prm->flags & BPFWALL_LIMIT_OVER ? !ok : ok;
+}
+
+/*
+ * Whether the reject answer budget has room for one more answer to this
+ * packet's source: its own bucket first (a single flooding source cannot
+ * spend everyone's budget), then the bucket of all sources, as the kernel's
+ * icmp_ratelimit and icmp_msgs_per_sec do. With quiet (explain) the buckets
+ * are only looked at. A global function, called only for answers due.
+ */
+__noinline int reject_budget_allows(const struct packet *pkt, __u32 quiet)
+{
+	struct bpfwall_bucket_key key = {};
+	__u32 slot = BPFWALL_REJECT_BUDGET;
+	__u64 *tat, now, zero = 0;
+
+	if (!pkt)
+		return 0;
+	if (!cfg.reject_cost_ns)
+		return 1;
+	now = guard_clock();
+	if (cfg.reject_source_cost_ns) {
+		source_of(pkt, &key.src);
+		key.param = BPFWALL_REJECT_BUDGET;
+		tat = bpf_map_lookup_elem(&source_tat, &key);
+		if (!tat && !quiet) {
+			bpf_map_update_elem(&source_tat, &key, &zero, BPF_NOEXIST);
+			tat = bpf_map_lookup_elem(&source_tat, &key);
+			if (!tat)
+				return 0;
+		}
+		if (tat ? !gcra_pay(tat, now, cfg.reject_source_cost_ns,
+				    cfg.reject_source_tolerance_ns, quiet)
+			: cfg.reject_source_cost_ns > cfg.reject_source_tolerance_ns)
+			return 0;
+	}
+	tat = bpf_map_lookup_elem(&limit_tat, &slot);
+	return tat && gcra_pay(tat, now, cfg.reject_cost_ns, cfg.reject_tolerance_ns, quiet);
 }
 
 /* Sets or clears rule's bit in this CPU's rule_allow. */

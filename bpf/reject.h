@@ -224,19 +224,28 @@ static __always_inline int reject_icmp(struct xdp_md *ctx, const struct packet *
 	return XDP_TX;
 }
 
-/* Answers pkt with a refusal, or drops it when no answer is due. A global
+/* Whether a reject of pkt is answered: never an RST, an ICMP message, a
+ * fragment without its ports, or anything sent to a group address. */
+static __always_inline int answer_due(const struct packet *pkt)
+{
+	if (pkt->l2_multicast || !pkt->has_l4)
+		return 0;
+	if (pkt->is_ipv6 ? pkt->daddr[0] == 0xff
+			 : (pkt->daddr[0] & 0xf0) == 0xe0 || *(__u32 *)pkt->daddr == 0xffffffff)
+		return 0;
+	if (pkt->proto == IPPROTO_TCP)
+		return !(pkt->tcp_flags & TCPF_RST) && pkt->l4_off <= 0x3fff;
+	return !proto_is_icmp(pkt);
+}
+
+/* Answers pkt with a refusal (the caller checked answer_due). A global
  * function, verified once. */
 __noinline int reject_packet(struct xdp_md *ctx, const struct packet *pkt)
 {
-	if (!pkt || pkt->l2_multicast || !pkt->has_l4)
-		return XDP_DROP;
-	if (pkt->is_ipv6 ? pkt->daddr[0] == 0xff
-			 : (pkt->daddr[0] & 0xf0) == 0xe0 || *(__u32 *)pkt->daddr == 0xffffffff)
+	if (!pkt)
 		return XDP_DROP;
 	if (pkt->proto == IPPROTO_TCP)
 		return reject_tcp(ctx, pkt);
-	if (proto_is_icmp(pkt))
-		return XDP_DROP;
 	return reject_icmp(ctx, pkt);
 }
 

@@ -80,20 +80,24 @@ enum bpfwall_action {
 #define BPFWALL_ACTION_MASK 0xffu
 #define BPFWALL_PARAM_SHIFT 8
 #define BPFWALL_MAX_PARAMS  64 /* rules with a limit or a ban, per direction */
+/* The slot of limit_tat, and the param of source_tat keys, that hold the
+ * reject answer budget: one past the rules' own. */
+#define BPFWALL_REJECT_BUDGET BPFWALL_MAX_PARAMS
 
 /* Slots of the counters array after the per-rule ones. */
 enum bpfwall_counter_slot {
 	BPFWALL_CNT_POLICY_INGRESS = BPFWALL_MAX_RULES,
 	BPFWALL_CNT_POLICY_EGRESS,
 	BPFWALL_CNT_MALFORMED,
-	BPFWALL_CNT_NOT_IP,	      /* ARP and other non-IP, always passed */
-	BPFWALL_CNT_REJECT_SENT,      /* RST or ICMP error built and sent */
-	BPFWALL_CNT_REJECT_FAILED,    /* reject asked but the packet was dropped */
-	BPFWALL_CNT_BANNED,	      /* dropped before the rules: the source is banned */
-	BPFWALL_CNT_BANS_ADDED,	      /* sources banned by an action ban rule */
-	BPFWALL_CNT_SCAN_BANS,	      /* sources banned for scanning closed ports */
-	BPFWALL_CNT_SYNCOOKIE_SENT,   /* SYN answered with a cookie from XDP */
-	BPFWALL_CNT_SYNCOOKIE_FAILED, /* cookie wanted but the SYN was dropped */
+	BPFWALL_CNT_NOT_IP,	       /* ARP and other non-IP, always passed */
+	BPFWALL_CNT_REJECT_SENT,       /* RST or ICMP error built and sent */
+	BPFWALL_CNT_REJECT_FAILED,     /* reject asked but the packet was dropped */
+	BPFWALL_CNT_BANNED,	       /* dropped before the rules: the source is banned */
+	BPFWALL_CNT_BANS_ADDED,	       /* sources banned by an action ban rule */
+	BPFWALL_CNT_SCAN_BANS,	       /* sources banned for scanning closed ports */
+	BPFWALL_CNT_SYNCOOKIE_SENT,    /* SYN answered with a cookie from XDP */
+	BPFWALL_CNT_SYNCOOKIE_FAILED,  /* cookie wanted but the SYN was dropped */
+	BPFWALL_CNT_REJECT_SUPPRESSED, /* reject over the answer budget: dropped */
 	BPFWALL_N_COUNTERS,
 };
 
@@ -338,6 +342,12 @@ struct bpfwall_config {
 	__u64 syn_tolerance_ns;
 	__u32 syn_rate;
 	__u32 pad1;
+	/* The budget of reject answers (ingress), as GCRA costs and tolerances:
+	 * all sources together, then each source. A cost of 0: no budget. */
+	__u64 reject_cost_ns;
+	__u64 reject_tolerance_ns;
+	__u64 reject_source_cost_ns;
+	__u64 reject_source_tolerance_ns;
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };

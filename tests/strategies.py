@@ -261,6 +261,11 @@ def guarded_rulesets(draw, max_rules: int = 6) -> Ruleset:
     if draw(st.booleans()):
         rs.conntrack["port_scan"] = {"ports": draw(st.integers(1, 3)), "window": draw(st.sampled_from([1, 5])),
                                      "ban_for": draw(st.sampled_from([1, 5]))}
+    if draw(st.booleans()):  # a budget of reject answers small enough to run out within a test
+        rs.conntrack["reject_budget"] = {
+            "count": draw(st.integers(1, 4)), "period": 1, "burst": draw(st.integers(1, 4)),
+            "source_count": 1, "source_period": draw(st.sampled_from([1, 60])),
+            "source_burst": draw(st.integers(1, 3))}
     return rs
 
 

@@ -559,7 +559,8 @@ def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -
     g = data["guard"]
     t.caption = (f"drops: {d['rule']:,} by rules, {d['policy']:,} by policy, {d['malformed']:,} "
                  f"malformed, {d['banned']:,} from banned sources; {data['rejects_sent']:,} rejects "
-                 f"answered; {data['passed_not_ip']:,} non-IP passed; bans: {g['bans_added']:,} by rules, "
+                 f"answered, {data['rejects_suppressed']:,} over the answer budget; "
+                 f"{data['passed_not_ip']:,} non-IP passed; bans: {g['bans_added']:,} by rules, "
                  f"{g['scan_bans']:,} for port scans; {g['syncookies_sent']:,} SYNs answered with cookies")
     return t
 

@@ -232,6 +232,11 @@ def _guard_config(cfg: shared.Config, conntrack: dict) -> None:
         cfg.scan_ports = scan["ports"]
         cfg.scan_window_ns = scan["window"] * NS
         cfg.scan_ban_ns = scan["ban_for"] * NS
+    budget = conntrack.get("reject_budget", shared.REJECT_BUDGET_DEFAULT)
+    cfg.reject_cost_ns = budget["period"] * NS // budget["count"]
+    cfg.reject_tolerance_ns = budget["burst"] * cfg.reject_cost_ns
+    cfg.reject_source_cost_ns = budget["source_period"] * NS // budget["source_count"]
+    cfg.reject_source_tolerance_ns = budget["source_burst"] * cfg.reject_source_cost_ns
 
 
 def _merge(intervals) -> list[tuple[int, int]]:

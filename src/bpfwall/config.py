@@ -53,11 +53,19 @@ class PortScanModel(_Strict):
     ban_for: Any = "10m"
 
 
+class RejectBudgetModel(_Strict):
+    rate: Any = None
+    burst: int | None = None
+    per_source: Any = None
+    source_burst: int | None = None
+
+
 class ConntrackModel(_Strict):
     max_entries: int = shared.CT_MAX_ENTRIES_DEFAULT
     timeouts: dict[str, Any] = {}
     syn_cookies: SynCookiesModel | None = None
     port_scan: PortScanModel | None = None
+    reject_budget: RejectBudgetModel | None = None
 
 
 class LimitModel(_Strict):
@@ -287,6 +295,27 @@ class _Normaliser:
             out["syn_cookies"] = self._syn_cookies(c.syn_cookies, path + ("syn_cookies",))
         if c.port_scan is not None:
             out["port_scan"] = self._port_scan(c.port_scan, path + ("port_scan",))
+        if c.reject_budget is not None:
+            out["reject_budget"] = self._reject_budget(c.reject_budget, path + ("reject_budget",))
+        return out
+
+    def _reject_budget(self, rb: RejectBudgetModel, path: yamlsrc.Path) -> dict[str, Any]:
+        """Answers a second for all sources (rate, burst) and for each (per_source,
+        source_burst); what is not given keeps the kernel's defaults."""
+        out = dict(shared.REJECT_BUDGET_DEFAULT)
+        for rate_key, burst_key, prefix in (("rate", "burst", ""), ("per_source", "source_burst", "source_")):
+            rate, burst = getattr(rb, rate_key), getattr(rb, burst_key)
+            if rate is not None:
+                count, period, err = parse_limit_rate(rate)
+                if err:
+                    self.p.add(path + (rate_key,), err)
+                else:
+                    out[prefix + "count"], out[prefix + "period"] = count, period
+            if burst is not None:
+                if not 1 <= burst <= 1 << 20:
+                    self.p.add(path + (burst_key,), f"burst {burst} is out of range (1-1048576)")
+                else:
+                    out[prefix + "burst"] = burst
         return out
 
     def _syn_cookies(self, sc: SynCookiesModel, path: yamlsrc.Path) -> dict[str, Any]:

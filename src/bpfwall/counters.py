@@ -20,7 +20,7 @@ DIRECTIONS = ("ingress", "egress")
 POLICY_SLOTS = {"ingress": shared.CNT_POLICY_INGRESS, "egress": shared.CNT_POLICY_EGRESS}
 REASON_SLOTS = (shared.CNT_MALFORMED, shared.CNT_NOT_IP, shared.CNT_REJECT_SENT, shared.CNT_REJECT_FAILED,
                 shared.CNT_BANNED, shared.CNT_BANS_ADDED, shared.CNT_SCAN_BANS, shared.CNT_SYNCOOKIE_SENT,
-                shared.CNT_SYNCOOKIE_FAILED)
+                shared.CNT_SYNCOOKIE_FAILED, shared.CNT_REJECT_SUPPRESSED)
 
 
 def zero() -> Counts:

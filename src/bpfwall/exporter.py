@@ -77,6 +77,8 @@ class _ScopeMetrics:
         drops = CounterMetricFamily("bpfwall_drops", "Packets dropped, by reason", labels=["interface", "reason"])
         rejects = CounterMetricFamily("bpfwall_rejects_sent", "RSTs and ICMP errors sent by reject rules",
                                       labels=["interface"])
+        suppressed = CounterMetricFamily("bpfwall_rejects_suppressed", "Rejects over the answer budget, "
+                                         "dropped without an answer", labels=["interface"])
         guard = CounterMetricFamily("bpfwall_guard_events", "Bans added by rules and for port scans, "
                                     "SYNs answered with cookies", labels=["interface", "event"])
         # Interfaces of the apply by name; "(other)" for packets of any other one.
@@ -90,9 +92,10 @@ class _ScopeMetrics:
             for reason, n in data["drops"].items():
                 drops.add_metric([iface, reason], n)
             rejects.add_metric([iface], data["rejects_sent"])
+            suppressed.add_metric([iface], data["rejects_suppressed"])
             for event, n in data["guard"].items():
                 guard.add_metric([iface, event], n)
-        yield from (packets, nbytes, policy, policy_bytes, drops, rejects, guard)
+        yield from (packets, nbytes, policy, policy_bytes, drops, rejects, suppressed, guard)
 
         info = GaugeMetricFamily("bpfwall_interface_info", "An interface bpfwall protects",
                                  labels=["interface", "mode", "egress"])

@@ -76,7 +76,9 @@ class Generation:
             for name, fd in {**(set_fds or {}), **(log_fds or {})}.items():
                 obj.reuse_map(name, fd)
             # LRU tables are allocated whole: keep the ones a rule set does not use tiny.
-            per_source = any(p.flags & shared.LIMIT_PER_SOURCE for p in compiled.params)
+            # Per-source limits and the reject budget's per-source buckets share one table.
+            per_source = any(p.flags & shared.LIMIT_PER_SOURCE for p in compiled.params) or (
+                compiled.config.reject_source_cost_ns and any(r.action == "reject" for r in compiled.rules))
             obj.set_max_entries("source_tat", shared.SOURCE_BUCKETS if per_source else 1)
             if not log_fds:  # the scope's tables are made here: sized for this rule set
                 guard = bool(compiled.config.bans_enabled)

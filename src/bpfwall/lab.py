@@ -9,6 +9,7 @@ whatever happened before.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
@@ -87,6 +88,15 @@ class Lab:
                 self._peer_obj.prog_fd("xdp_pass_peer"), netns.ifindex(self.client_if),
                 libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
         self._warm_up()
+
+    def backscatter(self) -> int:
+        """Frames that reached the client end addressed to a spoofed source (the answers a
+        spoofed flood's victims would get), counted by the client end's XDP program."""
+        if self._peer_obj is None:
+            return 0
+        values = (ctypes.c_uint64 * libbpf.num_possible_cpus())()
+        libbpf.map_lookup(self._peer_obj.map_fd("backscatter"), ctypes.c_uint32(0), values)
+        return sum(values)
 
     def _warm_up(self, deadline_s: float = 5.0) -> None:
         """Resolves neighbours both ways, IPv4 and IPv6, so that the first probe of a test

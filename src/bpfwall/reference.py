@@ -348,6 +348,21 @@ class Guard:
         self.syn_tat[pkt.dport] = nxt
         return False
 
+    def reject_allowed(self, pkt: Packet, now: int, budget: dict[str, int], learn: bool) -> bool:
+        """Whether the reject answer budget has room: the source's bucket, then everyone's
+        (reject_budget_allows in ratelimit.h). Without learn the buckets are only looked at."""
+        for key, count, period, burst in (
+                (("reject", source_key(pkt)), budget["source_count"], budget["source_period"],
+                 budget["source_burst"]),
+                (("reject",), budget["count"], budget["period"], budget["burst"])):
+            cost = period * NS // count
+            nxt = gcra(self.tat.get(key, 0), now, cost, burst * cost)
+            if nxt is None:
+                return False
+            if learn:
+                self.tat[key] = nxt
+        return True
+
 
 @dataclass
 class Decision:
@@ -406,6 +421,10 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
             d.verdict = TX
             d.reason += " (answered with a SYN cookie)"
             return d  # no connection state for a SYN answered here
+    if guard is not None and not egress and d.action == "reject" and d.verdict == TX \
+            and not guard.reject_allowed(pkt, t, ruleset.reject_budget(), learn):
+        d.verdict = DROP
+        d.reason += " (over the reject answer budget: dropped)"
     if tracking and learn and d.action == "accept":
         ct.accepted(pkt, lookup, now)
     return d

@@ -112,6 +112,11 @@ def conntrack_dict(ct: dict[str, Any]) -> dict[str, Any]:
     if "port_scan" in ct:
         ps = ct["port_scan"]
         out["port_scan"] = {"ports": ps["ports"], "window": f"{ps['window']}s", "ban_for": f"{ps['ban_for']}s"}
+    rb = ct.get("reject_budget")
+    if rb and rb != shared.REJECT_BUDGET_DEFAULT:
+        out["reject_budget"] = {"rate": f"{rb['count']}/{UNITS[rb['period']]}", "burst": rb["burst"],
+                                "per_source": f"{rb['source_count']}/{UNITS[rb['source_period']]}",
+                                "source_burst": rb["source_burst"]}
     return out
 
 

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import shared
 from .cidrset import CidrSet
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -108,6 +109,10 @@ class Ruleset:
 
     def bans_enabled(self) -> bool:
         return any(r.action == "ban" for r in self.rules) or "port_scan" in self.conntrack
+
+    def reject_budget(self) -> dict[str, int]:
+        """The budget of reject answers (conntrack.reject_budget, else the kernel's limits)."""
+        return self.conntrack.get("reject_budget", shared.REJECT_BUDGET_DEFAULT)
 
     def uses_ct(self) -> bool:
         return any(r.ct is not None for r in self.rules)

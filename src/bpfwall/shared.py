@@ -50,6 +50,7 @@ ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
 ACTION_MASK = 0xFF
 PARAM_SHIFT = 8  # rule_action: action | (1 + index into rule_params) << PARAM_SHIFT
 MAX_PARAMS = 64
+REJECT_BUDGET = MAX_PARAMS  # limit_tat slot and source_tat param of the reject answer budget
 
 CNT_POLICY_INGRESS = MAX_RULES
 CNT_POLICY_EGRESS = MAX_RULES + 1
@@ -62,7 +63,8 @@ CNT_BANS_ADDED = MAX_RULES + 7
 CNT_SCAN_BANS = MAX_RULES + 8
 CNT_SYNCOOKIE_SENT = MAX_RULES + 9
 CNT_SYNCOOKIE_FAILED = MAX_RULES + 10
-N_COUNTERS = MAX_RULES + 11
+CNT_REJECT_SUPPRESSED = MAX_RULES + 11
+N_COUNTERS = MAX_RULES + 12
 
 BY_RULE, BY_POLICY, BY_MALFORMED, BY_NOT_IP, BY_BAN = range(5)
 # What decided a packet (enum bpfwall_decision), as explain, tests and the reference model name it.
@@ -106,6 +108,12 @@ CT_TIMEOUT_DEFAULTS = {
     "udp": 30, "udp_stream": 120, "icmp": 30, "generic": 600,
 }
 CT_MAX_ENTRIES_DEFAULT = 262144
+
+# The budget of reject answers: the kernel's own ICMP limits (icmp_msgs_per_sec 1000 and
+# icmp_msgs_burst 50 for all destinations; icmp_ratelimit, one a second with a burst of six,
+# for each). count answers per period seconds, with a burst.
+REJECT_BUDGET_DEFAULT = {"count": 1000, "period": 1, "burst": 50,
+                         "source_count": 1, "source_period": 1, "source_burst": 6}
 
 
 DIR_L1_SLOTS = 2 * 65536  # src, then dst: one entry per IPv4 /16
@@ -210,6 +218,10 @@ class Config(Structure):
         ("syn_tolerance_ns", c_uint64),
         ("syn_rate", c_uint32),
         ("pad1", c_uint32),
+        ("reject_cost_ns", c_uint64),
+        ("reject_tolerance_ns", c_uint64),
+        ("reject_source_cost_ns", c_uint64),
+        ("reject_source_tolerance_ns", c_uint64),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]

@@ -67,6 +67,7 @@ def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) ->
                                                  both(shared.CNT_BANNED)), strict=True)),
         "passed_not_ip": both(shared.CNT_NOT_IP),
         "rejects_sent": counts["ingress"][shared.CNT_REJECT_SENT][0],
+        "rejects_suppressed": counts["ingress"][shared.CNT_REJECT_SUPPRESSED][0],
         "guard": {
             "bans_added": counts["ingress"][shared.CNT_BANS_ADDED][0],
             "scan_bans": counts["ingress"][shared.CNT_SCAN_BANS][0],

@@ -170,3 +170,39 @@ def test_explain_pays_nothing():
         for _ in range(10):
             assert gen.judge(ping)[1].rule == 0
         assert admitted(gen, [ping] * 10) == 4
+
+
+BUDGET = """
+version: 1
+policy: {ingress: accept}
+conntrack:
+  reject_budget: {rate: 10/second, burst: 5, per_source: 1/second, source_burst: 3}
+rules:
+  - {name: closed, proto: [tcp, udp], dport: 9, action: reject}
+"""
+
+
+def test_reject_budget_per_source_then_overall():
+    """Each source gets its burst of answers, then one a second; all sources together get
+    the overall burst, then its rate. Over budget a reject is a drop, still by its rule."""
+    with loaded(from_yaml(BUDGET)) as gen:
+        gen.set_clock(T0)
+        one = frame4("10.200.1.5", dport=9)
+        verdicts = [run(gen, one) for _ in range(6)]
+        assert [v[2] for v in verdicts] == [shared.XDP_TX] * 3 + [shared.XDP_DROP] * 3
+        assert {v[:2] for v in verdicts} == {("rule", 0)}
+        # Two more sources: the overall burst of 5 has 2 answers left.
+        others = [frame4(f"10.200.1.{i}", dport=9, proto="udp") for i in (6, 7)]
+        assert sum(run(gen, f)[2] == shared.XDP_TX for f in others * 3) == 2
+        gen.set_clock(T0 + SEC)  # a second: the first source has one more answer
+        assert [run(gen, one)[2] for _ in range(2)] == [shared.XDP_TX, shared.XDP_DROP]
+
+
+def test_explain_does_not_spend_the_reject_budget():
+    with loaded(from_yaml(BUDGET)) as gen:
+        gen.set_clock(T0)
+        one = frame4("10.200.1.5", dport=9)
+        for _ in range(10):
+            assert gen.judge(one, 0)[0] == shared.XDP_TX  # explain: looks, never pays
+        assert [run(gen, one)[2] for _ in range(4)] == [shared.XDP_TX] * 3 + [shared.XDP_DROP]
+        assert gen.judge(one, 0)[0] == shared.XDP_DROP  # and sees the empty bucket

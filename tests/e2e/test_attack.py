@@ -94,3 +94,26 @@ def test_legitimate_connections_survive_a_flood():
     assert flooded["completed"] >= 20 and flooded["completed"] >= 0.95 * flooded["attempts"]
     assert data["guard"]["syncookies_sent"] >= 10_000
     assert data["policy_drops"] >= 10_000  # the UDP half of the flood
+
+
+def test_rejects_cannot_be_turned_into_a_reflector():
+    """A spoofed flood at a reject rule: within the budget (the kernel's ICMP limits, 1000
+    answers a second and a burst of 50) the victims get at most rate x time + burst answers,
+    counted where they arrive; with a budget as good as none they get one per packet. A lone
+    connect after the flood still gets its RST. Printed for the record."""
+    budget = attack.reflection(seconds=2.0)
+    unbudgeted = attack.reflection(seconds=2.0, budget=attack.NO_BUDGET)
+    print()
+    for name, r in (("budget 1000/s, burst 50", budget), ("no budget", unbudgeted)):
+        print(f"{name:>24}: {r['answers']:,} answers to spoofed sources in {r['seconds']:.2f} s "
+              f"({r['answers_per_s']:,}/s) for {r['flood_packets']:,} flood packets; "
+              f"{r['rejects_suppressed']:,} rejects suppressed")
+    assert budget["flood_packets"] >= 50_000
+    assert budget["answers"] <= 1000 * budget["seconds"] + 50
+    assert budget["answers"] <= budget["rejects_sent"]
+    assert budget["rejects_suppressed"] >= budget["flood_packets"] // 2
+    assert budget["lone_connect"] == "refused"
+    # Without a budget the same flood is reflected at far more than the budget allows:
+    # the bound above is a real one.
+    assert unbudgeted["answers"] > 1000 * unbudgeted["seconds"] + 50
+    assert unbudgeted["lone_connect"] == "refused"

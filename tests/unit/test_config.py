@@ -98,6 +98,7 @@ def test_limits_bans_and_defences(tmp_path):
         conntrack:
           syn_cookies: {ports: [80, "8000-8002"], rate: 200/second}
           port_scan: {ports: 10, window: 30s, ban_for: 1h}
+          reject_budget: {rate: 200/second, source_burst: 2}
         rules:
           - {name: ping, proto: icmp, action: accept, limit: 10/second}
           - {name: up, proto: udp, action: accept, limit: {rate: 1000/second, bytes: true}}
@@ -114,6 +115,9 @@ def test_limits_bans_and_defences(tmp_path):
     assert rs.conntrack["syn_cookies"] == {"ports": [80, 8000, 8001, 8002], "count": 200, "period": 1,
                                            "burst": 200}
     assert rs.conntrack["port_scan"] == {"ports": 10, "window": 30, "ban_for": 3600}
+    # what the budget does not say keeps the kernel's defaults
+    assert rs.reject_budget() == {"count": 200, "period": 1, "burst": 50, "source_count": 1, "source_period": 1,
+                                  "source_burst": 2}
     assert rs.bans_enabled() and rs.guarded("ingress") == [0, 1, 2, 3]
     from bpfwall.ruleset import Ruleset
 
@@ -182,6 +186,8 @@ BAD = [
     ("syn cookies no ports", "version: 1\npolicy: {}\nconntrack:\n  syn_cookies: {ports: []}\n", 4,
      "at least one"),
     ("scan ports range", "version: 1\npolicy: {}\nconntrack:\n  port_scan: {ports: 0}\n", 4, "out of range"),
+    ("reject budget rate", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {rate: lots}\n", 4, "not a rate"),
+    ("reject budget burst", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {source_burst: 0}\n", 4, "out of range"),
     ("empty file", "", 1, "empty"),
     ("not a mapping", "- a\n- b\n", 1, "mapping"),
 ]

@@ -158,6 +158,50 @@ class Attack:
         return Phase(name, took, attempts, completed, packets)
 
 
+# A reject on both ports the flood hits: every answer to it goes to a spoofed source.
+REFLECT_RULES = f"""\
+version: 1
+policy: {{ingress: accept}}
+rules:
+  - {{name: closed, proto: [tcp, udp], dport: [{SERVICE_PORT}, {CLOSED_PORT}], action: reject}}
+conntrack:
+"""
+# The kernel's own ICMP limits, which are also bpfwall's defaults.
+DEFAULT_BUDGET = "reject_budget: {rate: 1000/second, burst: 50, per_source: 1/second, source_burst: 6}"
+# As good as none: what every reject answered from XDP cost before there was a budget.
+NO_BUDGET = ("reject_budget: {rate: 100000000/second, burst: 1000000, per_source: 100000000/second, "
+             "source_burst: 1000000}")
+
+
+def reflection(seconds: float = 2.0, budget: str = DEFAULT_BUDGET) -> dict:
+    """A spoofed flood at a reject rule: the answers that reached the spoofed sources
+    (counted where they arrive, at the client end), the flood's length, and whether a
+    lone legitimate connect to the rejected port still gets its RST afterwards."""
+    with Lab("reflect", queues=2) as lab:
+        attack = Attack(lab)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "reflect.yaml")
+                with open(path, "w") as f:
+                    f.write(f"{REFLECT_RULES}  {budget}\n")
+                scope = Scope(lab.server_ns)
+                scope.apply(config.load(path), [lab.server_if])
+                before = lab.backscatter()
+                t0 = time.monotonic()
+                with attack.flood() as sent:
+                    time.sleep(seconds)
+                took = time.monotonic() - t0  # the whole flood, from its first batch to its last
+                time.sleep(0.2)  # answers still in flight
+                answers = lab.backscatter() - before
+                data = collect(scope)
+                lone = lab.tcp_connect(CLOSED_PORT)
+        finally:
+            attack.close()
+    return {"seconds": round(took, 3), "flood_packets": sent[0], "answers": answers,
+            "answers_per_s": round(answers / took), "rejects_sent": data["rejects_sent"],
+            "rejects_suppressed": data["rejects_suppressed"], "lone_connect": lone}
+
+
 def run(seconds: float = 3.0) -> dict:
     """The three phases in one lab, in one run."""
     with Lab("attack", queues=2) as lab:
