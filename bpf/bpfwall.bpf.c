@@ -26,7 +26,8 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* ifindex -> the interface's block of counters (0: not one of the apply's). */
+/* ifindex -> the interface's block of counters (0: not one of the apply's),
+ * and BPFWALL_IFACE_* flags. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BPFWALL_IFINDEX_SLOTS);
@@ -52,8 +53,8 @@ static __always_inline void count(__u32 ifindex, __u32 slot, __u32 len, int quie
 	if (quiet)
 		return; /* a frame sent by explain is not traffic */
 	block = ifindex < BPFWALL_IFINDEX_SLOTS ? bpf_map_lookup_elem(&iface_slot, &ifindex) : 0;
-	if (block && *block < BPFWALL_MAX_IFACES)
-		slot += *block * BPFWALL_N_COUNTERS;
+	if (block && (*block & BPFWALL_IFACE_BLOCK_MASK) < BPFWALL_MAX_IFACES)
+		slot += (*block & BPFWALL_IFACE_BLOCK_MASK) * BPFWALL_N_COUNTERS;
 	c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		c->packets++;
@@ -81,6 +82,22 @@ static __always_inline void record(struct bpfwall_explain *ex, __u32 rule, __u32
 		explain_decision(ex, rule, decision, action);
 }
 
+/* An answer built in place leaves by the interface it came in on: XDP_TX, or
+ * a redirect to the interface itself where iface_slot asks for one. A frame
+ * explain sends keeps XDP_TX, the verdict it reports. */
+static __always_inline int send_back(struct xdp_md *ctx, int quiet)
+{
+	__u32 ifindex = ctx->ingress_ifindex;
+	__u32 *flags;
+
+	if (quiet || ifindex >= BPFWALL_IFINDEX_SLOTS)
+		return XDP_TX;
+	flags = bpf_map_lookup_elem(&iface_slot, &ifindex);
+	if (flags && (*flags & BPFWALL_IFACE_ANSWER_REDIRECT))
+		return bpf_redirect(ifindex, 0);
+	return XDP_TX;
+}
+
 static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u32 action,
 			       int quiet)
 {
@@ -96,7 +113,7 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 		count(ctx->ingress_ifindex,
 		      verdict == XDP_TX ? BPFWALL_CNT_SYNCOOKIE_SENT : BPFWALL_CNT_SYNCOOKIE_FAILED,
 		      0, quiet);
-		return verdict;
+		return verdict == XDP_TX ? send_back(ctx, quiet) : verdict;
 	}
 	if (action == BPFWALL_ACT_REJECT) {
 		int verdict;
@@ -111,7 +128,7 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 		count(ctx->ingress_ifindex,
 		      verdict == XDP_TX ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0,
 		      quiet);
-		return verdict;
+		return verdict == XDP_TX ? send_back(ctx, quiet) : verdict;
 	}
 	return XDP_DROP;
 }

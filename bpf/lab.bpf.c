@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Programs for the lab, never for a protected interface:
- * - xdp_pass_peer goes on the client end of a lab veth pair: a veth only
- *   wakes to take frames sent to it with XDP_TX (bpfwall's rejects) when it
- *   runs an XDP program itself.
+ * - xdp_pass_peer goes on the client end of a lab veth pair: a veth takes
+ *   frames sent to it from XDP (bpfwall's rejects) only while it runs XDP or
+ *   has GRO on; it also counts the backscatter of spoofed floods.
  * - xdp_drop_all and tc_pass_all are the baselines benchmarks are ratios to;
  *   xdp_drop_count is xdp_drop_all that also counts, for the flood benchmark.
  * - xdp_flood is the traffic generator: run with BPF_PROG_TEST_RUN in live

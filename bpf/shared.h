@@ -84,6 +84,12 @@ enum bpfwall_action {
  * reject answer budget: one past the rules' own. */
 #define BPFWALL_REJECT_BUDGET BPFWALL_MAX_PARAMS
 
+/* iface_slot values: the interface's block of counters, and flags. */
+#define BPFWALL_IFACE_BLOCK_MASK 0xffffu
+/* Answers (rejects, SYN cookies) leave by a redirect to the interface itself,
+ * not XDP_TX: on a veth only a redirect wakes the other end to take them. */
+#define BPFWALL_IFACE_ANSWER_REDIRECT 0x10000u
+
 /* Slots of the counters array after the per-rule ones. */
 enum bpfwall_counter_slot {
 	BPFWALL_CNT_POLICY_INGRESS = BPFWALL_MAX_RULES,

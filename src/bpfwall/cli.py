@@ -485,6 +485,9 @@ def status(ns: str | None, as_json: bool) -> None:
                  if i["attached"] is not None else f"unknown ({i.get('problem')})")
         t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), "yes" if i["egress"] else "no", state)
     out.print(t)
+    for i in st["interfaces"]:
+        if i.get("answers"):
+            out.print(f"[yellow]{i['name']}: {i['answers']}[/yellow]")
     if others:
         click.echo(others)
     if any(i["attached"] is False for i in st["interfaces"]):
@@ -559,10 +562,15 @@ def _stats_table(data: dict[str, Any], prev: dict[str, Any] | None, dt: float) -
     g = data["guard"]
     t.caption = (f"drops: {d['rule']:,} by rules, {d['policy']:,} by policy, {d['malformed']:,} "
                  f"malformed, {d['banned']:,} from banned sources; {data['rejects_sent']:,} rejects "
-                 f"answered, {data['rejects_suppressed']:,} over the answer budget; "
+                 f"answered{_undelivered(data)}, {data['rejects_suppressed']:,} over the answer budget; "
                  f"{data['passed_not_ip']:,} non-IP passed; bans: {g['bans_added']:,} by rules, "
                  f"{g['scan_bans']:,} for port scans; {g['syncookies_sent']:,} SYNs answered with cookies")
     return t
+
+
+def _undelivered(data: dict[str, Any]) -> str:
+    n = data.get("answers_undelivered")
+    return f" ({n:,} answers the interface could not deliver)" if n else ""
 
 
 @main.command()

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import access, counters, faults, libbpf, netns, setmaps, shared
+from . import access, counters, faults, ifinfo, libbpf, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .dispatcher import DIRECTIONS, Dispatcher
@@ -413,7 +413,10 @@ class Scope:
             # A block of counters per interface, in name order; beyond the map's blocks,
             # interfaces count in block 0 with any other.
             blocks = {name: (i + 1 if i + 1 < shared.MAX_IFACES else 0) for i, name in enumerate(sorted(targets))}
-            by_ifindex = {targets[name]: b for name, b in blocks.items() if b}
+            kinds = ifinfo.kinds(sorted(targets), self.ns)
+            slots = {targets[name]: b | (shared.IFACE_ANSWER_REDIRECT if kinds.get(name) == "veth" else 0)
+                     for name, b in blocks.items()}
+            by_ifindex = {ifindex: value for ifindex, value in slots.items() if value}
             try:
                 if created and old.generation:
                     self._adopt(disp, old)  # links of an older bpfwall pointed at generations
@@ -421,7 +424,7 @@ class Scope:
                     c.config.generation = new_n  # log records name their generation
                 log_fds = self._scope_maps_for(compiled_in, report)
                 gens["ingress"] = Generation.load(compiled_in, known, ct_fds, log_fds=log_fds,
-                                                  counter_blocks=by_ifindex)
+                                                  iface_slots=by_ifindex)
                 if uses_ct and ct_fds is None:  # the first table of this scope: pin it
                     for name in CT_MAPS:
                         _replace_pin(gens["ingress"].map_fds[name], os.path.join(self.pin_dir, name))
@@ -462,6 +465,11 @@ class Scope:
                     state.interfaces[name] = self._attach(disp, name, ifindex, old.interfaces.get(name), mode,
                                                           "egress" in gens, report)
                     state.interfaces[name]["counter_block"] = blocks[name]
+                    state.interfaces[name]["kind"] = kinds.get(name, "")
+                    # What the interface had failed to deliver before: stats counts from here.
+                    before = (old.interfaces.get(name) or {}).get("undelivered_base")
+                    state.interfaces[name]["undelivered_base"] = (
+                        before if name in report.swapped else ifinfo.undelivered(name, self.ns))
                     faults.step(f"attached:{name}")
                 state.dispatcher = {d: disp.dispatcher_id(d) for d in DIRECTIONS}
                 state.programs = {d: disp.program_id(d, new_n) for d in DIRECTIONS}
@@ -484,6 +492,10 @@ class Scope:
                 self._commit(state)
                 faults.step("committed")
                 report.notes += self._share(state)
+                for name, info in state.interfaces.items():
+                    problem = self.answer_problem(ruleset, name, info)
+                    if problem:
+                        report.notes.append(f"{name}: {problem}")
             except BaseException:
                 if journal:
                     self._undo(disp, journal, old, flipped)
@@ -874,12 +886,23 @@ class Scope:
                      "program_id": state.programs.get("ingress", 0)}
             if root:
                 entry.update(self._link_health(name, info, state))
+                problem = self.answer_problem(rules, name, info)
+                if problem:
+                    entry["answers"] = problem
             elif self.ns:  # netlink answers for the namespace one is in, and entering takes root
                 entry.update(attached=None, problem="not checked: a network namespace's links need root")
             else:
                 entry.update(self._xdp_health(info, state))
             out["interfaces"].append(entry)
         return out
+
+    def answer_problem(self, ruleset: Ruleset, name: str, info: dict[str, Any]) -> str | None:
+        """Why the answers this rule set sends from XDP cannot leave the interface, if so."""
+        answers = "syn_cookies" in ruleset.conntrack or any(
+            r.action == "reject" and r.direction == "ingress" for r in ruleset.rules)
+        if not answers:
+            return None
+        return ifinfo.answers_blocked(info.get("kind", ""), info.get("mode", ""), info["ifindex"], self.ns)
 
     def _link_health(self, name: str, info: dict[str, Any], state: State) -> dict[str, Any]:
         try:

@@ -79,6 +79,9 @@ class _ScopeMetrics:
                                       labels=["interface"])
         suppressed = CounterMetricFamily("bpfwall_rejects_suppressed", "Rejects over the answer budget, "
                                          "dropped without an answer", labels=["interface"])
+        undelivered = CounterMetricFamily("bpfwall_answers_undelivered", "Answers from XDP (rejects, SYN "
+                                          "cookies) the interface failed to deliver, as its driver counts",
+                                          labels=["interface"])
         guard = CounterMetricFamily("bpfwall_guard_events", "Bans added by rules and for port scans, "
                                     "SYNs answered with cookies", labels=["interface", "event"])
         # Interfaces of the apply by name; "(other)" for packets of any other one.
@@ -93,9 +96,11 @@ class _ScopeMetrics:
                 drops.add_metric([iface, reason], n)
             rejects.add_metric([iface], data["rejects_sent"])
             suppressed.add_metric([iface], data["rejects_suppressed"])
+            if data.get("answers_undelivered") is not None:
+                undelivered.add_metric([iface], data["answers_undelivered"])
             for event, n in data["guard"].items():
                 guard.add_metric([iface, event], n)
-        yield from (packets, nbytes, policy, policy_bytes, drops, rejects, suppressed, guard)
+        yield from (packets, nbytes, policy, policy_bytes, drops, rejects, suppressed, undelivered, guard)
 
         info = GaugeMetricFamily("bpfwall_interface_info", "An interface bpfwall protects",
                                  labels=["interface", "mode", "egress"])

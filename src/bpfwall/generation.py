@@ -53,7 +53,7 @@ class Generation:
     @classmethod
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
              ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None,
-             log_fds: dict[str, int] | None = None, counter_blocks: dict[int, int] | None = None) -> Generation:
+             log_fds: dict[str, int] | None = None, iface_slots: dict[int, int] | None = None) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
@@ -61,8 +61,8 @@ class Generation:
         ct_fds are the scope's connection table maps to share; without them the
         generation gets tables of its own (map_fds has them, for pinning).
         set_fds are the set tables of the other direction of this generation, to share;
-        log_fds the scope's log ring; counter_blocks maps the ifindex of each
-        protected interface to its block of counters.
+        log_fds the scope's log ring; iface_slots maps the ifindex of each
+        protected interface to its block of counters and shared.IFACE_* flags.
         """
         obj = libbpf.BpfObject(object_path())
         try:
@@ -91,7 +91,7 @@ class Generation:
             for name in ("src6", "dst6"):
                 obj.set_max_entries(name, max(1, len(compiled.tries[name])))
             # Block 0, and one per protected interface that has a block of its own.
-            n_blocks = 1 + max((counter_blocks or {}).values(), default=0)
+            n_blocks = 1 + max((v & shared.IFACE_BLOCK_MASK for v in (iface_slots or {}).values()), default=0)
             obj.set_max_entries("counters", shared.N_COUNTERS * n_blocks)
             obj.set_max_entries("dir_chunks", max(256, len(compiled.dir_chunks)))
             obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
@@ -108,9 +108,9 @@ class Generation:
                          *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
-            for ifindex, block in (counter_blocks or {}).items():
+            for ifindex, value in (iface_slots or {}).items():
                 if ifindex < shared.IFINDEX_SLOTS:
-                    libbpf.map_update(gen.map_fds["iface_slot"], c_uint32(ifindex), c_uint32(block))
+                    libbpf.map_update(gen.map_fds["iface_slot"], c_uint32(ifindex), c_uint32(value))
             return gen
         except BaseException:
             obj.close()

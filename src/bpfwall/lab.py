@@ -39,9 +39,15 @@ def run(*cmd: str) -> None:
 class Lab:
     """server namespace <-> client namespace over veth; bpfwall goes on the server side."""
 
-    def __init__(self, tag: str = "lab", queues: int = 1) -> None:
+    def __init__(self, tag: str = "lab", queues: int = 1, peer: str = "xdp") -> None:
         """queues > 1 gives each veth end that many queues, transmit queue i steered to
-        CPU i, as a multi-queue NIC spreads flows over CPUs."""
+        CPU i, as a multi-queue NIC spreads flows over CPUs. peer: what the client end
+        runs, which decides whether frames sent from XDP on the server end reach it:
+        "xdp" a trivial XDP program (which also counts backscatter), "gro" no program
+        but GRO on, "none" neither (a veth as made, such as a container's)."""
+        if peer not in ("xdp", "gro", "none"):
+            raise ValueError(f"peer must be xdp, gro or none, not {peer!r}")
+        self.peer = peer
         pid = os.getpid()
         self.queues = queues
         self.server_ns = f"bpfwall-{tag}-{pid}-srv"
@@ -79,14 +85,15 @@ class Lab:
             for i in range(self.queues if self.queues > 1 else 0):
                 run("ip", "netns", "exec", ns, "sh", "-c",
                     f"echo {1 << i:x} > /sys/class/net/{dev}/queues/tx-{i}/xps_cpus")
-        # A veth only takes frames sent to it with XDP_TX (bpfwall's rejects)
-        # in time when it runs an XDP program itself.
-        self._peer_obj = libbpf.BpfObject(lab_object_path())
-        self._peer_obj.load()
-        with netns.enter(self.client_ns):
-            self._peer_link = libbpf.link_create(
-                self._peer_obj.prog_fd("xdp_pass_peer"), netns.ifindex(self.client_if),
-                libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
+        if self.peer == "xdp":
+            self._peer_obj = libbpf.BpfObject(lab_object_path())
+            self._peer_obj.load()
+            with netns.enter(self.client_ns):
+                self._peer_link = libbpf.link_create(
+                    self._peer_obj.prog_fd("xdp_pass_peer"), netns.ifindex(self.client_if),
+                    libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
+        elif self.peer == "gro":
+            run("ip", "netns", "exec", self.client_ns, "ethtool", "-K", self.client_if, "gro", "on")
         self._warm_up()
 
     def backscatter(self) -> int:

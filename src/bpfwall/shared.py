@@ -52,6 +52,9 @@ PARAM_SHIFT = 8  # rule_action: action | (1 + index into rule_params) << PARAM_S
 MAX_PARAMS = 64
 REJECT_BUDGET = MAX_PARAMS  # limit_tat slot and source_tat param of the reject answer budget
 
+IFACE_BLOCK_MASK = 0xFFFF  # iface_slot: the counter block, and flags
+IFACE_ANSWER_REDIRECT = 0x10000
+
 CNT_POLICY_INGRESS = MAX_RULES
 CNT_POLICY_EGRESS = MAX_RULES + 1
 CNT_MALFORMED = MAX_RULES + 2

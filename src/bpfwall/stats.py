@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import counters, shared
+from . import counters, ifinfo, shared
 from .dataplane import Scope, State
 from .errors import RuntimeFailure
 
@@ -21,6 +21,7 @@ def collect(scope: Scope, iface: str | None = None) -> dict[str, Any]:
         raise RuntimeFailure(f"{iface} is not protected by bpfwall")
     out = summarize(scope, state, counts)
     out["interface"] = iface
+    out["answers_undelivered"] = undelivered(scope, state, [iface] if iface else list(state.interfaces))
     if any(r.get("log") for r in (state.ruleset or {}).get("rules", [])):
         from .logs import held_back
 
@@ -32,8 +33,29 @@ def per_interface(scope: Scope) -> dict[str, dict[str, Any]]:
     """summarize() of each protected interface (and of other interfaces' packets), one map read."""
     state = scope.require_state()
     blocks = scope.counter_blocks(state)
-    return {name: summarize(scope, state, {d: counts.get(d) or counters.zero() for d in counters.DIRECTIONS})
-            for name, counts in blocks.items()}
+    out = {name: summarize(scope, state, {d: counts.get(d) or counters.zero() for d in counters.DIRECTIONS})
+           for name, counts in blocks.items()}
+    for name, data in out.items():
+        data["answers_undelivered"] = undelivered(scope, state, [name]) if name in state.interfaces else None
+    return out
+
+
+def undelivered(scope: Scope, state: State, names: list[str]) -> int | None:
+    """Frames that the interfaces were handed after XDP (rejects' and SYN cookies' answers)
+    and failed to deliver since bpfwall attached, as the kernel counts them; None where no
+    interface's driver counts them (only a veth's does, of the kinds bpfwall knows)."""
+    total, seen = 0, False
+    for name in names:
+        info = state.interfaces.get(name) or {}
+        if info.get("kind") != "veth":
+            continue
+        now = ifinfo.undelivered(name, scope.ns)
+        if now is None:
+            continue
+        base = info.get("undelivered_base") or 0
+        total += now - base if now >= base else now  # a lower count: the interface was made anew
+        seen = True
+    return total if seen else None
 
 
 def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) -> dict[str, Any]:

@@ -187,7 +187,8 @@ BAD = [
      "at least one"),
     ("scan ports range", "version: 1\npolicy: {}\nconntrack:\n  port_scan: {ports: 0}\n", 4, "out of range"),
     ("reject budget rate", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {rate: lots}\n", 4, "not a rate"),
-    ("reject budget burst", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {source_burst: 0}\n", 4, "out of range"),
+    ("reject budget burst", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {source_burst: 0}\n", 4,
+     "out of range"),
     ("empty file", "", 1, "empty"),
     ("not a mapping", "- a\n- b\n", 1, "mapping"),
 ]
