@@ -133,6 +133,47 @@ static __always_inline int act(struct xdp_md *ctx, const struct packet *pkt, __u
 	return XDP_DROP;
 }
 
+/* never_ban's literal prefixes; IPv4 ones as IPv4-mapped IPv6 (::ffff:0:0/96). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1); /* sized by the loader */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct bpfwall_lpm6_key);
+	__type(value, __u8);
+} never_ban SEC(".maps");
+
+/* Whether never_ban covers the packet's source: then no ban touches it. A
+ * global function, called only when a ban is about to be made. */
+__noinline int never_banned(const struct packet *pkt)
+{
+	struct bpfwall_lpm6_key key = {.prefixlen = 128};
+	__u32 j;
+
+	if (!pkt)
+		return 0;
+	if (cfg.never_ban_literals) {
+		if (pkt->is_ipv6) {
+			__builtin_memcpy(key.addr, pkt->saddr, 16);
+		} else {
+			key.addr[10] = 0xff;
+			key.addr[11] = 0xff;
+			__builtin_memcpy(key.addr + 12, pkt->saddr, 4);
+		}
+		if (bpf_map_lookup_elem(&never_ban, &key))
+			return 1;
+	}
+	for (j = 0; j < BPFWALL_MAX_NEVER_BAN_SETS && j < cfg.n_never_ban_sets; j++) {
+		if (in_set(pkt, 0, cfg.never_ban_slots[j]))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int may_ban(const struct packet *pkt)
+{
+	return !(cfg.never_ban_literals || cfg.n_never_ban_sets) || !never_banned(pkt);
+}
+
 static __always_inline int is_pure_syn(const struct packet *pkt)
 {
 	return pkt->has_l4 && pkt->proto == IPPROTO_TCP &&
@@ -209,10 +250,11 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	count_drop(pkt, action, quiet);
 	if (quiet)
 		return action;
-	if (action == BPFWALL_ACT_BAN && ban_by_rule(pkt, rule))
+	if (action == BPFWALL_ACT_BAN && may_ban(pkt) && ban_by_rule(pkt, rule))
 		count(ifindex, BPFWALL_CNT_BANS_ADDED, 0, 0);
 	if (cfg.scan_ports && action != BPFWALL_ACT_ACCEPT && action != BPFWALL_ACT_BAN &&
-	    pkt->has_l4 && (pkt->proto == IPPROTO_UDP || is_pure_syn(pkt)) && scan_note(pkt))
+	    pkt->has_l4 && (pkt->proto == IPPROTO_UDP || is_pure_syn(pkt)) && may_ban(pkt) &&
+	    scan_note(pkt))
 		count(ifindex, BPFWALL_CNT_SCAN_BANS, 0, 0);
 	if (cfg.syn_rate && action == BPFWALL_ACT_ACCEPT && is_pure_syn(pkt) && syn_flooded(pkt))
 		return BPFWALL_ACT_SYNCOOKIE; /* before ct: a spoofed SYN leaves no state */

@@ -82,7 +82,8 @@ enum bpfwall_action {
 #define BPFWALL_MAX_PARAMS  64 /* rules with a limit or a ban, per direction */
 /* The slot of limit_tat, and the param of source_tat keys, that hold the
  * reject answer budget: one past the rules' own. */
-#define BPFWALL_REJECT_BUDGET BPFWALL_MAX_PARAMS
+#define BPFWALL_REJECT_BUDGET	   BPFWALL_MAX_PARAMS
+#define BPFWALL_MAX_NEVER_BAN_SETS 4 /* sets named in never_ban */
 
 /* iface_slot values: the interface's block of counters, and flags. */
 #define BPFWALL_IFACE_BLOCK_MASK 0xffffu
@@ -354,6 +355,11 @@ struct bpfwall_config {
 	__u64 reject_tolerance_ns;
 	__u64 reject_source_cost_ns;
 	__u64 reject_source_tolerance_ns;
+	/* never_ban (ingress): sources no ban touches, its literal prefixes in
+	 * the never_ban trie (never_ban_literals: it has some) and its sets. */
+	__u32 never_ban_literals;
+	__u32 n_never_ban_sets;
+	__u32 never_ban_slots[BPFWALL_MAX_NEVER_BAN_SETS];
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
 };

@@ -261,6 +261,12 @@ def guarded_rulesets(draw, max_rules: int = 6) -> Ruleset:
     if draw(st.booleans()):
         rs.conntrack["port_scan"] = {"ports": draw(st.integers(1, 3)), "window": draw(st.sampled_from([1, 5])),
                                      "ban_for": draw(st.sampled_from([1, 5]))}
+    if draw(st.booleans()):  # sources that no ban touches: one of the guard steps' sources, or a prefix
+        rs.never_ban = draw(st.lists(st.sampled_from(
+            ["10.200.1.5/32", "10.200.1.0/24", "fd42:200::/64", "fd42:200::1:0:0:0/80", "192.0.2.0/24"]),
+            min_size=1, max_size=3, unique=True))
+        if rs.cidr_sets and draw(st.booleans()):
+            rs.never_ban.append("@" + draw(st.sampled_from(sorted(rs.cidr_sets))))
     if draw(st.booleans()):  # a budget of reject answers small enough to run out within a test
         rs.conntrack["reject_budget"] = {
             "count": draw(st.integers(1, 4)), "period": 1, "burst": draw(st.integers(1, 4)),

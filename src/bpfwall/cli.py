@@ -118,6 +118,10 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         click.echo(f"repaired: {repair}", err=True)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
+    from . import neighbours  # pyroute2: only where it is needed
+
+    for warning in neighbours.unexempt(ruleset, ns):
+        click.echo(f"warning: {warning}", err=True)
     where = f" in netns {ns}" if ns else ""
     ifaces = ", ".join(
         f"{n} ({'attached' if n in report.attached else 'swapped'}, {i['mode']})"
@@ -352,7 +356,9 @@ def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
             for d, c in tables.items()
         },
     }
-    warnings = _session_warnings(ruleset)
+    from . import neighbours
+
+    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns)
     info["warnings"] = warnings
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)

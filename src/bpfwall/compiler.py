@@ -38,6 +38,7 @@ class Compiled:
 
     params: list[shared.RuleParam] = field(default_factory=list)  # rule_params, in order
     syn_ports: list[int] = field(default_factory=list)
+    never_ban: list[Network] = field(default_factory=list)  # never_ban's literal prefixes
 
     def log_states(self) -> list[shared.LogState]:
         """Per rule, its log limit as log_packet() reads it: a burst of a second's worth
@@ -177,9 +178,11 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         bans_enabled=direction == "ingress" and ruleset.bans_enabled(),
     )
     syn_ports: list[int] = []
+    never_ban: list[Network] = []
     if direction == "ingress":
         _guard_config(cfg, ruleset.conntrack)
         syn_ports = list(ruleset.conntrack.get("syn_cookies", {}).get("ports", []))
+        never_ban = _never_ban_config(cfg, ruleset)
     for key in ("src", "dst"):
         for j, (slot, cid) in enumerate(set_refs[key]):
             getattr(cfg, f"{key}_sets")[j] = shared.SetRef(slot, cid)
@@ -195,7 +198,7 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
     return Compiled(
         rules=rules, config=cfg, class_of=class_of, bitvectors=classes.bitsets, tries=tries,
         dir_l1=dir_l1, dir_chunks=dir_chunks,
-        iface_classes=iface_classes, actions=actions, params=params, syn_ports=syn_ports,
+        iface_classes=iface_classes, actions=actions, params=params, syn_ports=syn_ports, never_ban=never_ban,
         n_words=n_words, n_summary=n_summary, fields_used=used, direction=direction,
         # An LRU table is allocated whole: keep the unused one tiny.
         ct_max_entries=(ruleset.conntrack.get("max_entries", shared.CT_MAX_ENTRIES_DEFAULT)
@@ -237,6 +240,18 @@ def _guard_config(cfg: shared.Config, conntrack: dict) -> None:
     cfg.reject_tolerance_ns = budget["burst"] * cfg.reject_cost_ns
     cfg.reject_source_cost_ns = budget["source_period"] * NS // budget["source_count"]
     cfg.reject_source_tolerance_ns = budget["source_burst"] * cfg.reject_source_cost_ns
+
+
+def _never_ban_config(cfg: shared.Config, ruleset: Ruleset) -> list[Network]:
+    """never_ban's sets by slot into cfg; its literal prefixes, for the never_ban trie."""
+    slots = ruleset.set_slots()
+    names = [n for n in ruleset.never_ban_sets() if n in slots]
+    cfg.n_never_ban_sets = len(names)
+    for j, name in enumerate(names):
+        cfg.never_ban_slots[j] = slots[name]
+    prefixes = ruleset.never_ban_prefixes()
+    cfg.never_ban_literals = bool(prefixes)
+    return prefixes
 
 
 def _merge(intervals) -> list[tuple[int, int]]:

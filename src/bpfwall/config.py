@@ -104,6 +104,7 @@ class FileModel(_Strict):
     rules: list[RuleModel] = []
     conntrack: ConntrackModel | None = None
     group: str | None = None
+    never_ban: Any = None
 
 
 LIMIT_BURST_DEFAULT = 5  # packets, as nftables' limit
@@ -256,6 +257,7 @@ class _Normaliser:
                     implicit=True,
                 ))
         conntrack = self._conntrack(m.conntrack or ConntrackModel())
+        never_ban = self._never_ban(m.never_ban)
         sets_meta = {
             n: {"type": s.type, "size": len(self.cidr_sets.get(n) or self.port_sets.get(n) or [])}
             for n, s in m.sets.items()
@@ -267,7 +269,17 @@ class _Normaliser:
             self.p.add(("sets",), f"{len(self.cidr_sets)} address sets: at most {shared.MAX_SETS}")
         return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
                        sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack,
-                       cidr_sets=self.cidr_sets, group=m.group)
+                       cidr_sets=self.cidr_sets, group=m.group, never_ban=never_ban)
+
+    def _never_ban(self, value: Any) -> list[str]:
+        """Addresses no ban touches: prefixes (as strings) and '@set' names."""
+        if value is None:
+            return []
+        nets, refs = self._addresses(value, ("never_ban",), [])
+        if len(refs) > shared.MAX_NEVER_BAN_SETS:
+            self.p.add(("never_ban",), f"{len(refs)} sets: at most {shared.MAX_NEVER_BAN_SETS} (put the "
+                       "addresses of the others in one of them)")
+        return [str(n) for n in nets or ()] + [f"@{r}" for r in refs]
 
     def _check_group(self, group: str) -> None:
         """The group must be a name (a number would be read as a gid on one host and

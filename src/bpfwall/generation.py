@@ -7,6 +7,7 @@ so the tables a packet reads always belong to one rule set.
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
 from array import array
 from ctypes import c_uint8, c_uint32, sizeof
@@ -95,6 +96,7 @@ class Generation:
             obj.set_max_entries("counters", shared.N_COUNTERS * n_blocks)
             obj.set_max_entries("dir_chunks", max(256, len(compiled.dir_chunks)))
             obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
+            obj.set_max_entries("never_ban", max(1, len(compiled.never_ban)))
             try:
                 obj.load()
             except libbpf.BpfError as exc:
@@ -104,7 +106,7 @@ class Generation:
             for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
                          "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_until",
                          "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
-                         "rule_allow",
+                         "rule_allow", "never_ban",
                          *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
@@ -156,6 +158,10 @@ class Generation:
             libbpf.map_update(self.map_fds["rule_params"], c_uint32(i), prm)
         for port in c.syn_ports:
             libbpf.map_update(self.map_fds["syn_ports"], c_uint32(port), ctypes.c_uint64(0))
+        for net in c.never_ban:  # IPv4 as IPv4-mapped IPv6, as never_banned() looks it up
+            mapped = net if net.version == 6 else ipaddress.ip_network(
+                f"::ffff:{net.network_address}/{96 + net.prefixlen}")
+            libbpf.map_update(self.map_fds["never_ban"], _lpm_key(mapped), ctypes.c_uint8(1))
 
         n = len(c.actions)
         if n:

@@ -413,9 +413,12 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
         d = Decision("policy", None, action, _verdict(action, pkt, egress), "no rule matched", state)
     if guard is not None and learn and not egress:
         scan = ruleset.conntrack.get("port_scan")
+        exempt = ruleset.never_banned(pkt.saddr)  # never_ban: no ban, no count towards one
         if d.action == "ban":
-            guard.ban(pkt, t, ruleset.direction(direction)[d.rule].ban_for or 0)
-        elif scan and d.action != "accept" and pkt.has_l4 and (pkt.proto == UDP or is_pure_syn(pkt)):
+            if not exempt:
+                guard.ban(pkt, t, ruleset.direction(direction)[d.rule].ban_for or 0)
+        elif scan and d.action != "accept" and pkt.has_l4 and (pkt.proto == UDP or is_pure_syn(pkt)) \
+                and not exempt:
             guard.scan_note(pkt, t, scan)
         if cookies and d.action == "accept" and is_pure_syn(pkt) and guard.syn_flooded(pkt, t, cookies):
             d.verdict = TX

@@ -127,6 +127,8 @@ def file_dict(ruleset: Ruleset, elements: dict[str, list[str]] | None) -> dict[s
         d["interfaces"] = list(ruleset.interfaces)
     if ruleset.group:
         d["group"] = ruleset.group
+    if ruleset.never_ban:
+        d["never_ban"] = list(ruleset.never_ban)
     d["policy"] = dict(ruleset.policy)
     ct = conntrack_dict(ruleset.conntrack)
     if ct:

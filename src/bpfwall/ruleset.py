@@ -91,6 +91,22 @@ class Ruleset:
     group: str | None = None  # may read counters and state (stats, status, exporter)
     # The elements of every CIDR set; not part of to_json (the data plane holds them).
     cidr_sets: dict[str, CidrSet] = field(default_factory=dict)
+    # Sources no ban ever touches: prefixes ("192.0.2.1/32") and set names ("@monitoring").
+    never_ban: list[str] = field(default_factory=list)
+
+    def never_ban_prefixes(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(e) for e in self.never_ban if not e.startswith("@")]
+
+    def never_ban_sets(self) -> list[str]:
+        return [e[1:] for e in self.never_ban if e.startswith("@")]
+
+    def never_banned(self, addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        """Whether never_ban covers addr, with the sets' elements as this object holds them."""
+        if any(addr in net for net in self.never_ban_prefixes() if net.version == addr.version):
+            return True
+        family = 6 if addr.version == 6 else 4
+        return any(name in self.cidr_sets and self.cidr_sets[name].contains(family, addr.packed)
+                   for name in self.never_ban_sets())
 
     def set_slots(self) -> dict[str, int]:
         """CIDR set name -> its slot in the set tries."""
@@ -141,6 +157,7 @@ class Ruleset:
             "source": self.source,
             "conntrack": self.conntrack,
             "group": self.group,
+            "never_ban": self.never_ban,
         }
 
     @classmethod
@@ -175,4 +192,5 @@ class Ruleset:
             source=data["source"],
             conntrack=data.get("conntrack", {}),
             group=data.get("group"),
+            never_ban=data.get("never_ban", []),
         )

@@ -50,6 +50,7 @@ ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
 ACTION_MASK = 0xFF
 PARAM_SHIFT = 8  # rule_action: action | (1 + index into rule_params) << PARAM_SHIFT
 MAX_PARAMS = 64
+MAX_NEVER_BAN_SETS = 4  # sets named in never_ban
 REJECT_BUDGET = MAX_PARAMS  # limit_tat slot and source_tat param of the reject answer budget
 
 IFACE_BLOCK_MASK = 0xFFFF  # iface_slot: the counter block, and flags
@@ -225,6 +226,9 @@ class Config(Structure):
         ("reject_tolerance_ns", c_uint64),
         ("reject_source_cost_ns", c_uint64),
         ("reject_source_tolerance_ns", c_uint64),
+        ("never_ban_literals", c_uint32),
+        ("n_never_ban_sets", c_uint32),
+        ("never_ban_slots", c_uint32 * MAX_NEVER_BAN_SETS),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
     ]

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.all import ICMP, IP, TCP, UDP, Ether, IPv6, Raw
 
-from bpfwall import reference, shared
+from bpfwall import libbpf, reference, shared
 from bpfwall.conntrack import now_ns
 from bpfwall.ruleset import Ruleset
 from tests.dataplane.conftest import from_yaml, loaded
@@ -206,3 +206,94 @@ def test_explain_does_not_spend_the_reject_budget():
             assert gen.judge(one, 0)[0] == shared.XDP_TX  # explain: looks, never pays
         assert [run(gen, one)[2] for _ in range(4)] == [shared.XDP_TX] * 3 + [shared.XDP_DROP]
         assert gen.judge(one, 0)[0] == shared.XDP_DROP  # and sees the empty bucket
+
+
+NEVER_BAN = """
+version: 1
+policy: {ingress: accept}
+sets:
+  monitoring: {type: cidr, elements: ["fd42:200::/64"]}
+never_ban: [10.200.1.5, "@monitoring"]
+conntrack:
+  port_scan: {ports: 1, window: 10s, ban_for: 10m}
+rules:
+  - {name: trap, proto: tcp, dport: 23, action: ban, ban_for: 1h}
+  - {name: closed, proto: tcp, dport: [25, 26, 27], action: drop}
+"""
+
+
+def test_never_ban_sources_are_never_banned():
+    """A ban rule still drops their packets, and they may scan, but no ban is made."""
+    with loaded(from_yaml(NEVER_BAN)) as gen:
+        gen.set_clock(T0)
+        six = bytes(Ether() / IPv6(src="fd42:200::9", dst="fd42:200::1") / TCP(dport=23, flags="S"))
+        for frame in (frame4("10.200.1.5", dport=23), six):
+            assert run(gen, frame) == ("rule", 0, shared.XDP_DROP)
+            assert run(gen, frame)[0] == "rule"  # not "banned"
+        for port in (25, 26, 27):  # a scan of three closed ports, over the limit of one
+            assert run(gen, frame4("10.200.1.5", dport=port)) == ("rule", 1, shared.XDP_DROP)
+        assert run(gen, frame4("10.200.1.5", dport=80)) == ("policy", None, shared.XDP_PASS)
+        # anyone else is banned as before
+        assert run(gen, frame4("10.200.1.6", dport=23)) == ("rule", 0, shared.XDP_DROP)
+        assert run(gen, frame4("10.200.1.6", dport=80)) == ("banned", None, shared.XDP_DROP)
+
+
+EVICTION = """
+version: 1
+policy: {ingress: drop}
+conntrack:
+  port_scan: {ports: 1, window: 10m, ban_for: 10m}
+rules:
+  - {name: trap, proto: tcp, dport: 23, action: ban, ban_for: 1h}
+"""
+
+
+_SYNS: dict[int, bytes] = {}
+
+
+def _syn(src: int, dport: int) -> bytes:
+    """A SYN from IPv4 source src (an int); checksums are left as the template's, which
+    the data plane does not check. These frames only ever run under BPF_PROG_TEST_RUN."""
+    if dport not in _SYNS:
+        _SYNS[dport] = frame4("0.0.0.0", dport=dport)
+    template = _SYNS[dport]
+    return template[:26] + src.to_bytes(4, "big") + template[30:]
+
+
+def _bans_by_reason(gen) -> dict[str, int]:
+    fd = gen.map_fds["bans"]
+    out: dict[str, int] = {}
+    key, nxt, first = shared.Source(), shared.Source(), True
+    while libbpf.map_next_key(fd, None if first else key, nxt):
+        first = False
+        key = shared.Source.from_buffer_copy(nxt)
+        ban = shared.Ban()
+        if libbpf.map_lookup(fd, key, ban):
+            reason = shared.BAN_REASONS[ban.reason]
+            out[reason] = out.get(reason, 0) + 1
+    return out
+
+
+def test_rule_bans_under_a_flood_of_spoofed_scan_bans():
+    """The ban table is one LRU of 65,536 sources: scan bans from spoofed sources push out
+    the oldest bans, rule bans among them. Measured and printed (docs/rule-language.md
+    gives the figure); asserted is only that the table keeps everything while it has room."""
+    rule_bans, base = 1000, 10 << 24 | 200 << 16  # 10.200.0.0 up: the rule-banned sources
+    print()
+    with loaded(from_yaml(EVICTION)) as gen:
+        gen.set_clock(T0)
+        for i in range(rule_bans):
+            run(gen, _syn(base + i, 23))
+        assert _bans_by_reason(gen) == {"rule": rule_bans}
+        flooded = 0
+        for n in (16_384, 65_536, 131_072):
+            for i in range(flooded, n):  # two closed ports each, over the scan limit of one
+                src = 11 << 24 | i  # spoofed sources 11.0.0.0 up, in frames that never leave
+                run(gen, _syn(src, 1000))
+                run(gen, _syn(src, 1001))
+            flooded = n
+            got = _bans_by_reason(gen)
+            print(f"after {n:,} spoofed scan bans: {got.get('rule', 0):,} of {rule_bans:,} rule bans remain, "
+                  f"{got.get('port-scan', 0):,} scan bans in the table")
+            if n + rule_bans <= shared.MAX_BANS // 2:
+                assert got.get("rule", 0) == rule_bans

@@ -117,3 +117,36 @@ def test_rejects_cannot_be_turned_into_a_reflector():
     # the bound above is a real one.
     assert unbudgeted["answers"] > 1000 * unbudgeted["seconds"] + 50
     assert unbudgeted["lone_connect"] == "refused"
+
+
+NEVER_BAN = """
+version: 1
+policy: {ingress: accept}
+sets:
+  trusted: {type: cidr, elements: [192.0.2.99]}
+never_ban: ["@trusted", "fd42:200::2"]
+rules:
+  - {name: trap, proto: tcp, dport: 25, action: ban, ban_for: 10m}
+"""
+
+
+def test_never_ban_follows_its_set_and_apply_warns_of_the_gateway(lab, tmp_path):
+    subprocess.run(["ip", "-n", lab.server_ns, "route", "add", "default", "via", "10.200.0.2"], check=True)
+    res = apply(lab, write(tmp_path, NEVER_BAN))
+    assert "never_ban does not cover the default gateway, 10.200.0.2" in res.stderr, res.stderr
+    # not exempt yet: the trap bans the client
+    assert lab.tcp_connect(25, timeout=0.5) == "timeout"
+    assert lab.tcp_connect(8080, timeout=0.5) == "timeout"
+    assert bpfwall("unban", "10.200.0.2", "--netns", lab.server_ns).returncode == 0
+    # a live set change exempts it: the trap still drops, but no ban follows
+    assert bpfwall("set", "add", "trusted", "10.200.0.0/24", "--netns", lab.server_ns).returncode == 0
+    assert lab.tcp_connect(25, timeout=0.5) == "timeout"
+    assert lab.tcp_connect(8080) == "open"
+    # a literal address: the client's IPv6 address is exempt from the start
+    assert lab.tcp_connect(25, v6=True, timeout=0.5) == "timeout"
+    assert lab.tcp_connect(8080, v6=True) == "open"
+    assert json.loads(bpfwall("bans", "--netns", lab.server_ns, "--json").stdout) == []
+    assert stats(lab)["guard"]["bans_added"] == 1
+    # with the gateway in never_ban the warning goes
+    res = apply(lab, write(tmp_path, NEVER_BAN.replace('"fd42:200::2"', '"fd42:200::2", 10.200.0.2')))
+    assert "default gateway" not in res.stderr

@@ -99,6 +99,9 @@ def test_limits_bans_and_defences(tmp_path):
           syn_cookies: {ports: [80, "8000-8002"], rate: 200/second}
           port_scan: {ports: 10, window: 30s, ban_for: 1h}
           reject_budget: {rate: 200/second, source_burst: 2}
+        sets:
+          mon: {type: cidr, elements: ["2001:db8::/64"]}
+        never_ban: [192.0.2.1, "@mon"]
         rules:
           - {name: ping, proto: icmp, action: accept, limit: 10/second}
           - {name: up, proto: udp, action: accept, limit: {rate: 1000/second, bytes: true}}
@@ -115,6 +118,9 @@ def test_limits_bans_and_defences(tmp_path):
     assert rs.conntrack["syn_cookies"] == {"ports": [80, 8000, 8001, 8002], "count": 200, "period": 1,
                                            "burst": 200}
     assert rs.conntrack["port_scan"] == {"ports": 10, "window": 30, "ban_for": 3600}
+    assert rs.never_ban == ["192.0.2.1/32", "@mon"]
+    assert rs.never_banned(ipaddress.ip_address("192.0.2.1")) and rs.never_banned(ipaddress.ip_address("2001:db8::9"))
+    assert not rs.never_banned(ipaddress.ip_address("192.0.2.2"))
     # what the budget does not say keeps the kernel's defaults
     assert rs.reject_budget() == {"count": 200, "period": 1, "burst": 50, "source_count": 1, "source_period": 1,
                                   "source_burst": 2}
@@ -189,6 +195,8 @@ BAD = [
     ("reject budget rate", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {rate: lots}\n", 4, "not a rate"),
     ("reject budget burst", "version: 1\npolicy: {}\nconntrack:\n  reject_budget: {source_burst: 0}\n", 4,
      "out of range"),
+    ("never_ban unknown set", "version: 1\npolicy: {}\nnever_ban: [\"@nope\"]\n", 3, "unknown set"),
+    ("never_ban bad cidr", "version: 1\npolicy: {}\nnever_ban: [10.0.0.300]\n", 3, "10.0.0.300"),
     ("empty file", "", 1, "empty"),
     ("not a mapping", "- a\n- b\n", 1, "mapping"),
 ]

@@ -18,6 +18,7 @@ conntrack:
   syn_cookies: {ports: [80, 443], rate: 1000/second}
   port_scan: {ports: 20, window: 10s, ban_for: 10m}
   reject_budget: {rate: 100/second, burst: 10, per_source: 2/second, source_burst: 4}
+never_ban: [192.0.2.1/32, "@bad"]
 sets:
   bad: {type: cidr, elements: [203.0.113.0/24, "2001:db8:bad::/48", 198.51.100.7]}
   web: {type: port, elements: [80, 443, "8000-8100"]}
