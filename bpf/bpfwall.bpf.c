@@ -16,13 +16,13 @@
 #include "classify.h"
 #include "conntrack.h"
 #include "reject.h"
+#include "reject_skb.h"
 #include "log.h"
 #include "ratelimit.h"
 #include "syncookie.h"
 
-/* tcx verdicts (linux/pkt_cls.h): next program (or pass), drop. */
+/* tcx verdict (linux/pkt_cls.h): the next program, or pass. */
 #define TCX_NEXT -1
-#define TCX_DROP 2
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -296,12 +296,12 @@ int bpfwall_ingress(struct xdp_md *ctx)
 	return act(ctx, &pkt, action, quiet);
 }
 
-/* Egress has no reply path of its own: reject drops the packet. */
+/* A rejected packet becomes its refusal, handed to the local stack. */
 SEC("tc")
 int bpfwall_egress(struct __sk_buff *skb)
 {
 	struct packet pkt = {};
-	int parsed;
+	int parsed, action, verdict;
 
 	parsed = parse_skb(skb, &pkt);
 	if (parsed == PARSE_NOT_IP) {
@@ -312,5 +312,13 @@ int bpfwall_egress(struct __sk_buff *skb)
 		count(skb->ifindex, BPFWALL_CNT_MALFORMED, skb->len, 0);
 		return TCX_DROP;
 	}
-	return judge(&pkt, skb->ifindex, 0) == BPFWALL_ACT_ACCEPT ? TCX_NEXT : TCX_DROP;
+	action = judge(&pkt, skb->ifindex, 0);
+	if (action == BPFWALL_ACT_ACCEPT)
+		return TCX_NEXT;
+	if (action != BPFWALL_ACT_REJECT || !answer_due(&pkt))
+		return TCX_DROP;
+	verdict = reject_to_local(skb, &pkt);
+	count(skb->ifindex,
+	      verdict == TCX_REDIRECT ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0, 0);
+	return verdict;
 }

@@ -23,7 +23,7 @@ IPV6_EXT = {0, 43, 44, 60, 51, 135}  # hop-by-hop, routing, fragment, dest opts,
 # XDP verdicts, as the program returns them
 DROP, PASS, TX = 1, 2, 3
 # tcx verdicts of the egress program
-TCX_NEXT, TCX_DROP = -1, 2
+TCX_NEXT, TCX_DROP, TCX_REDIRECT = -1, 2, 7
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 UDP = 17
 
@@ -369,7 +369,7 @@ class Decision:
     kind: str  # rule | policy | banned | malformed | not_ip
     rule: int | None  # index into the direction's rules
     action: str  # accept | drop | reject | ban
-    verdict: int  # ingress: XDP_DROP, XDP_PASS or XDP_TX; egress: TCX_NEXT or TCX_DROP
+    verdict: int  # ingress: XDP_DROP, XDP_PASS or XDP_TX; egress: TCX_NEXT, TCX_DROP or TCX_REDIRECT
     reason: str = ""
     ct_state: int | None = None
 
@@ -434,7 +434,9 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
 
 
 def _verdict(action: str, pkt: Packet, egress: bool = False) -> int:
-    if egress:
+    if egress:  # a reject answered goes to the local stack (reject_skb.h)
+        if action == "reject" and reject_answers(pkt, egress=True):
+            return TCX_REDIRECT
         return TCX_NEXT if action == "accept" else TCX_DROP
     if action == "accept":
         return PASS
@@ -443,15 +445,16 @@ def _verdict(action: str, pkt: Packet, egress: bool = False) -> int:
     return TX if reject_answers(pkt) else DROP
 
 
-def reject_answers(pkt: Packet) -> bool:
-    """Whether `reject` sends an answer (RST or ICMP error) rather than dropping silently."""
+def reject_answers(pkt: Packet, egress: bool = False) -> bool:
+    """Whether `reject` sends an answer (RST or ICMP error) rather than dropping silently.
+    On egress an ICMP error is built only for a frame without VLAN tags."""
     if pkt.l2_multicast or not pkt.has_l4:
         return False
     if pkt.daddr.is_multicast or (not pkt.is_ipv6 and int(pkt.daddr) == 0xFFFFFFFF):
         return False
     if pkt.proto == names.TCP:
         return not pkt.tcp_flags & names.TCP_FLAGS["rst"] and pkt.l4_off <= 0x3FFF
-    return not pkt.is_icmp
+    return not pkt.is_icmp and (not egress or pkt.l3_off == 14)
 
 
 @dataclass

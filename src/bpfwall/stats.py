@@ -88,7 +88,7 @@ def summarize(scope: Scope, state: State, counts: dict[str, counters.Counts]) ->
         "drops": dict(zip(shared.DROP_REASONS, (rule_drops, policy_drops, both(shared.CNT_MALFORMED),
                                                  both(shared.CNT_BANNED)), strict=True)),
         "passed_not_ip": both(shared.CNT_NOT_IP),
-        "rejects_sent": counts["ingress"][shared.CNT_REJECT_SENT][0],
+        "rejects_sent": both(shared.CNT_REJECT_SENT),
         "rejects_suppressed": counts["ingress"][shared.CNT_REJECT_SUPPRESSED][0],
         "guard": {
             "bans_added": counts["ingress"][shared.CNT_BANS_ADDED][0],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -153,3 +154,30 @@ def test_explain_shows_connection_state(lab, tmp_path):
         assert (out["verdict"], out["decided_by"], out["ct_state"], out["agree"]) == ("drop", "policy", state, True)
     # explain neither counts nor tracks
     assert not [f for f in conntrack(lab)["flows"] if f["dport"] == 8080]
+
+
+EGRESS_REJECT = """
+version: 1
+policy: {ingress: accept, egress: accept}
+rules:
+  - {name: no-smtp-out, direction: egress, proto: tcp, dport: 25, action: reject}
+  - {name: no-dns-out, direction: egress, proto: udp, dport: 53, action: reject}
+"""
+
+
+def test_egress_reject_refuses_local_processes_at_once(lab, tmp_path):
+    """A local process is refused at once, as by nftables' output reject: connect() gets
+    ECONNREFUSED from a RST, a connected UDP socket from an ICMP port unreachable; both
+    are handed to the local stack and nothing leaves the host. The client side listens on
+    both ports, so a refusal can only be bpfwall's."""
+    apply(lab, write(tmp_path, EGRESS_REJECT))
+    for v6 in (False, True):
+        t0 = time.monotonic()
+        assert lab.tcp_connect(25, v6, frm="server", timeout=3.0) == "refused"
+        assert lab.udp_query(53, v6, frm="server", timeout=3.0) == "refused"
+        assert time.monotonic() - t0 < 2.0  # at once: no retransmission timed out
+        assert lab.tcp_connect(80, v6, frm="server") == "open"
+    s = stats(lab)
+    rules = {(r["name"], r["direction"]): r["packets"] for r in s["rules"]}
+    assert rules[("no-smtp-out", "egress")] == 2 and rules[("no-dns-out", "egress")] == 2
+    assert s["rejects_sent"] == 4

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Egress `reject`: a local process that sends to a rejected destination is
+ * refused at once, as by nftables' output reject. The packet it sent becomes,
+ * in place, the answer the destination would have given (a TCP RST, or an
+ * ICMP (v6) port unreachable quoting the packet) and is redirected to the
+ * ingress of the same device, where the local stack takes it: a connect()
+ * fails with ECONNREFUSED, and so does a connected UDP socket's next call.
+ * Nothing leaves the host. The answer goes to the host itself, so no budget
+ * applies; the caller checked answer_due().
+ */
+#ifndef BPFWALL_REJECT_SKB_H
+#define BPFWALL_REJECT_SKB_H
+
+#include "parse.h"
+#include "reject.h"
+
+/* tcx verdicts (linux/pkt_cls.h): TC_ACT_SHOT, TC_ACT_REDIRECT. */
+#define TCX_DROP     2
+#define TCX_REDIRECT 7
+
+/* The local stack takes the answer only with the host's own MAC as its
+ * destination; a swap of the outgoing frame's gives it that. */
+static __always_inline int to_local_stack(struct __sk_buff *skb)
+{
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+static __always_inline int reject_tcp_skb(struct __sk_buff *skb, const struct packet *pkt)
+{
+	__u32 l3 = pkt->l3_off, l4 = pkt->l4_off;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct tcphdr reply = {};
+	__u32 seq, payload, sum;
+	struct tcphdr *th;
+	int iplen, i;
+
+	/* Bounded offsets let the verifier follow the pointers below. */
+	if (l3 > 64 || l4 > 0x3fff)
+		return TCX_DROP;
+	if (data + sizeof(struct ethhdr) > data_end)
+		return TCX_DROP;
+	th = data + l4;
+	if ((void *)(th + 1) > data_end)
+		return TCX_DROP;
+	seq = bpf_ntohl(th->seq);
+	payload = pkt->l3_end - pkt->l4_off - th->doff * 4;
+	reply.source = th->dest;
+	reply.dest = th->source;
+	reply.doff = 5;
+	reply.rst = 1;
+	if (th->ack) {
+		reply.seq = th->ack_seq;
+	} else {
+		reply.ack = 1;
+		reply.ack_seq = bpf_htonl(seq + payload + th->syn + th->fin);
+	}
+
+	swap_macs(data);
+	iplen = write_ip_header(data + l3, data_end, pkt, IPPROTO_TCP, sizeof(reply));
+	if (iplen < 0)
+		return TCX_DROP;
+	th = data + l3 + iplen;
+	if ((void *)(th + 1) > data_end)
+		return TCX_DROP;
+	*th = reply;
+	sum = pseudo_header_sum(pkt, IPPROTO_TCP, sizeof(reply));
+#pragma unroll
+	for (i = 0; i < 10; i++)
+		sum += ((__u16 *)th)[i];
+	th->check = csum_fold(sum);
+	if (bpf_skb_change_tail(skb, l3 + iplen + sizeof(reply), 0))
+		return TCX_DROP;
+	return to_local_stack(skb);
+}
+
+static __always_inline int reject_icmp_skb(struct __sk_buff *skb, const struct packet *pkt)
+{
+	__u32 ip_hlen = pkt->is_ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u32 grow = ip_hlen + 8;
+	__u32 quote = pkt->l3_end - pkt->l3_off;
+	void *data, *data_end;
+	struct ethhdr *eth;
+	__u8 *icmp;
+	__u32 sum, i, len;
+	int iplen;
+
+	/* Room goes in after the Ethernet header: a frame with VLAN tags in it
+	 * would need them moved, and a local process's frames have none. */
+	if (pkt->l3_off != ETH_HLEN)
+		return TCX_DROP;
+	if (quote > ICMP_QUOTE_MAX)
+		quote = ICMP_QUOTE_MAX;
+	quote &= ~1u; /* an even quote keeps the checksum loop simple */
+	/* The packet sent stays where it is and becomes the quote behind the
+	 * new IP and ICMP headers. */
+	if (bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_MAC, 0))
+		return TCX_DROP;
+	len = ETH_HLEN + grow + quote;
+	if (bpf_skb_change_tail(skb, len, 0) || bpf_skb_pull_data(skb, len))
+		return TCX_DROP;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return TCX_DROP;
+	swap_macs(eth);
+	iplen = write_ip_header(data + ETH_HLEN, data_end, pkt,
+				pkt->is_ipv6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, 8 + quote);
+	if (iplen < 0)
+		return TCX_DROP;
+	icmp = data + ETH_HLEN + iplen;
+	if ((void *)(icmp + 8) > data_end)
+		return TCX_DROP;
+	if (pkt->is_ipv6) {
+		icmp[0] = ICMPV6_DEST_UNREACH;
+		icmp[1] = ICMPV6_PORT_UNREACH;
+	} else {
+		icmp[0] = ICMP_DEST_UNREACH;
+		icmp[1] = ICMP_PORT_UNREACH;
+	}
+	*(__u16 *)(icmp + 2) = 0;
+	*(__u32 *)(icmp + 4) = 0;
+	sum = pkt->is_ipv6 ? pseudo_header_sum(pkt, IPPROTO_ICMPV6, 8 + quote) : 0;
+	for (i = 0; i < (8 + ICMP_QUOTE_MAX) / 2; i++) {
+		__u16 *word = (__u16 *)(icmp + i * 2);
+
+		if (i * 2 >= 8 + quote || (void *)(word + 1) > data_end)
+			break;
+		sum += *word;
+	}
+	*(__u16 *)(icmp + 2) = csum_fold(sum);
+	return to_local_stack(skb);
+}
+
+/* Turns pkt into its refusal for the local stack: TCX_REDIRECT, or TCX_DROP
+ * where it cannot. A global function, verified once. */
+__noinline int reject_to_local(struct __sk_buff *skb, const struct packet *pkt)
+{
+	if (!pkt)
+		return TCX_DROP;
+	if (pkt->proto == IPPROTO_TCP)
+		return reject_tcp_skb(skb, pkt);
+	return reject_icmp_skb(skb, pkt);
+}
+
+#endif
