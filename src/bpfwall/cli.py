@@ -6,6 +6,7 @@ problem on stderr, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -502,11 +503,16 @@ def status(ns: str | None, as_json: bool) -> None:
 
 def _file_differs(scope: Scope) -> str | None:
     """Why the rule file that was applied no longer says what is in force, or None."""
+    from . import config
     from . import diff as diff_mod
 
     live = scope.require_state().rules()
     if not os.path.exists(live.source):
         return "no longer exists"
+    with contextlib.suppress(OSError):  # the same bytes: no need to load them again
+        raw = config.read_regular_file(live.source, config.RULE_FILE_MAX_BYTES, "rule file")
+        if live.source_digest and config.digest(raw) == live.source_digest:
+            return None
     try:
         on_disk = _load(live.source)
     except InputError:
@@ -659,7 +665,7 @@ def conntrack(ns: str | None, as_json: bool) -> None:
     if not data["tracking"]:
         out.print("connection tracking is off: no rule of the applied file matches 'ct'")
         return
-    ends = [(_endpoint(f["src"], f["sport"], f["family"]), _endpoint(f["dst"], f["dport"], f["family"]))
+    ends = [(names.endpoint(f["src"], f["sport"], f["family"]), names.endpoint(f["dst"], f["dport"], f["family"]))
             for f in data["flows"]]
     # An address is never cut or folded: its columns are as wide as the widest one, and
     # the table may run past the terminal (or a pipe's 80 columns) rather than lose it.
@@ -676,10 +682,6 @@ def conntrack(ns: str | None, as_json: bool) -> None:
     t.caption = (f"created {data['created']}, evicted when full {data['evicted']}, "
                  f"invalid packets {data['invalid_packets']}; packets and bytes: opener / replies")
     wide.print(t)
-
-
-def _endpoint(addr: str, port: int, family: int) -> str:
-    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
 
 
 @main.command()

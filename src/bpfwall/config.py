@@ -7,6 +7,7 @@ that every problem is one line naming the file and line it comes from.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -174,7 +175,14 @@ def load(path: str) -> Ruleset:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
-    return loads(text, path)
+    ruleset = loads(text, path)
+    ruleset.source_digest = digest(raw)
+    return ruleset
+
+
+def digest(raw: bytes) -> str:
+    """What a rule file's bytes are recorded as, to tell later whether it changed."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 def loads(text: str, filename: str = "<rules>") -> Ruleset:

@@ -7,7 +7,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from . import config, conntrack, stats
+from . import config, conntrack, names, stats
 from .dataplane import Scope, require_root
 from .lab import Lab
 
@@ -88,7 +88,8 @@ def run_demo(out: Console) -> int:
         flows = conntrack.flows(scope)
         out.print(f"connection table (bpfwall conntrack): {flows['live']} live flows, e.g.")
         for f in [f for f in flows["flows"] if f["proto"] in ("tcp", "udp")][:4]:
-            out.print(f"  {f['proto']} {f['src']}:{f['sport']} -> {f['dst']}:{f['dport']} {f['state']}, "
+            src, dst = (names.endpoint(f[a], f[p], f["family"]) for a, p in (("src", "sport"), ("dst", "dport")))
+            out.print(f"  {f['proto']} {src} -> {dst} {f['state']}, "
                       f"packets {f['packets'][0]} from the opener / {f['packets'][1]} replies")
     out.print("lab removed" + ("" if not failures else f"; {failures} probe(s) did not behave as expected"))
     return 1 if failures else 0

@@ -77,7 +77,7 @@ def text(d: dict[str, Any]) -> str:
     def ep(addr: str, port_key: str) -> str:
         if port_key not in d:
             return addr
-        return f"[{addr}]:{d[port_key]}" if d["family"] == 6 else f"{addr}:{d[port_key]}"
+        return names.endpoint(addr, d[port_key], d["family"])
 
     extra = f" flags {d['tcp_flags']}" if d.get("tcp_flags") else ""
     if "icmp_type" in d:

@@ -117,3 +117,8 @@ TCP_FLAGS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "u
 # Accepted on ingress after every rule and before the policy, so that a
 # default-drop policy never cuts IPv6 neighbour discovery or path MTU discovery.
 ESSENTIAL_ICMPV6_TYPES = (2, 133, 134, 135, 136)
+
+
+def endpoint(addr: str, port: int, family: int) -> str:
+    """addr:port as people write it: an IPv6 address in brackets."""
+    return f"[{addr}]:{port}" if family == 6 else f"{addr}:{port}"
