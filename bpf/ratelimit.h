@@ -8,7 +8,7 @@
  * with a limit that a packet does not pass are skipped: classification goes
  * on from the next rule, as nftables' `limit` does.
  *
- * Bans live in a scope-level LRU table checked before anything else; an entry
+ * Bans live in scope-level LRU tables checked before anything else; an entry
  * expires by itself (the data plane deletes it when it sees it stale).
  */
 #ifndef BPFWALL_RATELIMIT_H
@@ -48,12 +48,14 @@ struct {
 	__type(value, __u64);
 } source_tat SEC(".maps");
 
+/* Bans by rules, and bans for port scans, each in a table of its own: forged
+ * scans from a flood of sources churn their own table, never the rules'. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, BPFWALL_MAX_BANS);
 	__type(key, struct bpfwall_source);
 	__type(value, struct bpfwall_ban);
-} bans SEC(".maps");
+} bans SEC(".maps"), scan_bans SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -244,22 +246,29 @@ __noinline int allow_all_rules(void)
 	return 0;
 }
 
-/* Whether the packet's source is banned now; a stale ban is removed. */
-__noinline int is_banned(const struct packet *pkt)
+/* Whether table holds a ban of src in force; a stale one is removed. */
+static __always_inline int banned_in(void *table, struct bpfwall_source *src)
 {
-	struct bpfwall_source src = {};
-	struct bpfwall_ban *ban;
+	struct bpfwall_ban *ban = bpf_map_lookup_elem(table, src);
 
-	if (!pkt)
-		return 0;
-	source_of(pkt, &src);
-	ban = bpf_map_lookup_elem(&bans, &src);
 	if (!ban)
 		return 0;
 	if (ban->expires_ns > guard_clock())
 		return 1;
-	bpf_map_delete_elem(&bans, &src);
+	bpf_map_delete_elem(table, src);
 	return 0;
+}
+
+/* Whether the packet's source is banned now: by a rule, or (while scans are
+ * watched) for a scan. */
+__noinline int is_banned(const struct packet *pkt)
+{
+	struct bpfwall_source src = {};
+
+	if (!pkt)
+		return 0;
+	source_of(pkt, &src);
+	return banned_in(&bans, &src) || (cfg.scan_ports && banned_in(&scan_bans, &src));
 }
 
 __noinline int ban_source(const struct packet *pkt, __u64 ban_ns, __u32 reason, __u32 rule)
@@ -275,6 +284,8 @@ __noinline int ban_source(const struct packet *pkt, __u64 ban_ns, __u32 reason, 
 	ban.reason = reason;
 	ban.generation = cfg.generation;
 	ban.rule = rule;
+	if (reason == BPFWALL_BAN_SCAN)
+		return bpf_map_update_elem(&scan_bans, &src, &ban, BPF_ANY) == 0;
 	return bpf_map_update_elem(&bans, &src, &ban, BPF_ANY) == 0;
 }
 

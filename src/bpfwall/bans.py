@@ -1,8 +1,9 @@
-"""The ban table: the sources `action: ban` rules and the port-scan watch banned.
+"""The ban tables: the sources `action: ban` rules banned, and those the port-scan watch banned.
 
-The table is a scope-level LRU hash pinned beside the log ring, so bans outlive
+The tables are scope-level LRU hashes pinned beside the log ring, so bans outlive
 applies; entries expire by themselves (the data plane deletes a stale one when
-it sees it, and `bans` leaves stale ones out).
+it sees it, and `bans` leaves stale ones out). Scan bans have a table of their own,
+so that forged scans from many sources cannot push the rules' bans out.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from .errors import InputError, RuntimeFailure
 NS = 1_000_000_000
 
 
+TABLES = ("bans", "scan_bans")
+
+
 @contextlib.contextmanager
-def _maps(scope: Scope) -> Iterator[tuple[int, int]]:
-    """fds of the scope's ban table and test clock."""
-    fds = scope.open_pinned(("bans", "test_clock"))
+def _maps(scope: Scope) -> Iterator[tuple[list[int], int]]:
+    """fds of the scope's ban tables (TABLES) and test clock."""
+    fds = scope.open_pinned((*TABLES, "test_clock"))
     if fds is None:
-        raise RuntimeFailure("the ban table is missing from bpffs: re-apply the rules")
+        raise RuntimeFailure("the ban tables are missing from bpffs: re-apply the rules")
     try:
-        yield fds["bans"], fds["test_clock"]
+        yield [fds[t] for t in TABLES], fds["test_clock"]
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -82,15 +86,10 @@ def listing(scope: Scope) -> list[dict[str, Any]]:
     """Every ban in force, the longest-running last to expire first."""
     state = scope.require_state()
     out = []
-    with _maps(scope) as (fd, clock_fd):
+    with _maps(scope) as (fds, clock_fd):
         now = clock_ns(clock_fd)
-        key, nxt = shared.Source(), shared.Source()
-        first = True
-        while libbpf.map_next_key(fd, None if first else key, nxt):
-            first = False
-            key = shared.Source.from_buffer_copy(nxt)
-            ban = shared.Ban()
-            if not libbpf.map_lookup(fd, key, ban) or ban.expires_ns <= now:
+        for key, ban in (kb for fd in fds for kb in _entries(fd)):
+            if ban.expires_ns <= now:
                 continue
             out.append({
                 "source": source_text(key),
@@ -103,23 +102,43 @@ def listing(scope: Scope) -> list[dict[str, Any]]:
     return sorted(out, key=lambda b: -b["expires_in"])
 
 
+def _entries(fd: int) -> Iterator[tuple[shared.Source, shared.Ban]]:
+    key, nxt = shared.Source(), shared.Source()
+    first = True
+    while libbpf.map_next_key(fd, None if first else key, nxt):
+        first = False
+        key = shared.Source.from_buffer_copy(nxt)
+        ban = shared.Ban()
+        if libbpf.map_lookup(fd, key, ban):
+            yield key, ban
+
+
 def unban(scope: Scope, text: str) -> str:
-    """Lifts the ban on a source; InputError if it is not banned."""
+    """Lifts the ban on a source, by rule and for scans; InputError if it is not banned."""
     src = parse_source(text)
     scope.require_state()
-    with _maps(scope) as (fd, clock_fd):
-        ban = shared.Ban()
-        live = libbpf.map_lookup(fd, src, ban) and ban.expires_ns > clock_ns(clock_fd)
-        libbpf.map_delete(fd, src)
+    live = False
+    with _maps(scope) as (fds, clock_fd):
+        now = clock_ns(clock_fd)
+        for fd in fds:
+            ban = shared.Ban()
+            live |= bool(libbpf.map_lookup(fd, src, ban)) and ban.expires_ns > now
+            libbpf.map_delete(fd, src)
     if not live:
         raise InputError(f"{source_text(src)} is not banned")
     return source_text(src)
 
 
-def is_banned(scope: Scope, address: str) -> bool:
-    """Whether the source ADDRESS (any address of a banned IPv6 /64) is banned now."""
+def is_banned(scope: Scope, address: str, scans: bool = True) -> bool:
+    """Whether the source ADDRESS (any address of a banned IPv6 /64) is banned now: by a
+    rule, or for a scan (when scans, as the data plane counts those only while it watches
+    for scans)."""
     net = ipaddress.ip_address(address)
     src = parse_source(str(ipaddress.ip_network(f"{net}/64", strict=False)) if net.version == 6 else address)
-    with _maps(scope) as (fd, clock_fd):
-        ban = shared.Ban()
-        return bool(libbpf.map_lookup(fd, src, ban)) and ban.expires_ns > clock_ns(clock_fd)
+    with _maps(scope) as (fds, clock_fd):
+        now = clock_ns(clock_fd)
+        for fd in fds if scans else fds[:1]:
+            ban = shared.Ban()
+            if libbpf.map_lookup(fd, src, ban) and ban.expires_ns > now:
+                return True
+    return False

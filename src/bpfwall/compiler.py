@@ -40,6 +40,9 @@ class Compiled:
     syn_ports: list[int] = field(default_factory=list)
     never_ban: list[Network] = field(default_factory=list)  # never_ban's literal prefixes
 
+    def bans_by_rules(self) -> bool:
+        return any(r.action == "ban" for r in self.rules)
+
     def log_states(self) -> list[shared.LogState]:
         """Per rule, its log limit as log_packet() reads it: a burst of a second's worth
         (at least one record), then the rate. GCRA admits a record while tat - now is at

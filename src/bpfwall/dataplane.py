@@ -304,15 +304,14 @@ class Scope:
         fds = self.open_pinned(SCOPE_MAPS)
         if fds is None:
             return None
-        small = ((compiled.config.bans_enabled
-                  and libbpf.map_info(fds["bans"]).max_entries < shared.MAX_BANS)
+        small = ((compiled.bans_by_rules() and libbpf.map_info(fds["bans"]).max_entries < shared.MAX_BANS)
                  or (compiled.config.scan_ports
-                     and libbpf.map_info(fds["scan_sources"]).max_entries < shared.SCAN_SOURCES))
+                     and libbpf.map_info(fds["scan_bans"]).max_entries < shared.MAX_BANS))
         if not small:
             return fds
         for fd in fds.values():
             os.close(fd)
-        report.notes.append("the ban table is made full-size; the packet log starts a new ring")
+        report.notes.append("the ban tables are made full-size; the packet log starts a new ring")
         return None
 
     def open_ct_maps(self) -> dict[str, int] | None:

@@ -56,7 +56,8 @@ def live(scope, frame: bytes, iface: str, src: str) -> dict[str, Any]:
     ct = None
     if ruleset.uses_ct():
         ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-    guard = _BansInForce(bans.is_banned(scope, src)) if ruleset.bans_enabled() else None
+    scans = "port_scan" in ruleset.conntrack
+    guard = _BansInForce(bans.is_banned(scope, src, scans)) if ruleset.bans_enabled() else None
     with SetTables(scope.gen_dir(state.generation)) as tables:
         ruleset.cidr_sets = {name: tables.view(slot) for name, slot in ruleset.set_slots().items()}
         ref = reference.decide(ruleset, frame, iface, ct=ct, now=conntrack_mod.now_ns(), learn=False,

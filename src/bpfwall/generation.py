@@ -24,8 +24,8 @@ CT_MAPS = ("conntrack", "ct_stats")
 # Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
 SET_MAPS = ("set4", "set6", "set_version")
 # Maps of the scope that every generation shares, so readers and bans outlive applies:
-# the packet log ring, the ban table, the port-scan watch, and the test clock.
-SCOPE_MAPS = ("log_ring", "bans", "scan_sources", "test_clock")
+# the packet log ring, the ban tables (by rules, for scans), the port-scan watch, the test clock.
+SCOPE_MAPS = ("log_ring", "bans", "scan_bans", "scan_sources", "test_clock")
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
 
@@ -82,9 +82,10 @@ class Generation:
                 compiled.config.reject_source_cost_ns and any(r.action == "reject" for r in compiled.rules))
             obj.set_max_entries("source_tat", shared.SOURCE_BUCKETS if per_source else 1)
             if not log_fds:  # the scope's tables are made here: sized for this rule set
-                guard = bool(compiled.config.bans_enabled)
-                obj.set_max_entries("bans", shared.MAX_BANS if guard else 1)
-                obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if compiled.config.scan_ports else 1)
+                scans = bool(compiled.config.scan_ports)
+                obj.set_max_entries("bans", shared.MAX_BANS if compiled.bans_by_rules() else 1)
+                obj.set_max_entries("scan_bans", shared.MAX_BANS if scans else 1)
+                obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if scans else 1)
             obj.set_variable(".rodata", "cfg", bytes(compiled.config))
             obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
             obj.set_value_size("rule_allow", (compiled.n_summary + compiled.n_words) * 8)
