@@ -48,6 +48,7 @@ $(OBJ_DIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 lint: venv
 	$(BIN)/ruff check src tests bench
 	scripts/check-bpf-includes.sh $(BPF_CFLAGS) -- bpf/*.bpf.c
+	scripts/check-bpf-headers.sh $(BPF_CFLAGS) -- bpf/*.h
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h
 
 test: setup build lint

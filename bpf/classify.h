@@ -14,9 +14,8 @@
 #define BPFWALL_CLASSIFY_H
 
 #include "shared.h"
+#include "cfg.h"
 #include "parse.h"
-
-const volatile struct bpfwall_config cfg = {};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

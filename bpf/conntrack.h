@@ -12,6 +12,7 @@
 #define BPFWALL_CONNTRACK_H
 
 #include "shared.h"
+#include "cfg.h"
 #include "parse.h"
 
 #define NSEC 1000000000ULL

@@ -10,6 +10,7 @@
 #define BPFWALL_LOG_H
 
 #include "shared.h"
+#include "cfg.h"
 #include "parse.h"
 
 struct {

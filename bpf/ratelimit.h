@@ -15,6 +15,8 @@
 #define BPFWALL_RATELIMIT_H
 
 #include "shared.h"
+#include "cfg.h"
+#include "classify.h"
 #include "parse.h"
 
 /* Rule index -> action | (1 + param index) << PARAM_SHIFT. */
