@@ -45,6 +45,7 @@ CTS_CREATED, CTS_INVALID, CTS_N = 0, 1, 2
 DIRECTIONS = {"ingress": 0, "egress": 1}
 
 ACT_ACCEPT, ACT_DROP, ACT_REJECT, ACT_BAN = 0, 1, 2, 3
+ACT_SYNCOOKIE = 4  # judge()'s verdict for a SYN answered with a cookie; never a rule's action
 ACTIONS = {"accept": ACT_ACCEPT, "drop": ACT_DROP, "reject": ACT_REJECT, "ban": ACT_BAN}
 ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
 ACTION_MASK = 0xFF
