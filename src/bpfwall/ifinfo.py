@@ -21,6 +21,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from . import netns
+from .errors import RuntimeFailure
 
 # include/uapi/linux/netdev.h (the header is newer than this distribution's)
 NETDEV_FAMILY = "netdev"
@@ -93,19 +94,18 @@ UNDELIVERED_STATS = ("xdp_tx_errors", "drops")
 
 def undelivered(name: str, ns: str | None) -> int | None:
     """Frames the interface failed to send after XDP (the kernel's count since the interface
-    was created, over its queues), or None where its driver does not count them."""
-    with netns.enter(ns):
-        try:
+    was created, over its queues), or None where its driver does not count them, or where
+    this process cannot look (a group member without root cannot enter a namespace)."""
+    try:
+        with netns.enter(ns):
             eth = IoctlEthtool(name)
-        except OSError:
-            return None
-        try:
-            stats: dict[str, Any] = dict(eth.get_statistics())
-        except (EthtoolError, OSError, ValueError):
-            return None
-        finally:
-            with contextlib.suppress(OSError):
-                eth.close()
+            try:
+                stats: dict[str, Any] = dict(eth.get_statistics())
+            finally:
+                with contextlib.suppress(OSError):
+                    eth.close()
+    except (RuntimeFailure, EthtoolError, OSError, ValueError):
+        return None
     total, seen = 0, False
     for key, value in stats.items():
         if key.startswith("rx_queue_") and key.split("_", 3)[-1] in UNDELIVERED_STATS:
