@@ -18,6 +18,9 @@ Path = tuple[Any, ...]
 # anchors and aliases (the 'billion laughs': a dozen lines that expand to billions of values)
 # are refused outright, as a rule file says each thing once (sets are for reuse).
 MAX_DEPTH = 32
+# A line longer than this is refused before YAML sees it: nothing in a rule file needs one,
+# and a scalar of many megabytes would cost its whole length to parse only to be refused.
+MAX_LINE = 1 << 20
 
 # libyaml's parser when PyYAML was built with it (its wheels are): ten times faster.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -25,6 +28,13 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
     """Returns (value, lines) where lines maps a path of keys and indexes to a 1-based line."""
+    if len(text) > MAX_LINE:  # only then can a line be too long
+        lengths = [len(line) for line in text.split("\n")]
+        longest = max(lengths)
+        if longest > MAX_LINE:
+            raise InputError(f"{filename}:{lengths.index(longest) + 1}: a line of {longest:,} characters; "
+                             f"a rule file's lines may have at most {MAX_LINE:,} (long lists of addresses "
+                             "belong in a set file)")
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
