@@ -136,28 +136,13 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
 
 def _guard_sessions(scope: Scope, ruleset, targets: list[str]) -> None:
     """Refuses a rule set that would cut an SSH session arriving on the targets."""
-    import os
-
     from . import lockout
 
+    def live_table():
+        return conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
+
     with netns.enter(scope.ns):
-        try:
-            sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
-            if not sessions:
-                return
-            ct = None
-            if ruleset.uses_ct():
-                ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-            found = lockout.threats(ruleset, sessions, targets, ct, conntrack_mod.now_ns())
-        except lockout.LookupFailed as exc:
-            raise RuntimeFailure(f"refusing to apply: cannot look for SSH sessions the rules might cut "
-                                 f"({exc})\napply with --force to go ahead without the lockout guard "
-                                 "(with --confirm SECS to get the old rules back if you lose the session)") from None
-    if found:
-        raise RuntimeFailure("refusing to apply: it would lock out SSH\n"
-                             + "\n".join(str(t) for t in found)
-                             + "\nadd a rule that accepts it, or apply with --force (with --confirm SECS "
-                             "to get the old rules back if you lose the session)")
+        lockout.guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack_mod.now_ns())
 
 
 def _await_confirmation(scope: Scope, report, seconds: int) -> None:
@@ -420,26 +405,9 @@ def _error_record(problem: str, path: str) -> dict[str, Any]:
 
 
 def _session_warnings(ruleset) -> list[str]:
-    """SSH sessions of this host the rule set would cut: what apply refuses, check warns of.
-    check has no connection table to go by, so a session is judged twice: as a tracked
-    connection (a re-apply while tracking runs), and, with rules that match connection
-    state, untracked, as a first apply finds it (the table starts empty)."""
-    import os
+    from . import lockout
 
-    from . import lockout, reference
-
-    try:
-        sessions = lockout.from_environment(dict(os.environ)) + lockout.from_sshd()
-        interfaces = ruleset.interfaces or None
-        found = [str(t) for t in lockout.threats(ruleset, sessions, interfaces, None)]
-        if ruleset.uses_ct():
-            empty = reference.Conntrack(ruleset.conntrack.get("timeouts", {}))
-            cut = {t.session for t in lockout.threats(ruleset, sessions, interfaces, None)}
-            found += [f"{t} when bpfwall's connection tracking is not running yet (a first apply)"
-                      for t in lockout.threats(ruleset, sessions, interfaces, empty, 1) if t.session not in cut]
-    except lockout.LookupFailed as exc:
-        return [f"cannot look for SSH sessions the rules might cut ({exc}); apply will refuse without --force"]
-    return found
+    return lockout.check_warnings(ruleset)
 
 
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",

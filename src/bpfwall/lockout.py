@@ -15,10 +15,12 @@ import errno
 import ipaddress
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from . import faults, names, packets, reference
+from .errors import RuntimeFailure
 from .ruleset import Ruleset
 
 TCP_ACK = 0x10
@@ -157,37 +159,43 @@ def from_sshd() -> list[Session]:
     return sessions
 
 
-def arriving_interface(session: Session) -> str | None:
-    """The interface the client's packets come in on: the route back to it, from netlink.
-    Raises LookupFailed when the kernel cannot be asked."""
+def arriving_interfaces(sessions: list[Session]) -> dict[Session, str | None]:
+    """The interface each client's packets come in on: the route back to it, from netlink
+    (one socket for all). Raises LookupFailed when the kernel cannot be asked."""
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
+    out: dict[Session, str | None] = {}
     try:
         with IPRoute() as ipr:
-            try:
-                routes = ipr.route("get", dst=session.client)
-            except NetlinkError as exc:
-                if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
-                    return None  # no way back to it from here: it does not arrive here
-                raise
-            oif = routes[0].get_attr("RTA_OIF") if routes else None
-            if oif is None:
-                return None
-            links = ipr.get_links(oif)
-            return links[0].get_attr("IFLA_IFNAME") if links else None
+            for session in dict.fromkeys(sessions):
+                out[session] = None
+                try:
+                    routes = ipr.route("get", dst=session.client)
+                except NetlinkError as exc:
+                    if exc.code in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+                        continue  # no way back to it from here: it does not arrive here
+                    raise
+                oif = routes[0].get_attr("RTA_OIF") if routes else None
+                links = ipr.get_links(oif) if oif is not None else []
+                out[session] = links[0].get_attr("IFLA_IFNAME") if links else None
     except Exception as exc:  # NetlinkError (no route: the session cannot be live), OSError
-        raise LookupFailed(f"route to {session.client} over netlink: {exc}") from None
+        raise LookupFailed(f"routes back to the SSH clients over netlink: {exc}") from None
+    return out
 
 
 def threats(ruleset: Ruleset, sessions: list[Session], interfaces: list[str] | None,
-            ct: reference.Conntrack | None, now: int = 0) -> list[Threat]:
+            ct: reference.Conntrack | None, now: int = 0,
+            arriving: dict[Session, str | None] | None = None) -> list[Threat]:
     """The sessions the rule set would cut, on the interfaces it is applied to (None:
     any interface, as `check` does not know them). ct: the connection table the rule
-    set will see; None takes each session as a tracked, established connection."""
+    set will see; None takes each session as a tracked, established connection.
+    arriving: arriving_interfaces(sessions), if the caller has it."""
+    if arriving is None:
+        arriving = arriving_interfaces(sessions)
     found = []
     for s in dict.fromkeys(sessions):
-        iface = arriving_interface(s)
+        iface = arriving.get(s)
         if interfaces is not None and iface not in interfaces:
             continue  # it does not come through the firewall
         table, at = (ct, now) if ct is not None else (_tracked(s), 1)
@@ -211,3 +219,45 @@ def _tracked(s: Session) -> reference.Conntrack:
         pkt = reference.parse(packets.build(names.TCP, src, dst, sport, dport, flags))
         ct.accepted(pkt, ct.state_of(pkt, 1), 1)
     return ct
+
+
+def guard_apply(ruleset: Ruleset, targets: list[str], ct: Callable[[], reference.Conntrack] | None,
+                now: int) -> None:
+    """What apply runs first, in the scope's namespace: RuntimeFailure naming every SSH
+    session of this host that the rule set would cut on the targets, or saying that the
+    sessions could not be looked for. ct gives the live connection table as the reference
+    model takes it (None: the rule set tracks nothing)."""
+    try:
+        sessions = from_environment(dict(os.environ)) + from_sshd()
+        if not sessions:
+            return
+        found = threats(ruleset, sessions, targets, ct() if ct else None, now)
+    except LookupFailed as exc:
+        raise RuntimeFailure(f"refusing to apply: cannot look for SSH sessions the rules might cut ({exc})\n"
+                             "apply with --force to go ahead without the lockout guard (with --confirm SECS "
+                             "to get the old rules back if you lose the session)") from None
+    if found:
+        raise RuntimeFailure("refusing to apply: it would lock out SSH\n" + "\n".join(str(t) for t in found)
+                             + "\nadd a rule that accepts it, or apply with --force (with --confirm SECS "
+                             "to get the old rules back if you lose the session)")
+
+
+def check_warnings(ruleset: Ruleset) -> list[str]:
+    """SSH sessions of this host the rule set would cut: what apply refuses, check warns of.
+    check has no connection table to go by, so a session is judged twice: as a tracked
+    connection (a re-apply while tracking runs), and, with rules that match connection
+    state, untracked, as a first apply finds it (the table starts empty)."""
+    try:
+        sessions = from_environment(dict(os.environ)) + from_sshd()
+        arriving = arriving_interfaces(sessions)
+        interfaces = ruleset.interfaces or None
+        tracked = threats(ruleset, sessions, interfaces, None, arriving=arriving)
+        found = [str(t) for t in tracked]
+        if ruleset.uses_ct():
+            cut = {t.session for t in tracked}
+            empty = reference.Conntrack(ruleset.conntrack.get("timeouts", {}))
+            found += [f"{t} when bpfwall's connection tracking is not running yet (a first apply)"
+                      for t in threats(ruleset, sessions, interfaces, empty, 1, arriving) if t.session not in cut]
+    except LookupFailed as exc:
+        return [f"cannot look for SSH sessions the rules might cut ({exc}); apply will refuse without --force"]
+    return found
