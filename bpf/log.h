@@ -13,6 +13,11 @@
 #include "cfg.h"
 #include "parse.h"
 
+/* The record's layout, kept in the object's BTF so that the Python mirror is
+ * checked against it: records live only in ring buffer memory, which BTF
+ * would otherwise not describe. Never read. */
+const volatile struct bpfwall_log_record log_record_layout = {};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, BPFWALL_LOG_RING_BYTES);

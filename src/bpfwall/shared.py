@@ -156,8 +156,8 @@ class LogState(Structure):
 
 
 class LogRecord(Structure):
-    # Not in the object's BTF (only ring buffer memory holds it), so not in STRUCTS:
-    # tests/dataplane/test_log.py checks its layout field by field from real records.
+    # In the object's BTF through log.h's log_record_layout (ring buffer memory alone would
+    # leave it out); tests/dataplane/test_log.py also reads real records field by field.
     _fields_ = [
         ("time_ns", c_uint64), ("generation", c_uint32), ("rule", c_uint32), ("ifindex", c_uint32),
         ("len", c_uint32), ("direction", c_uint8), ("action", c_uint8), ("is_ipv6", c_uint8),
@@ -291,6 +291,7 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_ct_timeouts": CtTimeouts,
     "bpfwall_set_ref": SetRef,
     "bpfwall_log_state": LogState,
+    "bpfwall_log_record": LogRecord,
     "bpfwall_drop_source": DropSource,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
