@@ -107,35 +107,38 @@ static __always_inline int shrink_to(struct xdp_md *ctx, __u32 new_len)
 	return bpf_xdp_adjust_tail(ctx, (int)new_len - (int)cur);
 }
 
-static __always_inline int reject_tcp(struct xdp_md *ctx, const struct packet *pkt)
+/*
+ * Turns the TCP segment of the frame at data into the RST its receiver would
+ * answer it with, in place: MACs swapped, a fresh IP header, a bare TCP
+ * header. Returns the length the frame must be cut to, or -1 (the segment is
+ * a RST itself, or not all there).
+ */
+static __always_inline int write_tcp_reset(void *data, void *data_end, const struct packet *pkt)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	__u32 l3 = pkt->l3_off, l4 = pkt->l4_off;
 	struct tcphdr reply = {};
-	__u32 seq, ack, payload, sum = 0;
+	__u32 seq, payload, sum;
 	struct tcphdr *th;
 	int iplen, i;
 
 	/* Bounded offsets let the verifier follow the pointers below. */
 	if (l3 > 64 || l4 > 0x3fff)
-		return XDP_DROP;
+		return -1;
 	/* The Ethernet check first: after the TCP one a compiler may drop it as
 	 * implied (clang 19 does), which the verifier cannot follow. */
 	if (data + sizeof(struct ethhdr) > data_end)
-		return XDP_DROP;
+		return -1;
 	th = data + l4;
 	if ((void *)(th + 1) > data_end || th->rst)
-		return XDP_DROP;
+		return -1;
 	seq = bpf_ntohl(th->seq);
-	ack = bpf_ntohl(th->ack_seq);
 	payload = pkt->l3_end - pkt->l4_off - th->doff * 4;
 	reply.source = th->dest;
 	reply.dest = th->source;
 	reply.doff = 5;
 	reply.rst = 1;
 	if (th->ack) {
-		reply.seq = bpf_htonl(ack);
+		reply.seq = th->ack_seq;
 	} else {
 		reply.ack = 1;
 		reply.ack_seq = bpf_htonl(seq + payload + th->syn + th->fin);
@@ -144,17 +147,57 @@ static __always_inline int reject_tcp(struct xdp_md *ctx, const struct packet *p
 	swap_macs(data);
 	iplen = write_ip_header(data + l3, data_end, pkt, IPPROTO_TCP, sizeof(reply));
 	if (iplen < 0)
-		return XDP_DROP;
+		return -1;
 	th = data + l3 + iplen;
 	if ((void *)(th + 1) > data_end)
-		return XDP_DROP;
+		return -1;
 	*th = reply;
 	sum = pseudo_header_sum(pkt, IPPROTO_TCP, sizeof(reply));
 #pragma unroll
 	for (i = 0; i < 10; i++)
 		sum += ((__u16 *)th)[i];
 	th->check = csum_fold(sum);
-	if (shrink_to(ctx, l3 + iplen + sizeof(reply)))
+	return l3 + iplen + sizeof(reply);
+}
+
+/*
+ * Writes an ICMP (v6) port unreachable header at icmp, with its checksum over
+ * it and the quote of quote bytes (even) behind it. Returns -1 when the bytes
+ * are not all there.
+ */
+static __always_inline int write_port_unreachable(__u8 *icmp, void *data_end,
+						  const struct packet *pkt, __u32 quote)
+{
+	__u32 sum, i;
+
+	if ((void *)(icmp + 8) > data_end)
+		return -1;
+	if (pkt->is_ipv6) {
+		icmp[0] = ICMPV6_DEST_UNREACH;
+		icmp[1] = ICMPV6_PORT_UNREACH;
+	} else {
+		icmp[0] = ICMP_DEST_UNREACH;
+		icmp[1] = ICMP_PORT_UNREACH;
+	}
+	*(__u16 *)(icmp + 2) = 0;
+	*(__u32 *)(icmp + 4) = 0;
+	sum = pkt->is_ipv6 ? pseudo_header_sum(pkt, IPPROTO_ICMPV6, 8 + quote) : 0;
+	for (i = 0; i < (8 + ICMP_QUOTE_MAX) / 2; i++) {
+		__u16 *word = (__u16 *)(icmp + i * 2);
+
+		if (i * 2 >= 8 + quote || (void *)(word + 1) > data_end)
+			break;
+		sum += *word;
+	}
+	*(__u16 *)(icmp + 2) = csum_fold(sum);
+	return 0;
+}
+
+static __always_inline int reject_tcp(struct xdp_md *ctx, const struct packet *pkt)
+{
+	int len = write_tcp_reset((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt);
+
+	if (len < 0 || shrink_to(ctx, len))
 		return XDP_DROP;
 	return XDP_TX;
 }
@@ -167,8 +210,6 @@ static __always_inline int reject_icmp(struct xdp_md *ctx, const struct packet *
 	__u32 quote = pkt->l3_end - l3;
 	__u8 l2[ETH_HLEN + MAX_VLAN_TAGS * 4];
 	void *data, *data_end;
-	__u8 *icmp;
-	__u32 sum, i;
 	int iplen;
 
 	if (quote > ICMP_QUOTE_MAX)
@@ -200,27 +241,8 @@ static __always_inline int reject_icmp(struct xdp_md *ctx, const struct packet *
 				pkt->is_ipv6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, 8 + quote);
 	if (iplen < 0)
 		return XDP_DROP;
-	icmp = data + l3 + iplen;
-	if ((void *)(icmp + 8) > data_end)
+	if (write_port_unreachable(data + l3 + iplen, data_end, pkt, quote))
 		return XDP_DROP;
-	if (pkt->is_ipv6) {
-		icmp[0] = ICMPV6_DEST_UNREACH;
-		icmp[1] = ICMPV6_PORT_UNREACH;
-	} else {
-		icmp[0] = ICMP_DEST_UNREACH;
-		icmp[1] = ICMP_PORT_UNREACH;
-	}
-	*(__u16 *)(icmp + 2) = 0;
-	*(__u32 *)(icmp + 4) = 0;
-	sum = pkt->is_ipv6 ? pseudo_header_sum(pkt, IPPROTO_ICMPV6, 8 + quote) : 0;
-	for (i = 0; i < (8 + ICMP_QUOTE_MAX) / 2; i++) {
-		__u16 *word = (__u16 *)(icmp + i * 2);
-
-		if (i * 2 >= 8 + quote || (void *)(word + 1) > data_end)
-			break;
-		sum += *word;
-	}
-	*(__u16 *)(icmp + 2) = csum_fold(sum);
 	return XDP_TX;
 }
 

@@ -28,49 +28,9 @@ static __always_inline int to_local_stack(struct __sk_buff *skb)
 
 static __always_inline int reject_tcp_skb(struct __sk_buff *skb, const struct packet *pkt)
 {
-	__u32 l3 = pkt->l3_off, l4 = pkt->l4_off;
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
-	struct tcphdr reply = {};
-	__u32 seq, payload, sum;
-	struct tcphdr *th;
-	int iplen, i;
+	int len = write_tcp_reset((void *)(long)skb->data, (void *)(long)skb->data_end, pkt);
 
-	/* Bounded offsets let the verifier follow the pointers below. */
-	if (l3 > 64 || l4 > 0x3fff)
-		return TCX_DROP;
-	if (data + sizeof(struct ethhdr) > data_end)
-		return TCX_DROP;
-	th = data + l4;
-	if ((void *)(th + 1) > data_end)
-		return TCX_DROP;
-	seq = bpf_ntohl(th->seq);
-	payload = pkt->l3_end - pkt->l4_off - th->doff * 4;
-	reply.source = th->dest;
-	reply.dest = th->source;
-	reply.doff = 5;
-	reply.rst = 1;
-	if (th->ack) {
-		reply.seq = th->ack_seq;
-	} else {
-		reply.ack = 1;
-		reply.ack_seq = bpf_htonl(seq + payload + th->syn + th->fin);
-	}
-
-	swap_macs(data);
-	iplen = write_ip_header(data + l3, data_end, pkt, IPPROTO_TCP, sizeof(reply));
-	if (iplen < 0)
-		return TCX_DROP;
-	th = data + l3 + iplen;
-	if ((void *)(th + 1) > data_end)
-		return TCX_DROP;
-	*th = reply;
-	sum = pseudo_header_sum(pkt, IPPROTO_TCP, sizeof(reply));
-#pragma unroll
-	for (i = 0; i < 10; i++)
-		sum += ((__u16 *)th)[i];
-	th->check = csum_fold(sum);
-	if (bpf_skb_change_tail(skb, l3 + iplen + sizeof(reply), 0))
+	if (len < 0 || bpf_skb_change_tail(skb, len, 0))
 		return TCX_DROP;
 	return to_local_stack(skb);
 }
@@ -82,8 +42,7 @@ static __always_inline int reject_icmp_skb(struct __sk_buff *skb, const struct p
 	__u32 quote = pkt->l3_end - pkt->l3_off;
 	void *data, *data_end;
 	struct ethhdr *eth;
-	__u8 *icmp;
-	__u32 sum, i, len;
+	__u32 len;
 	int iplen;
 
 	/* Room goes in after the Ethernet header: a frame with VLAN tags in it
@@ -108,29 +67,8 @@ static __always_inline int reject_icmp_skb(struct __sk_buff *skb, const struct p
 	swap_macs(eth);
 	iplen = write_ip_header(data + ETH_HLEN, data_end, pkt,
 				pkt->is_ipv6 ? IPPROTO_ICMPV6 : IPPROTO_ICMP, 8 + quote);
-	if (iplen < 0)
+	if (iplen < 0 || write_port_unreachable(data + ETH_HLEN + iplen, data_end, pkt, quote))
 		return TCX_DROP;
-	icmp = data + ETH_HLEN + iplen;
-	if ((void *)(icmp + 8) > data_end)
-		return TCX_DROP;
-	if (pkt->is_ipv6) {
-		icmp[0] = ICMPV6_DEST_UNREACH;
-		icmp[1] = ICMPV6_PORT_UNREACH;
-	} else {
-		icmp[0] = ICMP_DEST_UNREACH;
-		icmp[1] = ICMP_PORT_UNREACH;
-	}
-	*(__u16 *)(icmp + 2) = 0;
-	*(__u32 *)(icmp + 4) = 0;
-	sum = pkt->is_ipv6 ? pseudo_header_sum(pkt, IPPROTO_ICMPV6, 8 + quote) : 0;
-	for (i = 0; i < (8 + ICMP_QUOTE_MAX) / 2; i++) {
-		__u16 *word = (__u16 *)(icmp + i * 2);
-
-		if (i * 2 >= 8 + quote || (void *)(word + 1) > data_end)
-			break;
-		sum += *word;
-	}
-	*(__u16 *)(icmp + 2) = csum_fold(sum);
 	return to_local_stack(skb);
 }
 

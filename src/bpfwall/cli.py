@@ -101,9 +101,16 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     apply that holds the lock.
     """
     t0 = time.monotonic()
+    scope = Scope(ns)
+    where = f" in netns {ns}" if ns else ""
+    if confirm is None:  # the same files, in force already: nothing to load, compile or swap
+        same = scope.unchanged(path, list(interfaces), mode)
+        if same is not None:
+            out.print(f"unchanged: {path} is in force as generation {same}{where}; nothing to do "
+                      f"({time.monotonic() - t0:.2f} s)")
+            return
     ruleset = _load(path)
     tables = _compile(ruleset, path)
-    scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     targets = list(interfaces) or ruleset.interfaces
     if not targets:
@@ -123,7 +130,6 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
 
     for warning in neighbours.unexempt(ruleset, ns):
         click.echo(f"warning: {warning}", err=True)
-    where = f" in netns {ns}" if ns else ""
     ifaces = ", ".join(
         f"{n} ({'attached' if n in report.attached else 'swapped'}, {i['mode']})"
         for n, i in report.interfaces.items())

@@ -177,7 +177,19 @@ def load(path: str) -> Ruleset:
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     ruleset = loads(text, path)
     ruleset.source_digest = digest(raw)
+    ruleset.inputs[os.path.abspath(path)] = ruleset.source_digest
     return ruleset
+
+
+def inputs_unchanged(inputs: dict[str, str]) -> bool:
+    """Whether every file a rule set was loaded from still holds the same bytes."""
+    for path, was in inputs.items():
+        try:
+            if digest(read_regular_file(path, SET_FILE_MAX_BYTES, "file")) != was:
+                return False
+        except (OSError, InputError):
+            return False
+    return bool(inputs)
 
 
 def digest(raw: bytes) -> str:
@@ -228,6 +240,7 @@ class _Normaliser:
         self.base_dir = os.path.dirname(os.path.abspath(filename))
         self.cidr_sets: dict[str, CidrSet] = {}
         self.port_sets: dict[str, list[PortRange]] = {}
+        self.inputs: dict[str, str] = {}  # set files read: absolute path -> digest
 
     def run(self) -> Ruleset:
         m = self.model
@@ -277,7 +290,7 @@ class _Normaliser:
             self.p.add(("sets",), f"{len(self.cidr_sets)} address sets: at most {shared.MAX_SETS}")
         return Ruleset(rules=rules, policy=policy, interfaces=list(m.interfaces),
                        sets=sets_meta, source=os.path.abspath(self.filename), conntrack=conntrack,
-                       cidr_sets=self.cidr_sets, group=m.group, never_ban=never_ban)
+                       cidr_sets=self.cidr_sets, group=m.group, never_ban=never_ban, inputs=self.inputs)
 
     def _never_ban(self, value: Any) -> list[str]:
         """Addresses no ban touches: prefixes (as strings) and '@set' names."""
@@ -382,7 +395,9 @@ class _Normaliser:
         for i, f in enumerate(s.files):
             full = os.path.join(self.base_dir, f)
             try:
-                text = read_regular_file(full, SET_FILE_MAX_BYTES, "set file").decode("utf-8")
+                raw = read_regular_file(full, SET_FILE_MAX_BYTES, "set file")
+                self.inputs[os.path.abspath(full)] = digest(raw)
+                text = raw.decode("utf-8")
             except OSError as exc:
                 self.p.add(path + ("files", i), f"cannot read set file {full}: {exc.strerror or exc}")
                 continue

@@ -142,6 +142,31 @@ class Scope:
         return access.share(PIN_ROOT, self.pin_dir, self.gen_dir(state.generation), STATE_ROOT,
                             [self.state_path, self.sets_path], access.group_id(state.group))
 
+    def unchanged(self, path: str, interfaces: list[str], mode: str) -> int | None:
+        """The generation in force, when applying the rule file at path to interfaces would
+        change nothing: its rule set was read from these very files, byte for byte, no set
+        has changed since by `set`, every interface is protected already in that mode with
+        its link alive, and no apply is unfinished or awaiting confirmation. None: apply."""
+        from .config import inputs_unchanged
+
+        state = self.read_state()
+        if os.geteuid() != 0 or state is None or not state.interfaces or not state.ruleset:
+            return None
+        if os.path.exists(self.journal_path) or os.path.exists(self.confirm_path):
+            return None
+        inputs = state.ruleset.get("inputs") or {}
+        if os.path.abspath(path) not in inputs or not inputs_unchanged(inputs):
+            return None
+        live = _read_json(self.sets_path) or {}
+        if live.get("generation") == state.generation and live.get("sets"):
+            return None  # a set changed since: the apply puts the file's elements back
+        if any(n not in state.interfaces or mode not in ("auto", state.interfaces[n].get("mode"))
+               for n in interfaces):
+            return None
+        if not all(self._link_health(n, i, state).get("attached") for n, i in state.interfaces.items()):
+            return None
+        return state.generation
+
     def set_changes(self, state: State) -> dict[str, dict[str, Any]]:
         """Per CIDR set of the generation in force: its size and the Fix of its last change."""
         sets = {name: {"size": meta["size"]} for name, meta in (state.ruleset or {}).get("sets", {}).items()}

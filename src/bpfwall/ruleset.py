@@ -92,6 +92,8 @@ class Ruleset:
     group: str | None = None  # may read counters and state (stats, status, exporter)
     # The elements of every CIDR set; not part of to_json (the data plane holds them).
     cidr_sets: dict[str, CidrSet] = field(default_factory=dict)
+    # Every file the rule set was read from (rule file, set files): absolute path -> sha256.
+    inputs: dict[str, str] = field(default_factory=dict)
     # Sources no ban ever touches: prefixes ("192.0.2.1/32") and set names ("@monitoring").
     never_ban: list[str] = field(default_factory=list)
 
@@ -160,6 +162,7 @@ class Ruleset:
             "conntrack": self.conntrack,
             "group": self.group,
             "never_ban": self.never_ban,
+            "inputs": self.inputs,
         }
 
     @classmethod
@@ -196,4 +199,5 @@ class Ruleset:
             conntrack=data.get("conntrack", {}),
             group=data.get("group"),
             never_ban=data.get("never_ban", []),
+            inputs=data.get("inputs", {}),
         )

@@ -63,7 +63,10 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
         assert value(metrics["bpfwall_set_elements"], netns=lab.server_ns, set="office", type="cidr") == 2
         assert value(metrics["bpfwall_interface_info"], netns=lab.server_ns, interface=lab.server_if) == 1
         assert "bpfwall_program_runs" in metrics and "bpfwall_policy_packets" in metrics
-        # a re-apply: the same process follows it, and the counters carry
+        # a re-apply (of the same rules, in a file changed by a comment, so that it is not
+        # the no-op an unchanged file is): the same process follows it, and the counters carry
+        with open(path, "a") as f:
+            f.write("# applied again\n")
         apply(lab, path)
         metrics = scrape(port)
         assert value(metrics["bpfwall_generation"], netns=lab.server_ns) == 2

@@ -189,8 +189,9 @@ def test_unconfirmed_first_apply_leaves_nothing(lab, tmp_path):
 def test_two_applies_at_once_are_serialised(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
+    again = write(tmp_path, OLD + "# the same rules, so not the no-op of an unchanged file\n", "again.yaml")
     log = tmp_path / "steps"
-    first = start_apply(lab, old, env={**os.environ, "BPFWALL_TEST_PAUSE_AT": "staged:2",
+    first = start_apply(lab, again, env={**os.environ, "BPFWALL_TEST_PAUSE_AT": "staged:2",
                                        "BPFWALL_TEST_STEPS": str(log)})
     try:
         deadline = time.monotonic() + 30

@@ -110,3 +110,26 @@ def test_explain_sees_the_sets_in_force(lab, tmp_path):
     res = bpfwall(*args)
     assert res.returncode == 0, res.stdout  # kernel and reference model agree
     assert '"rule": "drop-blocked"' in res.stdout
+
+
+def test_an_unchanged_file_applies_as_a_no_op(lab, tmp_path):
+    """Applying the files in force again builds no generation; a change to the rule file,
+    to a set file, or to a set by `set` since, makes it an apply again."""
+    (tmp_path / "blocked.netset").write_text("10.200.98.0/24\n")
+    rules = write(tmp_path, RULES.replace("web: {type: port", "listed: {type: cidr, files: [blocked.netset]}\n"
+                                          "  web: {type: port"))
+
+    def generation() -> int:
+        import json
+
+        return json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)["generation"]
+
+    apply(lab, rules)
+    res = apply(lab, rules)
+    assert res.stdout.startswith("unchanged:") and generation() == 1
+    (tmp_path / "blocked.netset").write_text("10.200.97.0/24\n")  # a set file changed
+    assert apply(lab, rules).stdout.startswith("applied") and generation() == 2
+    assert apply(lab, rules, "-i", lab.server_if).stdout.startswith("unchanged:")
+    assert set_cmd(lab, "add", "blocked", CLIENT_V4).returncode == 0  # a live change since
+    assert apply(lab, rules).stdout.startswith("applied") and generation() == 3
+    assert lab.udp_query(53) == "answered"  # the apply put the file's elements back
