@@ -262,8 +262,13 @@ def test_service_and_protocol_names_from_the_system_tables():
 
 
 def test_errors_quote_a_short_excerpt_of_a_huge_value():
-    huge = "x" * 5_000_000
+    huge = "x" * 1_000_000
     with pytest.raises(InputError) as exc:
         config.loads(f"version: 1\nrules:\n  - {{name: {huge}, action: drop}}\n", "t.yaml")
     (line,) = exc.value.problems
-    assert len(line) < 300 and "5,000,000 characters" in line and line.startswith("t.yaml:3: ")
+    assert len(line) < 300 and "1,000,000 characters" in line and line.startswith("t.yaml:3: ")
+    # a line longer than a MiB is refused before YAML parses it
+    with pytest.raises(InputError) as exc:
+        config.loads(f"version: 1\nrules:\n  - {{name: {huge * 5}, action: drop}}\n", "t.yaml")
+    (line,) = exc.value.problems
+    assert line.startswith("t.yaml:3: a line of 5,000,026 characters")
