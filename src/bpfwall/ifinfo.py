@@ -12,16 +12,14 @@ veth bpfwall sends answers with a redirect to the interface itself, which does w
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
-
-from pyroute2 import IPRoute
-from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
-from pyroute2.netlink import NLM_F_REQUEST, genlmsg
-from pyroute2.netlink.exceptions import NetlinkError
-from pyroute2.netlink.generic import GenericNetlinkSocket
 
 from . import netns
 from .errors import RuntimeFailure
+
+# pyroute2 is imported where it is used: it takes a third of a second, which every
+# command that imports the data plane would pay.
 
 # include/uapi/linux/netdev.h (the header is newer than this distribution's)
 NETDEV_FAMILY = "netdev"
@@ -29,19 +27,29 @@ NETDEV_CMD_DEV_GET = 1
 NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
 
 
-class _NetdevMsg(genlmsg):
-    prefix = "NETDEV_A_DEV_"
-    nla_map = (
-        ("NETDEV_A_DEV_UNSPEC", "none"),
-        ("NETDEV_A_DEV_IFINDEX", "uint32"),
-        ("NETDEV_A_DEV_PAD", "none"),
-        ("NETDEV_A_DEV_XDP_FEATURES", "uint64"),
-    )
+@functools.cache
+def _netdev_msg() -> type:
+    """The netdev family's message, as pyroute2 decodes it."""
+    from pyroute2.netlink import genlmsg
+
+    class NetdevMsg(genlmsg):
+        prefix = "NETDEV_A_DEV_"
+        nla_map = (
+            ("NETDEV_A_DEV_UNSPEC", "none"),
+            ("NETDEV_A_DEV_IFINDEX", "uint32"),
+            ("NETDEV_A_DEV_PAD", "none"),
+            ("NETDEV_A_DEV_XDP_FEATURES", "uint64"),
+        )
+
+    return NetdevMsg
 
 
 def kinds(names: list[str], ns: str | None) -> dict[str, str]:
     """The link kind of each interface ('veth', 'bond', 'vlan', ...; '' for a device
     without one, such as a physical NIC)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     out: dict[str, str] = {}
     with netns.enter(ns), IPRoute() as ipr:
         for name in names:
@@ -56,14 +64,19 @@ def kinds(names: list[str], ns: str | None) -> dict[str, str]:
 
 def xdp_features(ifindex: int, ns: str | None) -> int | None:
     """The interface's NETDEV_XDP_ACT_* bits, or None where the kernel does not say."""
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.exceptions import NetlinkError
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+
+    msg_class = _netdev_msg()
     with netns.enter(ns):
         try:
             sock = GenericNetlinkSocket()
         except OSError:
             return None
         try:
-            sock.bind(NETDEV_FAMILY, _NetdevMsg)
-            msg = _NetdevMsg()
+            sock.bind(NETDEV_FAMILY, msg_class)
+            msg = msg_class()
             msg["cmd"] = NETDEV_CMD_DEV_GET
             msg["version"] = 1
             msg["attrs"] = [("NETDEV_A_DEV_IFINDEX", ifindex)]
@@ -96,6 +109,8 @@ def undelivered(name: str, ns: str | None) -> int | None:
     """Frames the interface failed to send after XDP (the kernel's count since the interface
     was created, over its queues), or None where its driver does not count them, or where
     this process cannot look (a group member without root cannot enter a namespace)."""
+    from pyroute2.ethtool.ioctl import EthtoolError, IoctlEthtool
+
     try:
         with netns.enter(ns):
             eth = IoctlEthtool(name)
