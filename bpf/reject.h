@@ -193,6 +193,21 @@ static __always_inline int write_port_unreachable(__u8 *icmp, void *data_end,
 	return 0;
 }
 
+/* Bytes of the packet an ICMP error quotes: its IP packet, up to
+ * ICMP_QUOTE_MAX, and even (which keeps the checksum loop simple). */
+static __always_inline __u32 icmp_quote_len(const struct packet *pkt)
+{
+	__u32 quote = pkt->l3_end - pkt->l3_off;
+
+	return (quote > ICMP_QUOTE_MAX ? ICMP_QUOTE_MAX : quote) & ~1u;
+}
+
+/* Bytes an ICMP error puts in front of its quote: an IP and an ICMP header. */
+static __always_inline __u32 icmp_header_len(const struct packet *pkt)
+{
+	return (pkt->is_ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) + 8;
+}
+
 static __always_inline int reject_tcp(struct xdp_md *ctx, const struct packet *pkt)
 {
 	int len = write_tcp_reset((void *)(long)ctx->data, (void *)(long)ctx->data_end, pkt);
@@ -205,16 +220,11 @@ static __always_inline int reject_tcp(struct xdp_md *ctx, const struct packet *p
 static __always_inline int reject_icmp(struct xdp_md *ctx, const struct packet *pkt)
 {
 	__u32 l3 = pkt->l3_off;
-	__u32 ip_hlen = pkt->is_ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	__u32 grow = ip_hlen + 8;
-	__u32 quote = pkt->l3_end - l3;
+	__u32 grow = icmp_header_len(pkt);
+	__u32 quote = icmp_quote_len(pkt);
 	__u8 l2[ETH_HLEN + MAX_VLAN_TAGS * 4];
 	void *data, *data_end;
 	int iplen;
-
-	if (quote > ICMP_QUOTE_MAX)
-		quote = ICMP_QUOTE_MAX;
-	quote &= ~1u; /* an even quote keeps the checksum loop simple */
 
 	/* Keep the L2 header (VLAN tags included) with the MACs swapped. */
 	data = (void *)(long)ctx->data;

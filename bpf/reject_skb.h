@@ -37,9 +37,8 @@ static __always_inline int reject_tcp_skb(struct __sk_buff *skb, const struct pa
 
 static __always_inline int reject_icmp_skb(struct __sk_buff *skb, const struct packet *pkt)
 {
-	__u32 ip_hlen = pkt->is_ipv6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
-	__u32 grow = ip_hlen + 8;
-	__u32 quote = pkt->l3_end - pkt->l3_off;
+	__u32 grow = icmp_header_len(pkt);
+	__u32 quote = icmp_quote_len(pkt);
 	void *data, *data_end;
 	struct ethhdr *eth;
 	__u32 len;
@@ -49,9 +48,6 @@ static __always_inline int reject_icmp_skb(struct __sk_buff *skb, const struct p
 	 * would need them moved, and a local process's frames have none. */
 	if (pkt->l3_off != ETH_HLEN)
 		return TCX_DROP;
-	if (quote > ICMP_QUOTE_MAX)
-		quote = ICMP_QUOTE_MAX;
-	quote &= ~1u; /* an even quote keeps the checksum loop simple */
 	/* The packet sent stays where it is and becomes the quote behind the
 	 * new IP and ICMP headers. */
 	if (bpf_skb_adjust_room(skb, grow, BPF_ADJ_ROOM_MAC, 0))

@@ -485,7 +485,7 @@ def _file_differs(scope: Scope) -> str | None:
         return "no longer exists"
     with contextlib.suppress(OSError):  # the same bytes: no need to load them again
         raw = config.read_regular_file(live.source, config.RULE_FILE_MAX_BYTES, "rule file")
-        if live.source_digest and config.digest(raw) == live.source_digest:
+        if config.digest(raw) == live.inputs.get(live.source):
             return None
     try:
         on_disk = _load(live.source)

@@ -176,8 +176,7 @@ def load(path: str) -> Ruleset:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     ruleset = loads(text, path)
-    ruleset.source_digest = digest(raw)
-    ruleset.inputs[os.path.abspath(path)] = ruleset.source_digest
+    ruleset.inputs[os.path.abspath(path)] = digest(raw)
     return ruleset
 
 

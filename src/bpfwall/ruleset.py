@@ -87,7 +87,6 @@ class Ruleset:
     interfaces: list[str] = field(default_factory=list)
     sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
-    source_digest: str = ""  # sha256 of the rule file's bytes when it was loaded
     conntrack: dict[str, Any] = field(default_factory=dict)  # max_entries, timeouts
     group: str | None = None  # may read counters and state (stats, status, exporter)
     # The elements of every CIDR set; not part of to_json (the data plane holds them).
@@ -158,7 +157,6 @@ class Ruleset:
             "interfaces": self.interfaces,
             "sets": self.sets,
             "source": self.source,
-            "source_digest": self.source_digest,
             "conntrack": self.conntrack,
             "group": self.group,
             "never_ban": self.never_ban,
@@ -195,7 +193,6 @@ class Ruleset:
             interfaces=data["interfaces"],
             sets=data["sets"],
             source=data["source"],
-            source_digest=data.get("source_digest", ""),
             conntrack=data.get("conntrack", {}),
             group=data.get("group"),
             never_ban=data.get("never_ban", []),
