@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import config, conntrack, names, stats
@@ -88,7 +89,9 @@ def run_demo(out: Console) -> int:
         flows = conntrack.flows(scope)
         out.print(f"connection table (bpfwall conntrack): {flows['live']} live flows, e.g.")
         for f in [f for f in flows["flows"] if f["proto"] in ("tcp", "udp")][:4]:
-            src, dst = (names.endpoint(f[a], f[p], f["family"]) for a, p in (("src", "sport"), ("dst", "dport")))
+            # escaped: rich would take "[fd42:200::2]" for a markup tag and drop it
+            src, dst = (escape(names.endpoint(f[a], f[p], f["family"]))
+                        for a, p in (("src", "sport"), ("dst", "dport")))
             out.print(f"  {f['proto']} {src} -> {dst} {f['state']}, "
                       f"packets {f['packets'][0]} from the opener / {f['packets'][1]} replies")
     out.print("lab removed" + ("" if not failures else f"; {failures} probe(s) did not behave as expected"))
