@@ -63,15 +63,31 @@ class Compiled:
     def bitvector_bytes(self) -> bytes:
         """Every class's bitvector as the data plane reads it: summary words, then words."""
         size = self.n_words * 8
+        low_bits = _word_low_bits(self.n_words)
         out = bytearray()
         for bits in self.bitvectors:
-            words = bits.to_bytes(size, "little")
-            summary = 0
-            for w in range(self.n_words):
-                if words[w * 8 : w * 8 + 8] != b"\0" * 8:
-                    summary |= 1 << w
-            out += summary.to_bytes(self.n_summary * 8, "little") + words
+            out += _summary(bits, low_bits, self.n_words).to_bytes(self.n_summary * 8, "little")
+            out += bits.to_bytes(size, "little")
         return bytes(out)
+
+
+def _word_low_bits(n_words: int) -> int:
+    """Bit 0 of every 64-bit word: the mask _summary reads."""
+    return int.from_bytes(b"\1\0\0\0\0\0\0\0" * n_words, "little")
+
+
+_BIT_CHARS = bytes.maketrans(b"\0\1", b"01")
+
+
+def _summary(bits: int, low_bits: int, n_words: int) -> int:
+    """Bit w set when 64-bit word w of bits is not zero. OR-ing each bit with the 63 above
+    it leaves word w's verdict in its bit 0; the bytes holding those bits, read as binary
+    digits, are the summary. All in C: a Python loop over 10,000 classes' words took 0.3 s."""
+    folded = bits
+    for shift in (1, 2, 4, 8, 16, 32):
+        folded |= folded >> shift
+    flags = (folded & low_bits).to_bytes(n_words * 8, "little")[::8]  # 0 or 1 per word
+    return int(flags[::-1].translate(_BIT_CHARS), 2)
 
 
 class _Classes:

@@ -10,7 +10,6 @@ figures shown are the live counters plus what was carried.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import shared
@@ -29,7 +28,10 @@ def zero() -> Counts:
 
 def rule_identity(rule: dict[str, Any]) -> str:
     """A rule as far as its counters are concerned: its name and match, not its action, log or line."""
-    return json.dumps({k: v for k, v in rule.items() if k not in ("action", "line", "log")}, sort_keys=True)
+    return repr(sorted((k, v) for k, v in rule.items() if k not in _NOT_IDENTITY))
+
+
+_NOT_IDENTITY = frozenset({"action", "line", "log"})
 
 
 def with_carried(live: dict[str, Counts], carried: dict[str, Any]) -> dict[str, Counts]:
@@ -44,27 +46,37 @@ def with_carried(live: dict[str, Counts], carried: dict[str, Any]) -> dict[str, 
     return out
 
 
-def carry(old_rules: dict[str, Any], old_totals: dict[str, Counts], new_rules: dict[str, Any]) -> dict[str, Any]:
+def carry(old_rules: dict[str, Any], old_totals: dict[str, Counts], new_rules: dict[str, Any],
+          matches: dict[str, list[tuple[int, int]]] | None = None) -> dict[str, Any]:
     """What the new generation starts from: {direction: {slot: [packets, bytes]}} (non-zero only).
 
     old_rules and new_rules are rule sets as Ruleset.to_json() gives them (the state keeps them so).
+    matches: same_rules(old_rules, new_rules), when the caller carries several blocks.
     """
+    matches = matches if matches is not None else same_rules(old_rules, new_rules)
     out: dict[str, Any] = {}
     for direction in DIRECTIONS:
-        old_index = {rule_identity(r): i for i, r in enumerate(_in(old_rules, direction))}
-        slots: dict[str, list[int]] = {}
-        for i, rule in enumerate(_in(new_rules, direction)):
-            j = old_index.get(rule_identity(rule))
-            if j is not None and old_totals[direction][j] != (0, 0):
-                slots[str(i)] = list(old_totals[direction][j])
+        totals = old_totals[direction]
+        slots: dict[str, list[int]] = {str(i): list(totals[j]) for i, j in matches[direction]
+                                       if totals[j] != (0, 0)}
         kept = list(REASON_SLOTS)
         if old_rules["policy"][direction] == new_rules["policy"][direction]:
             kept.append(POLICY_SLOTS[direction])
         for slot in kept:
-            if old_totals[direction][slot] != (0, 0):
-                slots[str(slot)] = list(old_totals[direction][slot])
+            if totals[slot] != (0, 0):
+                slots[str(slot)] = list(totals[slot])
         if slots:
             out[direction] = slots
+    return out
+
+
+def same_rules(old_rules: dict[str, Any], new_rules: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
+    """Per direction, (new index, old index) of every rule whose counters carry over."""
+    out = {}
+    for direction in DIRECTIONS:
+        old_index = {rule_identity(r): i for i, r in enumerate(_in(old_rules, direction))}
+        out[direction] = [(i, old_index[key]) for i, rule in enumerate(_in(new_rules, direction))
+                          if (key := rule_identity(rule)) in old_index]
     return out
 
 
@@ -81,7 +93,8 @@ def blocks_with_carried(live: Blocks, carried: dict[str, Any]) -> Blocks:
 
 
 def carry_blocks(old_rules: dict[str, Any], old: Blocks, new_rules: dict[str, Any]) -> dict[str, Any]:
-    out = {name: carry(old_rules, counts, new_rules) for name, counts in old.items()}
+    matches = same_rules(old_rules, new_rules)
+    out = {name: carry(old_rules, counts, new_rules, matches) for name, counts in old.items()}
     return {name: c for name, c in out.items() if c}
 
 

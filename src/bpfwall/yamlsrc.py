@@ -23,7 +23,11 @@ MAX_DEPTH = 32
 MAX_LINE = 1 << 20
 
 # libyaml's parser when PyYAML was built with it (its wheels are): ten times faster.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+STR_TAG = "tag:yaml.org,2002:str"
+
+
+_Loader: Any = _Base
 
 
 def parse(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
@@ -98,6 +102,8 @@ def _scalar(loader: Any, node: yaml.Node, filename: str, problems: list[str]) ->
     if not isinstance(node, yaml.ScalarNode):
         problems.append(f"{filename}:{node.start_mark.line + 1}: expected a plain value here")
         return None
+    if node.tag == STR_TAG:  # most of a rule file: the value is the text (what construct_object returns)
+        return node.value
     try:
         return loader.construct_object(node, deep=True)
     except yaml.YAMLError as exc:

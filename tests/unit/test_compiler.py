@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bpfwall import reference, shared
 from bpfwall.compiler import Compiled, compile_ruleset, ipv4_class
@@ -120,3 +121,15 @@ def test_too_many_rules_is_refused():
         assert "at most" in str(exc)
     else:
         raise AssertionError("compiled more rules than the data plane holds")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, (1 << (64 * n)) - 1))))
+def test_summary_marks_the_words_in_use(case):
+    """A bitvector's summary word has bit w set exactly when its word w is not zero."""
+    from bpfwall.compiler import _summary, _word_low_bits
+
+    n_words, bits = case
+    words = bits.to_bytes(n_words * 8, "little")
+    expected = sum(1 << w for w in range(n_words) if words[w * 8 : w * 8 + 8] != bytes(8))
+    assert _summary(bits, _word_low_bits(n_words), n_words) == expected

@@ -6,9 +6,11 @@ import ipaddress
 import textwrap
 
 import pytest
+from hypothesis import given, settings
 
 from bpfwall import config
 from bpfwall.errors import InputError
+from tests import strategies
 
 GOOD = """\
 version: 1
@@ -272,3 +274,19 @@ def test_errors_quote_a_short_excerpt_of_a_huge_value():
         config.loads(f"version: 1\nrules:\n  - {{name: {huge * 5}, action: drop}}\n", "t.yaml")
     (line,) = exc.value.problems
     assert line.startswith("t.yaml:3: a line of 5,000,026 characters")
+
+
+@settings(max_examples=200, deadline=None)
+@given(strategies.rulesets())
+def test_state_json_is_the_rule_set(rs):
+    """The state file's form of a rule set is plain JSON that reads back as the same rules:
+    rule_json is written out by hand for speed, so every field must be in it."""
+    import json
+    from dataclasses import asdict
+
+    from bpfwall.ruleset import Ruleset
+
+    data = json.loads(json.dumps(rs.to_json()))
+    assert Ruleset.from_json(data).rules == rs.rules
+    for rule, written in zip(rs.rules, data["rules"], strict=True):
+        assert set(written) == set(asdict(rule))
