@@ -30,10 +30,11 @@ def _nothing_left_behind():
     for line in out.splitlines():
         name = line.split()[0] if line.split() else ""
         if name.startswith("bpfwall-") and f"-{pid}-" in name:
-            from bpfwall.dataplane import Scope
+            from bpfwall import transaction
+            from bpfwall.scope import Scope
 
             try:
-                Scope(name).down()
+                transaction.down(Scope(name))
             except Exception:
                 pass
             subprocess.run(["ip", "netns", "del", name], check=False)

@@ -17,8 +17,8 @@ from ctypes import c_uint32, c_uint64
 from typing import Any
 
 from . import libbpf, shared
-from .dataplane import Scope, State
 from .errors import InputError, RuntimeFailure
+from .scope import Scope, State
 
 NS = 1_000_000_000
 

@@ -20,11 +20,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import compiler, libbpf, names, netns, packets, shared
+from . import compiler, libbpf, names, netns, packets, shared, transaction
 from . import conntrack as conntrack_mod
 from . import stats as stats_mod
-from .dataplane import ApplyReport, Scope, State, compile_all, namespace_scopes
 from .errors import BpfwallError, InputError, RuntimeFailure, clip
+from .scope import Scope, State, namespace_scopes
+from .transaction import ApplyReport, compile_all
 
 out = Console(highlight=False)
 
@@ -120,7 +121,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         raise InputError("no interface to protect: give -i IFACE or list 'interfaces:' in the rule file")
     if not force:
         _guard_sessions(scope, ruleset, targets)
-    report = scope.apply(ruleset, targets, mode, tables, confirm=confirm)
+    report = transaction.apply(scope, ruleset, targets, mode, tables, confirm=confirm)
     took = time.monotonic() - t0
     for repair in report.repairs:
         click.echo(f"repaired: {repair}", err=True)
@@ -159,33 +160,29 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
     tty = sys.stdin.isatty()
     out.print(f"keeping generation {report.generation} for {seconds} s: "
               f"{'press Enter here or ' if tty else ''}run 'bpfwall confirm{ns_arg}' to keep it")
-    token = report.confirm_token
     scope.on_wait = None  # the watchdog holds the lock for a moment when it rolls back
     armed = scope.pending_confirm() or {}
     previous = armed.get("previous", {}).get("generation", 0)
-    while True:
-        pending = scope.pending_confirm()
-        if pending is None or pending.get("token") != token:
-            state = scope.read_state()
-            if state is not None and state.generation == report.generation:
-                out.print(f"confirmed: generation {report.generation} stays")
-                return
-            raise RuntimeFailure(
-                f"generation {report.generation} was not confirmed within {seconds} s: "
-                + (f"rolled back to generation {previous}" if previous else
-                   "removed (nothing was in force before it)"))
-        if time.time() >= pending["deadline"]:
-            what = scope.expire(token)
-            if what:
-                raise RuntimeFailure(what)
-            continue  # the watchdog got there first: the loop reads what it did
-        if tty and select.select([sys.stdin], [], [], 0.2)[0]:
-            sys.stdin.readline()
-            generation = scope.confirm()
-            out.print(f"confirmed: generation {generation} stays")
-            return
+
+    def enter_pressed(seconds: float) -> bool:
         if not tty:
-            time.sleep(0.2)
+            time.sleep(seconds)
+            return False
+        if select.select([sys.stdin], [], [], seconds)[0]:
+            sys.stdin.readline()
+            return True
+        return False
+
+    rolled_back = transaction.await_confirmation(scope, report.confirm_token, enter_pressed)
+    if rolled_back:
+        raise RuntimeFailure(rolled_back)
+    state = scope.read_state()
+    if state is not None and state.generation == report.generation:
+        out.print(f"confirmed: generation {report.generation} stays")
+        return
+    raise RuntimeFailure(
+        f"generation {report.generation} was not confirmed within {seconds} s: "
+        + (f"rolled back to generation {previous}" if previous else "removed (nothing was in force before it)"))
 
 
 @main.command(name="import")
@@ -288,7 +285,7 @@ def show(ns: str | None, as_json: bool, no_elements: bool) -> None:
 @handle_errors
 def confirm(ns: str | None) -> None:
     """Keep the rule set of an 'apply --confirm' that awaits confirmation."""
-    generation = Scope(ns).confirm()
+    generation = transaction.confirm(Scope(ns))
     out.print(f"confirmed: generation {generation} stays")
 
 
@@ -431,7 +428,7 @@ def status(ns: str | None, as_json: bool) -> None:
     bpfwall of their own."""
     scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
-    st = scope.status()
+    st = transaction.status(scope)
     for repair in st["repairs"]:
         click.echo(f"repaired: {repair}", err=True)
     if st["running"]:
@@ -700,7 +697,7 @@ def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
     scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     report = ApplyReport()
-    removed = scope.down(list(interfaces) or None, report)
+    removed = transaction.down(scope, list(interfaces) or None, report)
     for repair in report.repairs:
         click.echo(f"repaired: {repair}", err=True)
     for name in interfaces:
@@ -753,7 +750,7 @@ def _set_change(name: str, values: tuple[str, ...], ns: str | None, add: bool) -
         scope.cidr_set_slot(name)  # a missing or port set is the first thing to say
     elements = _read_elements(values)
     t0 = time.monotonic()
-    changed, unchanged = scope.set_change(name, elements, add)
+    changed, unchanged = transaction.set_change(scope, name, elements, add)
     ms = (time.monotonic() - t0) * 1000
     verb = "added" if add else "removed"
     extra = f" ({unchanged} already there)" if add and unchanged else ""

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from . import libbpf, shared
-from .dataplane import Scope
 from .errors import RuntimeFailure
 from .names import PROTOCOL_NAMES
+from .scope import Scope
 
 # Linux's clock id; Python's time module does not name it.
 CLOCK_MONOTONIC_COARSE = getattr(time, "CLOCK_MONOTONIC_COARSE", 6)

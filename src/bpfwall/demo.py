@@ -8,9 +8,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import config, conntrack, names, stats
-from .dataplane import Scope, require_root
+from . import config, conntrack, names, stats, transaction
 from .lab import Lab
+from .scope import Scope, require_root
 
 RULES = os.path.join(os.path.dirname(__file__), "examples", "demo.yaml")
 
@@ -62,7 +62,7 @@ def run_demo(out: Console) -> int:
         before = {what: probe(lab, how) for what, how, _ in PROBES}
         ruleset = config.load(RULES)
         scope = Scope(lab.server_ns)
-        scope.apply(ruleset, [lab.server_if])
+        transaction.apply(scope, ruleset, [lab.server_if])
         out.print(f"applied: bpfwall apply -f {RULES} -i {lab.server_if} --netns {lab.server_ns}\n")
 
         t = Table("traffic (in: client to server, out: server to client)", "without bpfwall",

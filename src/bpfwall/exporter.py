@@ -16,8 +16,8 @@ from prometheus_client.registry import Collector
 
 from . import libbpf, netns, stats
 from .conntrack import read_table
-from .dataplane import Scope, namespace_scopes
 from .errors import BpfwallError, InputError, RuntimeFailure
+from .scope import Scope, namespace_scopes
 
 
 class BpfwallCollector(Collector):

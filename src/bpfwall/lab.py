@@ -19,8 +19,8 @@ import subprocess
 import threading
 import time
 
-from . import libbpf, netns, packets
-from .dataplane import Scope
+from . import libbpf, netns, packets, transaction
+from .scope import Scope
 
 SERVER_V4, CLIENT_V4 = "10.200.0.1", "10.200.0.2"
 SERVER_V6, CLIENT_V6 = "fd42:200::1", "fd42:200::2"
@@ -128,7 +128,7 @@ class Lab:
                 s.close()
         self._servers.clear()
         with contextlib.suppress(Exception):
-            Scope(self.server_ns).down()
+            transaction.down(Scope(self.server_ns))
         for ns in (self.server_ns, self.client_ns):
             subprocess.run(["ip", "netns", "del", ns], check=False,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import libbpf, names, shared
-from .dataplane import Scope, State
 from .errors import InputError, RuntimeFailure
+from .scope import Scope, State
 
 TCP_FLAG_NAMES = [(bit, name) for name, bit in sorted(names.TCP_FLAGS.items(), key=lambda kv: kv[1])]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import counters, ifinfo, shared
-from .dataplane import Scope, State
 from .errors import RuntimeFailure
+from .scope import Scope, State
 
 
 def collect(scope: Scope, iface: str | None = None) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from rich.console import Group
 from rich.table import Table
 
 from . import libbpf, shared, stats
-from .dataplane import Scope
 from .generation import Generation
+from .scope import Scope
 
 
 @dataclass

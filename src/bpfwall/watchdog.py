@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import sys
 import syslog
-import time
 
-from .dataplane import Scope
+from . import transaction
+from .scope import Scope
 
 
 def main(argv: list[str]) -> int:
     ns, token = (argv[0] or None), argv[1]
-    scope = Scope(ns)
-    while True:
-        pending = scope.pending_confirm()
-        if pending is None or pending.get("token") != token:
-            return 0
-        left = pending["deadline"] - time.time()
-        if left <= 0:
-            break
-        time.sleep(min(left, 1.0))
     syslog.openlog("bpfwall", syslog.LOG_PID, syslog.LOG_DAEMON)
     try:
-        what = scope.expire(token)
+        what = transaction.await_confirmation(Scope(ns), token)
     except Exception as exc:  # nobody sees stderr: say it where an operator looks
         syslog.syslog(syslog.LOG_ERR, f"rollback of an unconfirmed apply failed: {exc}; the next "
                       "bpfwall apply, status or down rolls it back")

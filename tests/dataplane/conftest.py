@@ -6,7 +6,8 @@ import contextlib
 
 import pytest
 
-from bpfwall import config, dataplane, setmaps
+from bpfwall import config, setmaps
+from bpfwall import scope as scope_mod
 from bpfwall.compiler import compile_ruleset
 from bpfwall.generation import Generation
 from bpfwall.ruleset import Ruleset
@@ -14,7 +15,7 @@ from bpfwall.ruleset import Ruleset
 
 @pytest.fixture(scope="session", autouse=True)
 def _bpffs():
-    dataplane.ensure_bpffs()
+    scope_mod.ensure_bpffs()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bpfwall import dataplane
+from bpfwall import scope as scope_mod
 from bpfwall.lab import Lab
 
 TCP_PORTS = (22, 25, 143, 8080)
@@ -18,7 +18,7 @@ UDP_PORTS = (53, 123, 514, 9999)
 
 @pytest.fixture
 def lab():
-    dataplane.ensure_bpffs()
+    scope_mod.ensure_bpffs()
     with Lab("e2e") as lab:
         for port in TCP_PORTS:
             lab.tcp_server(port)

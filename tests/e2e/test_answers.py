@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from bpfwall import dataplane
+from bpfwall import scope as scope_mod
 from bpfwall.lab import Lab
 from tests.e2e.conftest import apply, bpfwall, stats, write
 
@@ -26,7 +26,7 @@ rules:
 
 @pytest.fixture(params=["gro", "none"])
 def bare_lab(request):
-    dataplane.ensure_bpffs()
+    scope_mod.ensure_bpffs()
     with Lab("ans", peer=request.param) as lab:
         for v6 in (False, True):
             lab.tcp_server(80, v6=v6)
@@ -66,7 +66,7 @@ def test_rejects_reach_a_peer_without_xdp(bare_lab, tmp_path):
 
 def test_no_warning_without_answers(tmp_path):
     """A rule set that never answers from XDP has nothing to say about the peer."""
-    dataplane.ensure_bpffs()
+    scope_mod.ensure_bpffs()
     with Lab("ans", peer="none") as lab:
         res = apply(lab, write(tmp_path, "version: 1\npolicy: {ingress: accept}\nrules:\n"
                                          "  - {name: closed, proto: tcp, dport: 25, action: drop}\n"))

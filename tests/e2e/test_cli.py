@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 
-from bpfwall.dataplane import PIN_ROOT, STATE_ROOT, scope_name
+from bpfwall.scope import PIN_ROOT, STATE_ROOT, scope_name
 from tests.e2e.conftest import apply, bpfwall, stats, write
 
 RULES = """\

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from bpfwall import cli, exporter, stats  # noqa: F401  (loaded before the fork: nobody cannot import)
-from bpfwall.dataplane import PIN_ROOT, STATE_ROOT, Scope
+from bpfwall.scope import PIN_ROOT, STATE_ROOT, Scope
 
 from .conftest import apply, bpfwall, write
 

@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from bpfwall.dataplane import Scope
 from bpfwall.lab import CLIENT_V4, SERVER_V4
+from bpfwall.scope import Scope
 
 from .conftest import apply, bpfwall, write
 

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
-from bpfwall import dataplane
-from bpfwall.dataplane import PIN_ROOT, scope_name
+from bpfwall import scope as scope_mod
 from bpfwall.lab import Lab
+from bpfwall.scope import PIN_ROOT, scope_name
 from tests.e2e.conftest import apply, bpfwall, stats, write
 
 HOST = """\
@@ -29,7 +29,7 @@ rules:
 
 @pytest.fixture
 def lab():
-    dataplane.ensure_bpffs()
+    scope_mod.ensure_bpffs()
     with Lab("ct") as lab:
         for v6 in (False, True):
             for port in (80, 25):

@@ -13,13 +13,13 @@ import socket
 import threading
 import time
 
-from bpfwall import netns, setmaps
+from bpfwall import netns, setmaps, transaction
 from bpfwall.compiler import compile_ruleset
 from bpfwall.config import loads
-from bpfwall.dataplane import Scope
 from bpfwall.dispatcher import Dispatcher
 from bpfwall.generation import Generation
 from bpfwall.lab import CLIENT_V4, SERVER_V4
+from bpfwall.scope import Scope
 
 PORT = 7007
 ACCEPT = f"""\
@@ -37,7 +37,7 @@ DROP = ACCEPT.replace("policy: {ingress: drop}", "policy: {ingress: accept}").re
 def test_swaps_under_traffic_judge_every_packet_whole(lab):
     a, b = loads(ACCEPT, "a.yaml"), loads(DROP, "b.yaml")
     scope = Scope(lab.server_ns)
-    scope.apply(a, [lab.server_if])
+    transaction.apply(scope, a, [lab.server_if])
     with netns.enter(lab.server_ns):
         gen_a = scope.open_generation()
         gen_b = Generation.load(compile_ruleset(b), {})

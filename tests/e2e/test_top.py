@@ -11,8 +11,8 @@ import sys
 import time
 
 from bpfwall import libbpf
-from bpfwall.dataplane import Scope
 from bpfwall.lab import CLIENT_V4
+from bpfwall.scope import Scope
 from tests.e2e.conftest import apply, write
 from tests.e2e.test_cli import RULES
 

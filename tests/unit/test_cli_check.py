@@ -35,7 +35,7 @@ def test_check_bad_exit_2_one_line_each(tmp_path):
 def test_apply_without_interface_is_bad_input(tmp_path, monkeypatch):
     p = tmp_path / "r.yaml"
     p.write_text("version: 1\nrules:\n  - {name: a, action: drop}\n")
-    monkeypatch.setattr("bpfwall.dataplane.STATE_ROOT", str(tmp_path / "run"))
+    monkeypatch.setattr("bpfwall.scope.STATE_ROOT", str(tmp_path / "run"))
     res = CliRunner().invoke(main, ["apply", "-f", str(p), "--netns", "no-such-ns-for-sure"])
     assert res.exit_code == 2
     assert "no interface" in res.output

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpfwall import config
-from bpfwall.dataplane import compile_all
 from bpfwall.errors import InputError
+from bpfwall.transaction import compile_all
 
 FULL = """\
 version: 1

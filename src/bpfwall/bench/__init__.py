@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import dataplane
+from .. import scope
 
 
 @dataclass
@@ -60,8 +60,8 @@ def machine() -> dict:
 def run(plan: Plan, out_dir: str, progress: Callable[[str], None]) -> dict:
     from . import charts, latency, memory, pktcost, throughput
 
-    dataplane.require_root()
-    dataplane.ensure_bpffs()
+    scope.require_root()
+    scope.ensure_bpffs()
     os.makedirs(out_dir, exist_ok=True)
     results: dict = {"machine": machine(), "plan": plan.__dict__}
     with tempfile.TemporaryDirectory(prefix="bpfwall-bench-") as work:

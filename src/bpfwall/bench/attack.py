@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from scapy.all import IP, TCP, UDP, Ether
 
-from .. import config, libbpf, netns
-from ..dataplane import Scope
+from .. import config, libbpf, netns, transaction
 from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
+from ..scope import Scope
 from ..stats import collect
 from .throughput import _mac
 
@@ -185,7 +185,7 @@ def reflection(seconds: float = 2.0, budget: str = DEFAULT_BUDGET) -> dict:
                 with open(path, "w") as f:
                     f.write(f"{REFLECT_RULES}  {budget}\n")
                 scope = Scope(lab.server_ns)
-                scope.apply(config.load(path), [lab.server_if])
+                transaction.apply(scope, config.load(path), [lab.server_if])
                 before = lab.backscatter()
                 t0 = time.monotonic()
                 with attack.flood() as sent:
@@ -214,7 +214,7 @@ def run(seconds: float = 3.0) -> dict:
                 with open(path, "w") as f:
                     f.write(RULES)
                 scope = Scope(lab.server_ns)
-                scope.apply(config.load(path), [lab.server_if])
+                transaction.apply(scope, config.load(path), [lab.server_if])
                 phases.append(attack.measure("no flood, bpfwall", seconds, flood=False))
                 phases.append(attack.measure("flood, bpfwall", seconds, flood=True))
                 data = collect(scope)

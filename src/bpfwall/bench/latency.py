@@ -14,10 +14,10 @@ import sys
 import time
 from collections.abc import Callable
 
-from .. import cidrset
-from ..dataplane import Scope
+from .. import cidrset, transaction
 from ..errors import RuntimeFailure
 from ..lab import Lab
+from ..scope import Scope
 from . import rulesets
 
 
@@ -110,7 +110,7 @@ def _set_rows(lab: Lab, size: int, workdir: str, ns: list[str]) -> list[dict]:
     for i in range(20):
         e = (4, 0x0AC8_6400 | i, 32)  # 10.200.100.i: not in the set
         t0 = time.perf_counter()
-        scope.set_change("blocklist", [e], add=True)
+        transaction.set_change(scope, "blocklist", [e], add=True)
         samples.append(time.perf_counter() - t0)
     samples.sort()
     rows.append({"tool": "bpfwall", "operation": f"add one element to {label} (in process, median)",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 
 from scapy.all import IP, TCP, UDP, Ether
 
-from .. import config, dataplane, libbpf, setmaps
+from .. import config, libbpf, scope, setmaps
 from ..compiler import compile_ruleset
 from ..dispatcher import Dispatcher
 from ..generation import Generation
@@ -73,8 +73,8 @@ def loaded(ruleset: Ruleset) -> Generation:
 def dispatcher() -> Iterator[Callable[[Generation], int]]:
     """A dispatcher of the bench's own (pinned under PIN_ROOT, removed after); the callable
     puts a generation in force and returns the dispatcher's program to run packets through."""
-    dataplane.ensure_bpffs()
-    directory = os.path.join(dataplane.PIN_ROOT, f"bench-{os.getpid()}")
+    scope.ensure_bpffs()
+    directory = os.path.join(scope.PIN_ROOT, f"bench-{os.getpid()}")
     generation = 0
     try:
         with Dispatcher.create(directory) as disp:
@@ -89,7 +89,7 @@ def dispatcher() -> Iterator[Callable[[Generation], int]]:
     finally:
         shutil.rmtree(directory, ignore_errors=True)
         with contextlib.suppress(OSError):
-            os.rmdir(dataplane.PIN_ROOT)  # only if no firewall is pinned
+            os.rmdir(scope.PIN_ROOT)  # only if no firewall is pinned
 
 
 def measure(rule_counts: list[int], set_sizes: list[int], repeat: int, trials: int,

@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 
 from scapy.all import IP, UDP, Ether
 
-from .. import config, libbpf, netns
-from ..dataplane import Scope
+from .. import config, libbpf, netns, transaction
 from ..errors import RuntimeFailure
 from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
+from ..scope import Scope
 from ..stats import collect
 from . import rulesets
 
@@ -102,7 +102,7 @@ class Flood:
             with open(path, "w") as f:
                 f.write(rulesets.flood_rules(n_rules))
             scope = Scope(lab.server_ns)
-            scope.apply(config.load(path), [lab.server_if])
+            transaction.apply(scope, config.load(path), [lab.server_if])
 
             def read() -> int:
                 return next(r["packets"] for r in collect(scope)["rules"] if r["name"] == "flood")
@@ -110,7 +110,7 @@ class Flood:
             try:
                 yield read
             finally:
-                scope.down()
+                transaction.down(scope)
         elif name in ("nft-netdev", "nft-input"):
             hook = "netdev" if name == "nft-netdev" else "inet"
             _ns(lab, "nft", "-f", "-", stdin=rulesets.nft_rules(n_rules, hook, lab.server_if))

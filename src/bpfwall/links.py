@@ -1,0 +1,129 @@
+"""The links that put the scope's dispatcher on interfaces: XDP on ingress, tcx on egress.
+
+A link is pinned per interface and direction (scope.link_pin); once made it stays, and
+every apply after only changes what the dispatcher runs. These functions make, check,
+move and remove those links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import libbpf
+from .dispatcher import DIRECTIONS, Dispatcher
+from .errors import RuntimeFailure
+from .scope import Scope, State
+
+if TYPE_CHECKING:
+    from .transaction import ApplyReport
+
+MODES = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
+
+
+def adopt(scope: Scope, disp: Dispatcher, old: State) -> None:
+    """Puts the generation in force under a new dispatcher before links move to it,
+    so the move changes nothing a packet sees."""
+    for direction in DIRECTIONS:
+        path = os.path.join(scope.gen_dir(old.generation), direction, "prog")
+        if os.path.exists(path):
+            fd = libbpf.obj_get(path)
+            try:
+                disp.stage(direction, old.generation, fd)
+            finally:
+                os.close(fd)
+    disp.flip(old.generation)
+
+
+def attach(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
+            mode: str, egress: bool, report: ApplyReport) -> dict[str, Any]:
+    """Links the dispatcher to one interface: XDP always, tcx egress when the rule set
+    has an egress program. A link already there stays (it already runs the dispatcher)."""
+    info = {"ifindex": ifindex, "mode": attach_xdp(scope, disp, name, ifindex, old, mode, report),
+            "egress": egress}
+    if not egress:
+        return info  # an egress link left from before stays until _finish: a rollback needs it
+    pin = scope.link_pin(name, "egress")
+    fd = live_link(pin, ifindex)
+    if fd is not None:
+        point_at_dispatcher(fd, disp, "egress")
+        return info
+    fd = libbpf.link_create(disp.prog_fd("egress"), ifindex, libbpf.BPF_TCX_EGRESS)
+    try:
+        libbpf.obj_pin(fd, pin)
+    finally:
+        os.close(fd)
+    return info
+
+
+def point_at_dispatcher(fd: int, disp: Dispatcher, direction: str) -> None:
+    """Moves a link an older bpfwall pointed at a generation onto the dispatcher; the
+    dispatcher runs that same generation (_adopt), so packets see no change."""
+    try:
+        if libbpf.link_info(fd).prog_id != disp.dispatcher_id(direction):
+            libbpf.link_update(fd, disp.prog_fd(direction))
+    finally:
+        os.close(fd)
+
+
+def live_link(pin: str, ifindex: int) -> int | None:
+    """An fd of the pinned link if it is attached to ifindex; a dead pin is removed."""
+    if not os.path.exists(pin):
+        return None
+    fd = libbpf.obj_get(pin)
+    if libbpf.link_info(fd).ifindex == ifindex:
+        return fd
+    # The interface was deleted or recreated: the link is dead.
+    os.close(fd)
+    os.unlink(pin)
+    return None
+
+
+def detach(pin: str) -> bool:
+    if not os.path.exists(pin):
+        return False
+    fd = libbpf.obj_get(pin)
+    try:
+        with contextlib.suppress(libbpf.BpfError):
+            libbpf.link_detach(fd)
+    finally:
+        os.close(fd)
+    os.unlink(pin)
+    return True
+
+
+def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
+                mode: str, report: ApplyReport) -> str:
+    pin = scope.link_pin(name)
+    fd = live_link(pin, ifindex)
+    if fd is not None:
+        have = (old or {}).get("mode", "native")
+        if mode not in ("auto", have):
+            os.close(fd)
+            raise RuntimeFailure(
+                f"{name} is attached in {have} mode; run 'bpfwall down{scope.ns_arg()} -i {name}' first "
+                f"to change to {mode} (it leaves the interface open meanwhile)")
+        point_at_dispatcher(fd, disp, "ingress")
+        report.swapped.append(name)
+        return have
+    tries = ["native", "generic"] if mode == "auto" else [mode]
+    for i, m in enumerate(tries):
+        try:
+            fd = libbpf.link_create(disp.prog_fd("ingress"), ifindex, libbpf.BPF_XDP, MODES[m])
+            break
+        except libbpf.BpfError as exc:
+            if exc.errno in (errno.EBUSY, errno.EEXIST):
+                raise RuntimeFailure(
+                    f"{name} already has an XDP program that is not bpfwall's; remove it first "
+                    f"(ip link set dev {name} xdp off)") from None
+            if i + 1 == len(tries):
+                hint = " (try --mode generic)" if m == "native" else ""
+                raise RuntimeFailure(f"cannot attach to {name} in {m} mode: {exc}{hint}") from None
+    try:
+        libbpf.obj_pin(fd, pin)
+    finally:
+        os.close(fd)
+    report.attached.append(name)
+    return m
