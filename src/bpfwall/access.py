@@ -13,10 +13,7 @@ import os
 import stat
 
 from .errors import RuntimeFailure
-
-# Pins a reader opens: per generation and direction, and of the scope.
-READ_GENERATION = ("counters", "log_state", "log_lost")
-READ_SCOPE = ("conntrack", "ct_stats")
+from .maps import READ_GENERATION, READ_SCOPE  # the pins a reader opens
 
 
 def group_id(name: str | None) -> int | None:

@@ -17,11 +17,12 @@ from ctypes import c_uint32
 
 from . import libbpf
 from .errors import RuntimeFailure
+from .maps import DISPATCH_MAPS
 
 DIRECTIONS = ("ingress", "egress")
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
 SLOTS = {"ingress": "ingress_gens", "egress": "egress_gens"}
-MAPS = ("active", *SLOTS.values())
+MAPS = tuple(m.name for m in DISPATCH_MAPS)
 
 
 def object_path() -> str:

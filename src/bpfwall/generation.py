@@ -15,17 +15,10 @@ from ctypes import c_uint8, c_uint32, sizeof
 from . import access, libbpf, shared
 from .compiler import Compiled
 from .errors import RuntimeFailure
+from .maps import BPFWALL_MAPS, PINNED_MAPS, SET_MAPS
 from .ruleset import Network
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
-PINNED_MAPS = ("counters", "log_state", "log_lost", "drop_stats_until", "drop_ports", "drop_sources")
-# Maps of the scope, not of a generation: one table for both directions, kept across applies.
-CT_MAPS = ("conntrack", "ct_stats")
-# Maps of a generation that both directions share: the CIDR sets, changed in place by `set`.
-SET_MAPS = ("set4", "set6", "set_version")
-# Maps of the scope that every generation shares, so readers and bans outlive applies:
-# the packet log ring, the ban tables (by rules, for scans), the port-scan watch, the test clock.
-SCOPE_MAPS = ("log_ring", "bans", "scan_bans", "scan_sources", "test_clock")
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
 
@@ -104,11 +97,7 @@ class Generation:
                 tail = "\n".join(exc.log.strip().splitlines()[-12:])
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
-            for name in ("class_of", "bitvectors", "dir_l1", "dir_chunks", "src6", "dst6", "iface_class",
-                         "rule_action", "counters", "iface_slot", "log_state", "log_lost", "drop_stats_until",
-                         "drop_ports", "drop_sources", "rule_params", "limit_tat", "source_tat", "syn_ports",
-                         "rule_allow", "never_ban",
-                         *CT_MAPS, *SET_MAPS, *SCOPE_MAPS):
+            for name in (m.name for m in BPFWALL_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen._fill(compiled, ifindexes or {})
             for ifindex, value in (iface_slots or {}).items():

@@ -155,6 +155,8 @@ _open_file = _fn("bpf_object__open_file", c_void_p, [c_char_p, c_void_p])
 _obj_load = _fn("bpf_object__load", c_int, [c_void_p])
 _obj_close = _fn("bpf_object__close", None, [c_void_p])
 _find_map = _fn("bpf_object__find_map_by_name", c_void_p, [c_void_p, c_char_p])
+_next_map = _fn("bpf_object__next_map", c_void_p, [c_void_p, c_void_p])
+_map_name = _fn("bpf_map__name", c_char_p, [c_void_p])
 _find_prog = _fn("bpf_object__find_program_by_name", c_void_p, [c_void_p, c_char_p])
 _map_set_max_entries = _fn("bpf_map__set_max_entries", c_int, [c_void_p, c_uint32])
 _map_set_value_size = _fn("bpf_map__set_value_size", c_int, [c_void_p, c_uint32])
@@ -237,6 +239,16 @@ class BpfObject:
         if not m:
             raise KeyError(f"BPF object has no map {name!r}")
         return m
+
+    def map_names(self) -> list[str]:
+        """The maps the object declares, without libbpf's own for global data (.rodata and the like)."""
+        out, m = [], _next_map(self._ptr, None)
+        while m:
+            name = (_map_name(m) or b"").decode()
+            if "." not in name:
+                out.append(name)
+            m = _next_map(self._ptr, m)
+        return out
 
     def set_max_entries(self, name: str, n: int) -> None:
         _check(f"set max_entries of {name}", _map_set_max_entries(self._map(name), n))

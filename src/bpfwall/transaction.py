@@ -25,7 +25,8 @@ from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .dispatcher import DIRECTIONS, Dispatcher
 from .errors import InputError, RuntimeFailure
-from .generation import CT_MAPS, SCOPE_MAPS, SET_MAPS, Generation
+from .generation import Generation
+from .maps import CT_MAPS, SCOPE_MAPS, SET_MAPS
 from .ruleset import Ruleset
 from .scope import PIN_ROOT, Scope, State, ensure_bpffs, missing_dispatcher, read_json, require_root, write_json
 from .setmaps import Fix, SetTables

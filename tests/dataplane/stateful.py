@@ -6,7 +6,8 @@ from __future__ import annotations
 from bpfwall import reference, setmaps, shared
 from bpfwall.compiler import compile_ruleset
 from bpfwall.conntrack import now_ns
-from bpfwall.generation import CT_MAPS, Generation
+from bpfwall.generation import Generation
+from bpfwall.maps import CT_MAPS
 from bpfwall.ruleset import Ruleset
 
 

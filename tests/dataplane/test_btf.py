@@ -26,3 +26,15 @@ def ctypes_size(ctype) -> int:
     import ctypes
 
     return ctypes.sizeof(ctype)
+
+
+def test_map_registry_is_every_map():
+    """maps.py names every map the objects declare, and no other: the pin lists, the
+    scope's tables and the group's read access are all derived from it."""
+    from bpfwall import dispatcher, libbpf, maps
+
+    with libbpf.BpfObject(object_path()) as obj:
+        assert sorted(obj.map_names()) == sorted(m.name for m in maps.BPFWALL_MAPS)
+    with libbpf.BpfObject(dispatcher.object_path()) as obj:
+        assert sorted(obj.map_names()) == sorted(m.name for m in maps.DISPATCH_MAPS)
+    assert len({m.name for m in maps.BPFWALL_MAPS}) == len(maps.BPFWALL_MAPS)
