@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import json
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -20,13 +21,31 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from . import compiler, libbpf, names, netns, packets, shared, transaction
 from . import conntrack as conntrack_mod
+from . import libbpf, names, netns, shared
 from . import stats as stats_mod
 from .errors import BpfwallError, InputError, RuntimeFailure, clip
 from .scope import Scope, State, namespace_scopes
-from .transaction import ApplyReport, compile_all
 
+if TYPE_CHECKING:
+    from .compiler import Compiled
+
+
+def _lazy(name: str) -> Any:
+    """A module imported on first use (importlib's LazyLoader): the commands that only read
+    (status without root, stats, set list, --help) do not pay for the compiler and loader."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+transaction = _lazy("bpfwall.transaction")
 out = Console(highlight=False)
 
 
@@ -101,6 +120,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     would cut an SSH session of this host (see --force), and waits for another
     apply that holds the lock.
     """
+
     t0 = time.monotonic()
     scope = Scope(ns)
     where = f" in netns {ns}" if ns else ""
@@ -154,6 +174,7 @@ def _guard_sessions(scope: Scope, ruleset, targets: list[str]) -> None:
 
 def _await_confirmation(scope: Scope, report, seconds: int) -> None:
     """Waits for Enter on this terminal or `bpfwall confirm`; rolls back at the deadline."""
+
     import select
 
     ns_arg = f" --netns {scope.ns}" if scope.ns else ""
@@ -285,6 +306,7 @@ def show(ns: str | None, as_json: bool, no_elements: bool) -> None:
 @handle_errors
 def confirm(ns: str | None) -> None:
     """Keep the rule set of an 'apply --confirm' that awaits confirmation."""
+
     generation = transaction.confirm(Scope(ns))
     out.print(f"confirmed: generation {generation} stays")
 
@@ -297,8 +319,10 @@ def _load(path: str):
     return config.load(path)
 
 
-def _compile(ruleset, path: str) -> dict[str, compiler.Compiled]:
+def _compile(ruleset, path: str) -> dict[str, Compiled]:
     """Both directions' tables; a rule set too large for the data plane is bad input."""
+    compile_all = transaction.compile_all
+
     try:
         return compile_all(ruleset)
     except ValueError as exc:
@@ -426,6 +450,7 @@ def status(ns: str | None, as_json: bool) -> None:
     """What is applied, where, and whether each link is alive; whether the rule file on disk
     still says what is in force. Without --netns, also which network namespaces have a
     bpfwall of their own."""
+
     scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     st = transaction.status(scope)
@@ -490,7 +515,7 @@ def _file_differs(scope: Scope) -> str | None:
         return "changed on disk, and does not load now ('bpfwall check -f' says why)"
     changes = diff_mod.compare(live, on_disk)
     if diff_mod.differs(changes):
-        return f"differs from what is in force (see 'bpfwall check -f {live.source} --diff{scope._ns_arg()}')"
+        return f"differs from what is in force (see 'bpfwall check -f {live.source} --diff{scope.ns_arg()}')"
     return None
 
 
@@ -583,20 +608,9 @@ def explain(ns: str | None, iface: str | None, path: str | None, proto: str, src
     model judges the packet by that rule file (as a first packet: no
     connection is tracked yet), which needs no root.
     """
-    proto_num = names.protocol_number(proto) if not proto.isdigit() else int(proto)
-    if proto_num is None or not 0 <= proto_num <= 255:
-        raise InputError(f"--proto: unknown protocol '{proto}'")
-    flag_bits = 0
-    for f in filter(None, (x.strip().lower() for x in flags.split(","))):
-        if f not in names.TCP_FLAGS:
-            raise InputError(f"--flags: unknown TCP flag '{f}'")
-        flag_bits |= names.TCP_FLAGS[f]
-    try:
-        frame = packets.build(proto_num, src, dst, sport, dport, flag_bits, icmp_type, icmp_code)
-    except ValueError as exc:
-        raise InputError(f"--src/--dst: {exc}") from None
     from . import explain as explain_mod
 
+    frame = explain_mod.frame(proto, src, dst, sport, dport, flags, icmp_type, icmp_code)
     if path is not None:
         ruleset = _load(path)
         _compile(ruleset, path)  # what apply would refuse, explain refuses too
@@ -694,6 +708,8 @@ def unban(address: str, ns: str | None) -> None:
 @handle_errors
 def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
     """Detach bpfwall; with no -i, remove every link, pin and map it left."""
+    ApplyReport = transaction.ApplyReport  # noqa: N806
+
     scope = Scope(ns)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
     report = ApplyReport()
@@ -745,6 +761,7 @@ def _read_elements(values: tuple[str, ...]) -> list:
 
 
 def _set_change(name: str, values: tuple[str, ...], ns: str | None, add: bool) -> None:
+
     scope = Scope(ns)
     with netns.enter(ns):
         scope.cidr_set_slot(name)  # a missing or port set is the first thing to say

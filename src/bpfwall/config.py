@@ -7,11 +7,9 @@ that every problem is one line naming the file and line it comes from.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
-import stat
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,6 +17,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import cidrset, names, shared, yamlsrc
 from .cidrset import CidrSet
 from .errors import InputError, clip, excerpt
+from .inputs import (  # noqa: F401  (read_regular_file, digest: config's API too)
+    RULE_FILE_MAX_BYTES,
+    SET_FILE_MAX_BYTES,
+    digest,
+    inputs_unchanged,
+    read_regular_file,
+)
 from .ruleset import IcmpMatch, Limit, Network, PortRange, Rule, Ruleset
 
 RULE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
@@ -142,26 +147,7 @@ def _dotted(path: yamlsrc.Path) -> str:
     return f"{out}: " if out else ""
 
 
-RULE_FILE_MAX_BYTES = 32 << 20  # 10,000 rules are about 1 MiB; big sets belong in set files
-SET_FILE_MAX_BYTES = 256 << 20  # a million-prefix netset is about 18 MiB
 SET_MAX_ELEMENTS = 1 << 24  # what the set tries hold (generation.SET_CAPACITY)
-
-
-def read_regular_file(path: str, limit: int, what: str) -> bytes:
-    """The bytes of a regular file of at most limit bytes. A FIFO, a device (/dev/zero) or
-    a larger file is refused at once, without reading it: an agent reads rule files that
-    came over the network, and a careless path must not hang or exhaust the host."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: the caller says it
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"{path}:1: not a regular file (a {what} must be one)")
-        if st.st_size > limit:
-            raise InputError(f"{path}:1: {st.st_size:,} bytes; a {what} may have at most {limit:,}")
-        raw = f.read(limit + 1)
-    if len(raw) > limit:  # grew while read
-        raise InputError(f"{path}:1: more than {limit:,} bytes; a {what} may have at most {limit:,}")
-    return raw
 
 
 def load(path: str) -> Ruleset:
@@ -178,22 +164,6 @@ def load(path: str) -> Ruleset:
     ruleset = loads(text, path)
     ruleset.inputs[os.path.abspath(path)] = digest(raw)
     return ruleset
-
-
-def inputs_unchanged(inputs: dict[str, str]) -> bool:
-    """Whether every file a rule set was loaded from still holds the same bytes."""
-    for path, was in inputs.items():
-        try:
-            if digest(read_regular_file(path, SET_FILE_MAX_BYTES, "file")) != was:
-                return False
-        except (OSError, InputError):
-            return False
-    return bool(inputs)
-
-
-def digest(raw: bytes) -> str:
-    """What a rule file's bytes are recorded as, to tell later whether it changed."""
-    return hashlib.sha256(raw).hexdigest()
 
 
 def loads(text: str, filename: str = "<rules>") -> Ruleset:
@@ -228,6 +198,21 @@ def _pydantic_message(err: dict[str, Any]) -> str:
     if kind.endswith("_type") or kind == "literal_error":
         return f"{msg}, got {excerpt(repr(err.get('input')))}"
     return msg
+
+
+def _set_file_entries(text: str, path: str) -> list[tuple[str, Any]]:
+    """A set file's values (one a line, '#' starts a comment), each with where it stands."""
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        value = line.split("#", 1)[0].strip() if "#" in line else line.strip()
+        if value:
+            out.append((value, (path, n)))
+    return out
+
+
+def _where(where: Any) -> str:
+    """FILE:LINE, from the text itself or a set file's (path, line)."""
+    return where if isinstance(where, str) else f"{where[0]}:{where[1]}"
 
 
 class _Normaliser:
@@ -388,7 +373,9 @@ class _Normaliser:
         path = ("sets", name)
         if not SET_NAME.match(name):
             self.p.add(path, f"'{excerpt(name)}' is not a valid set name")
-        entries: list[tuple[Any, str]] = []  # (value, where)
+        # (value, where): where is FILE:LINE, or a set file's (path, line), so that a
+        # million lines of a set file do not each build a text that is never shown.
+        entries: list[tuple[Any, Any]] = []
         for i, e in enumerate(s.elements):
             entries.append((e, f"{self.filename}:{self.p.line_of(path + ('elements', i))}"))
         for i, f in enumerate(s.files):
@@ -406,31 +393,30 @@ class _Normaliser:
             except UnicodeDecodeError as exc:
                 self.p.add(path + ("files", i), f"set file {full}: not UTF-8 text ({exc.reason})")
                 continue
-            for n, line in enumerate(text.splitlines(), 1):
-                value = line.split("#", 1)[0].strip()
-                if value:
-                    entries.append((value, f"{full}:{n}"))
+            entries.extend(_set_file_entries(text, full))
         if len(entries) > SET_MAX_ELEMENTS:
             self.p.add(path, f"{len(entries):,} elements; a set may have at most {SET_MAX_ELEMENTS:,}")
             entries = []
         if s.type == "cidr":
             cset = CidrSet(name)
+            add = cset.elements.add
+            parse = cidrset.parse_element
             for value, where in entries:
                 if not isinstance(value, str):
-                    self.p.add_raw(f"{where}: set '{name}': {value!r} is not an address or CIDR")
+                    self.p.add_raw(f"{_where(where)}: set '{name}': {value!r} is not an address or CIDR")
                     continue
-                element, err = cidrset.parse_element(value)
+                element, err = parse(value)
                 if err:
-                    self.p.add_raw(f"{where}: set '{name}': {err}")
+                    self.p.add_raw(f"{_where(where)}: set '{name}': {err}")
                 else:
-                    cset.elements.add(element)
+                    add(element)
             self.cidr_sets[name] = cset
         else:
             ports = []
             for value, where in entries:
                 rng, err = parse_port_range(value)
                 if err:
-                    self.p.add_raw(f"{where}: set '{name}': {err}")
+                    self.p.add_raw(f"{_where(where)}: set '{name}': {err}")
                 else:
                     ports.append(rng)
             self.port_sets[name] = ports

@@ -10,9 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from . import conntrack as conntrack_mod
-from . import netns, reference, shared
-from .errors import RuntimeFailure
+from . import names, netns, packets, reference, shared
+from .errors import InputError, RuntimeFailure
 from .setmaps import SetTables
+
+
+def frame(proto: str, src: str, dst: str, sport: int, dport: int, flags: str,
+          icmp_type: int | None, icmp_code: int) -> bytes:
+    """The frame to explain, from the command line's words: a protocol name or number,
+    TCP flags as 'syn,ack'; an InputError names the option that is wrong."""
+    proto_num = names.protocol_number(proto) if not proto.isdigit() else int(proto)
+    if proto_num is None or not 0 <= proto_num <= 255:
+        raise InputError(f"--proto: unknown protocol '{proto}'")
+    flag_bits = 0
+    for f in filter(None, (x.strip().lower() for x in flags.split(","))):
+        if f not in names.TCP_FLAGS:
+            raise InputError(f"--flags: unknown TCP flag '{f}'")
+        flag_bits |= names.TCP_FLAGS[f]
+    try:
+        return packets.build(proto_num, src, dst, sport, dport, flag_bits, icmp_type, icmp_code)
+    except ValueError as exc:
+        raise InputError(f"--src/--dst: {exc}") from None
 
 
 class _BansInForce(reference.Guard):

@@ -28,7 +28,8 @@ from . import access, counters, ifinfo, libbpf, netns
 from .cidrset import Element
 from .dispatcher import Dispatcher
 from .errors import InputError, RuntimeFailure
-from .generation import CT_MAPS, Generation
+from .generation import Generation
+from .maps import CT_MAPS
 from .ruleset import Ruleset
 from .setmaps import SetTables
 
@@ -131,7 +132,7 @@ class Scope:
         change nothing: its rule set was read from these very files, byte for byte, no set
         has changed since by `set`, every interface is protected already in that mode with
         its link alive, and no apply is unfinished or awaiting confirmation. None: apply."""
-        from .config import inputs_unchanged
+        from .inputs import inputs_unchanged
 
         state = self.read_state()
         if os.geteuid() != 0 or state is None or not state.interfaces or not state.ruleset:
