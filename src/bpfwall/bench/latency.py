@@ -48,12 +48,18 @@ def measure(n_rules: int, set_size: int, workdir: str, progress: Callable[[str],
             f.write(rulesets.service_rules(n_rules))
         with open(changed, "w") as f:
             f.write(rulesets.service_rules(n_rules, changed=n_rules // 2))
+        added = os.path.join(workdir, "added.yaml")
+        with open(added, "w") as f:  # the file in force (changed.yaml) and one rule more
+            f.write(rulesets.service_rules(n_rules, changed=n_rules // 2)
+                    + "  - {name: added, proto: tcp, dport: 999, src: 10.1.1.0/24, action: accept}\n")
         apply = _cli("apply", "-i", lab.server_if, "--netns", lab.server_ns, "-f")
 
         progress(f"latency: bpfwall, {n_rules} rules")
         row("bpfwall", f"apply {n_rules} rules (attach)", _timed(apply + [full]))
-        row("bpfwall", f"apply {n_rules} rules (swap)", _timed(apply + [full]))
+        row("bpfwall", f"apply {n_rules} rules again, unchanged", _timed(apply + [full]))
         row("bpfwall", f"one rule changed in {n_rules}", _timed(apply + [changed]))
+        row("bpfwall", f"one rule added to {n_rules}", _timed(apply + [added]))
+        row("bpfwall", f"apply {n_rules} rules (swap)", _timed(apply + [full]))
         _timed(_cli("down", "--netns", lab.server_ns))
 
         progress(f"latency: nft, {n_rules} rules")
