@@ -15,6 +15,7 @@ from bpfwall import bans, reference, shared
 from bpfwall.conntrack import now_ns
 from bpfwall.ruleset import Ruleset
 from tests.dataplane.conftest import from_yaml, loaded
+from tests.profile import examples
 from tests.strategies import guard_steps, guarded_rulesets
 
 KINDS = shared.DECISIONS
@@ -28,7 +29,7 @@ def run(gen, frame: bytes) -> tuple[str, int | None, int]:
     return KINDS[why.decision], rule, verdict
 
 
-@settings(max_examples=150, print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(150), print_blob=True, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(guarded_rulesets(), st.lists(guard_steps(), min_size=10, max_size=40))
 def test_limits_bans_and_scans_agree_with_reference(ruleset: Ruleset, steps: list[tuple[int, bytes]]):

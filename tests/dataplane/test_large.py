@@ -18,6 +18,7 @@ from bpfwall import reference, shared
 from bpfwall.cidrset import CidrSet
 from bpfwall.ruleset import Rule, Ruleset
 from tests.dataplane.conftest import loaded
+from tests.profile import examples
 
 KINDS = shared.DECISIONS
 ROOTS = {4: (0x0A000000, 8, 32), 6: (0x20010DB8 << 96, 32, 128)}  # 10.0.0.0/8, 2001:db8::/32
@@ -101,7 +102,7 @@ def frame(rnd: random.Random, ruleset: Ruleset) -> bytes:
     return bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / l3 / l4)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(6), deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.integers(0, 2**32 - 1))
 def test_large_rule_sets_agree_with_reference(seed: int):
     """A seed, not hypothesis' own data: tens of thousands of draws would overflow its buffer."""

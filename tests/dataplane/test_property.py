@@ -15,12 +15,13 @@ from bpfwall import reference, shared
 from bpfwall.ruleset import Ruleset
 from tests.dataplane.conftest import loaded
 from tests.dataplane.stateful import Pair
+from tests.profile import examples
 from tests.strategies import flow_steps, frames, rulesets
 
 KINDS = shared.DECISIONS
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
 @given(rulesets(max_rules=10), st.lists(frames(), min_size=8, max_size=16))
 def test_data_plane_agrees_with_reference(ruleset: Ruleset, batch: list[bytes]):
@@ -36,7 +37,7 @@ def test_data_plane_agrees_with_reference(ruleset: Ruleset, batch: list[bytes]):
             assert got == (want.kind, want.rule, want.verdict), (frame.hex(), want.reason)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.data_too_large])
 @given(rulesets(max_rules=8), st.lists(flow_steps(), min_size=10, max_size=30))
 def test_stateful_sequences_agree_with_reference(ruleset: Ruleset, steps: list[tuple[str, bytes]]):

@@ -8,9 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bpfwall.cidrset import CidrSet, format_element, from_network, parse_element
+from tests.profile import examples
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.one_of(st.ip_addresses(v=4).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, 32))),
                  st.ip_addresses(v=6).flatmap(lambda a: st.tuples(st.just(a), st.integers(0, 128)))))
 def test_parse_and_format_agree_with_ipaddress(addr_plen):
@@ -35,7 +36,7 @@ def test_parse_errors_name_the_value():
     assert format_element((4, 0x0A000001, 32)) == "10.0.0.1"
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(st.tuples(st.ip_addresses(v=4), st.integers(0, 32)), max_size=8), st.ip_addresses(v=4))
 def test_contains_is_containment(prefixes, addr):
     nets = [ipaddress.ip_network((int(a), p), strict=False) for a, p in prefixes]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from bpfwall import reference, shared
 from bpfwall.compiler import Compiled, compile_ruleset, ipv4_class
 from bpfwall.ruleset import Rule, Ruleset
+from tests.profile import examples
 from tests.strategies import frames, rulesets
 
 
@@ -77,7 +78,7 @@ def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
     return (acc & -acc).bit_length() - 1
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(rulesets(), frames())
 def test_compiled_tables_agree_with_reference(ruleset: Ruleset, frame: bytes):
     c = compile_ruleset(ruleset)
@@ -123,7 +124,7 @@ def test_too_many_rules_is_refused():
         raise AssertionError("compiled more rules than the data plane holds")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.integers(1, 300).flatmap(lambda n: st.tuples(st.just(n), st.integers(0, (1 << (64 * n)) - 1))))
 def test_summary_marks_the_words_in_use(case):
     """A bitvector's summary word has bit w set exactly when its word w is not zero."""

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from bpfwall import config
 from bpfwall.errors import InputError
 from tests import strategies
+from tests.profile import examples
 
 GOOD = """\
 version: 1
@@ -276,7 +277,7 @@ def test_errors_quote_a_short_excerpt_of_a_huge_value():
     assert line.startswith("t.yaml:3: a line of 5,000,026 characters")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(strategies.rulesets())
 def test_state_json_is_the_rule_set(rs):
     """The state file's form of a rule set is plain JSON that reads back as the same rules:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from bpfwall import config
 from bpfwall.errors import InputError
 from bpfwall.transaction import compile_all
+from tests.profile import examples
 
 FULL = """\
 version: 1
@@ -117,7 +118,7 @@ inputs = st.one_of(mutated(FULL), mutated(DEMO), st.text(max_size=200),
                    st.lists(st.sampled_from(TOKENS), max_size=30).map("".join))
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(3000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(inputs)
 def test_loader_loads_or_refuses_with_file_and_line(text: str):
     load_or_refuse(text)
@@ -128,7 +129,7 @@ def test_unmutated_files_load():
     config.loads(DEMO, "fuzz.yaml")
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(mutated(FULL), st.binary(max_size=100).map(lambda b: b.decode("latin-1"))),
        st.binary(max_size=4))
 def test_cli_exits_2_with_file_and_line(tmp_path_factory, text: str, junk: bytes):
