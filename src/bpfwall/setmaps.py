@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from ctypes import c_uint32
 from dataclasses import dataclass
@@ -58,12 +59,53 @@ WIDTH = {4: 4, 6: 16}
 
 
 def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -> None:
-    """Loads every set into both copies, the first one current (a fresh generation)."""
+    """Loads every set into both copies, the first one current (a fresh generation).
+
+    The elements go in in address order: the kernel's trie then inserts each next to the
+    last one it touched, five times faster for a million prefixes than in a set's order.
+    The second copy's keys are the first's with the slot field changed."""
     for name, cset in sets.items():
         slot = slots[name]
-        for version in (0, 1):
-            _write(fds, slot * 2 + version, cset.elements)
+        for family, table in TRIES.items():
+            words, values, n = _sorted_keys(cset.elements, family)
+            if not n:
+                continue
+            stride = len(words) // n  # u32 words a key: prefixlen, key slot, address
+            for version in (0, 1):
+                words[1::stride] = array("I", [slot * 2 + version]) * n
+                _write_keys(fds[table], words.tobytes(), values, n)
         libbpf.map_update(fds["set_version"], c_uint32(slot), c_uint32(0))
+
+
+def _sorted_keys(elements: Iterable[Element], family: int) -> tuple[array, ctypes.Array, int]:
+    """The trie keys of a family's elements in address order, as u32 words (the key slot
+    left 0), their values (the prefix length), and how many. Built a column at a time:
+    sorting plain ints and slicing arrays is C's work, where a tuple sort and a struct per
+    element took seconds for a million."""
+    width = WIDTH[family]
+    shift = 8  # an element as one int: network << 8 | prefix length, which sorts by address
+    ordered = sorted(net << shift | plen for fam, net, plen in elements if fam == family)
+    n = len(ordered)
+    if not n:
+        return array("I"), (c_uint32 * 0)(), 0
+    plens = array("I", [x & 0xFF for x in ordered])
+    addrs = array("I")
+    addrs.frombytes(b"".join((x >> shift).to_bytes(width, "big") for x in ordered))
+    per_addr = width // 4
+    stride = 2 + per_addr
+    words = array("I", bytes(4 * stride * n))
+    words[0::stride] = array("I", [32 + p for p in plens])
+    for j in range(per_addr):
+        words[2 + j :: stride] = addrs[j::per_addr]
+    return words, (c_uint32 * n).from_buffer_copy(plens.tobytes()), n
+
+
+def _write_keys(fd: int, keys: bytes, values: ctypes.Array, n: int) -> None:
+    buf = ctypes.create_string_buffer(keys, len(keys))
+    try:
+        libbpf.map_update_batch_raw(fd, buf, values, len(keys) // n, 4, n)
+    except libbpf.BpfError as exc:
+        raise RuntimeFailure(f"cannot write set elements: {exc}") from None
 
 
 def _write(fds: dict[str, int], key_slot: int, elements: Iterable[Element]) -> None:

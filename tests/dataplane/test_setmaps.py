@@ -4,12 +4,15 @@ also after a change killed before or after its flip."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bpfwall import libbpf, setmaps
 from bpfwall.cidrset import CidrSet, parse_element
 from bpfwall.config import loads
 from bpfwall.setmaps import Fix, SetTables
 from tests.dataplane.conftest import loaded
+from tests.profile import examples
 
 RULES = """\
 version: 1
@@ -83,3 +86,23 @@ def test_fill_makes_both_copies_equal(tables):
     current, spare = copies(tables, 0)
     assert current == spare == set(CidrSet("s", {el("10.1.0.0/16"), el("fd42:200::/64")}).elements)
     assert setmaps.TRIES == {4: "set4", 6: "set6"}
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([4, 6]), st.integers(0, (1 << 128) - 1), st.integers(0, 128)),
+                max_size=300))
+def test_fill_writes_every_element_in_both_copies(tables, raw):
+    """fill() builds the keys a column at a time, sorted by address: both copies must hold
+    exactly the set, whatever its families, prefix lengths and order."""
+    elements = set()
+    for family, value, plen in raw:
+        bits = 32 if family == 4 else 128
+        plen = plen % (bits + 1)
+        net = (value >> (128 - bits)) >> (bits - plen) << (bits - plen)
+        elements.add((family, net, plen))
+    current, spare = copies(tables, 0)
+    for key_slot in (0, 1):  # empty both copies: the fixture (or the last example) filled them
+        setmaps._delete(tables.fds, key_slot, current | spare)
+    setmaps.fill(tables.fds, {"s": CidrSet("s", elements)}, {"s": 0})
+    assert copies(tables, 0) == (elements, elements)
+
