@@ -10,4 +10,12 @@
 
 const volatile struct bpfwall_config cfg = {};
 
+/*
+ * The number the generation runs under, for log records and bans. Not in cfg: an
+ * apply that keeps a loaded program's shape (cfg and the tables' sizes) rewrites
+ * its tables and runs it again under a new number, without a new load. It lives
+ * in .bss, which the loader writes after the load.
+ */
+volatile __u32 generation_no = 0;
+
 #endif

@@ -71,7 +71,7 @@ __noinline int log_packet(const struct packet *pkt, __u32 rule, __u32 action, __
 		return 0;
 	}
 	rec->time_ns = now;
-	rec->generation = cfg.generation;
+	rec->generation = generation_no;
 	rec->rule = rule;
 	rec->ifindex = ifindex;
 	rec->len = pkt->len;

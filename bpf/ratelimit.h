@@ -284,7 +284,7 @@ __noinline int ban_source(const struct packet *pkt, __u64 ban_ns, __u32 reason, 
 	ban.since_ns = guard_clock();
 	ban.expires_ns = ban.since_ns + ban_ns;
 	ban.reason = reason;
-	ban.generation = cfg.generation;
+	ban.generation = generation_no;
 	ban.rule = rule;
 	if (reason == BPFWALL_BAN_SCAN)
 		return bpf_map_update_elem(&scan_bans, &src, &ban, BPF_ANY) == 0;

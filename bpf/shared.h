@@ -335,12 +335,10 @@ struct bpfwall_config {
 	__u32 n_src_sets;
 	__u32 n_dst_sets;
 	__u32 log_enabled; /* some rule logs */
-	__u32 generation;
 	__u32 n_params;	    /* rule_params in use: the bound of the limit loop */
 	__u32 bans_enabled; /* some rule bans, or scans are watched: check the ban table */
 	/* Port-scan defence (ingress): scan_ports > 0 turns it on. */
 	__u32 scan_ports;
-	__u32 pad0;
 	__u64 scan_window_ns;
 	__u64 scan_ban_ns;
 	/* SYN cookies (ingress): SYNs to a listed port beyond this rate are

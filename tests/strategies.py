@@ -297,3 +297,20 @@ def guard_steps(draw) -> tuple[int, bytes]:
     pad = Raw(b"p" * draw(st.sampled_from([0, 0, 60, 400])))
     frame = bytes(Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / ip / upper / pad)
     return draw(st.sampled_from(CLOCK_STEPS)), frame
+
+
+@st.composite
+def edits(draw, base: Ruleset, max_edits: int = 4) -> list[Ruleset]:
+    """A sequence of rule sets, each the one before with one rule replaced by another of
+    the same name (a one-rule change, as an operator makes one), the rest and the sets kept."""
+    out: list[Ruleset] = []
+    current = base
+    for _ in range(draw(st.integers(1, max_edits))):
+        if not current.rules:
+            break
+        i = draw(st.integers(0, len(current.rules) - 1))
+        replaced = draw(rules(current.rules[i].name, tuple(current.cidr_sets)))
+        current = Ruleset(rules=[*current.rules[:i], replaced, *current.rules[i + 1:]], policy=current.policy,
+                          conntrack=current.conntrack, sets=current.sets, cidr_sets=current.cidr_sets)
+        out.append(current)
+    return out

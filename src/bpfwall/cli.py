@@ -156,7 +156,9 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         for n, i in report.interfaces.items())
     n_rules = len([r for r in ruleset.rules if not r.implicit])
     out.print(f"applied {path}: {n_rules} rules, ingress policy {ruleset.policy['ingress']}; "
-              f"{ifaces}{where}; generation {report.generation}; {took:.2f} s")
+              f"{ifaces}{where}; generation {report.generation}"
+              f"{' (no new program: the idle one refilled)' if report.reused else ''}; "
+              f"{took:.2f} s")
     if confirm is not None:
         _await_confirmation(scope, report, confirm)
 

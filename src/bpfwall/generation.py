@@ -11,11 +11,12 @@ import ipaddress
 import os
 from array import array
 from ctypes import c_uint8, c_uint32, sizeof
+from typing import Any
 
 from . import access, libbpf, shared
 from .compiler import Compiled
 from .errors import RuntimeFailure
-from .maps import BPFWALL_MAPS, PINNED_MAPS, SET_MAPS
+from .maps import BPFWALL_MAPS, CT_MAPS, GENERATION, PINNED_MAPS, SCOPE_MAPS, SET_MAPS, names
 from .ruleset import Network
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
@@ -41,13 +42,15 @@ class Generation:
         self.map_fds = map_fds
         self._obj = obj
         self._ncpus = libbpf.num_possible_cpus()
+        self.shape: dict[str, Any] = {}  # what load fixed (layout, capacities, shared tables)
 
     # --- loading ---------------------------------------------------------------------------
 
     @classmethod
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
              ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None,
-             log_fds: dict[str, int] | None = None, iface_slots: dict[int, int] | None = None) -> Generation:
+             log_fds: dict[str, int] | None = None, iface_slots: dict[int, int] | None = None,
+             generation: int = 0) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
@@ -57,40 +60,26 @@ class Generation:
         set_fds are the set tables of the other direction of this generation, to share;
         log_fds the scope's log ring; iface_slots maps the ifindex of each
         protected interface to its block of counters and shared.IFACE_* flags.
+        generation: the number log records and bans name.
+
+        The tables get room to grow (spare()): a later rule set whose layout fits
+        (fits()) can be put into this program's tables by refill(), with no new load.
         """
+        want = layout(compiled, iface_slots or {}, log_fds)
         obj = libbpf.BpfObject(object_path())
         try:
             for direction, prog in PROGRAMS.items():
                 obj.set_autoload(prog, direction == compiled.direction)
-            obj.set_max_entries("conntrack", compiled.ct_max_entries)
-            for name, fd in (ct_fds or {}).items():
+            for name, fd in {**(ct_fds or {}), **(set_fds or {}), **(log_fds or {})}.items():
                 obj.reuse_map(name, fd)
-            for name in ("set4", "set6"):
-                obj.set_max_entries(name, SET_CAPACITY)
-            for name, fd in {**(set_fds or {}), **(log_fds or {})}.items():
-                obj.reuse_map(name, fd)
-            # LRU tables are allocated whole: keep the ones a rule set does not use tiny.
-            # Per-source limits and the reject budget's per-source buckets share one table.
-            per_source = any(p.flags & shared.LIMIT_PER_SOURCE for p in compiled.params) or (
-                compiled.config.reject_source_cost_ns and any(r.action == "reject" for r in compiled.rules))
-            obj.set_max_entries("source_tat", shared.SOURCE_BUCKETS if per_source else 1)
-            if not log_fds:  # the scope's tables are made here: sized for this rule set
-                scans = bool(compiled.config.scan_ports)
-                obj.set_max_entries("bans", shared.MAX_BANS if compiled.bans_by_rules() else 1)
-                obj.set_max_entries("scan_bans", shared.MAX_BANS if scans else 1)
-                obj.set_max_entries("scan_sources", shared.SCAN_SOURCES if scans else 1)
+            for name, n in want["fixed"]["sizes"].items():
+                obj.set_max_entries(name, n)
+            capacity = {name: spare(n) for name, n in want["needs"].items()}
+            for name, n in capacity.items():
+                obj.set_max_entries(name, n)
             obj.set_variable(".rodata", "cfg", bytes(compiled.config))
-            obj.set_value_size("bitvectors", (compiled.n_summary + compiled.n_words) * 8)
-            obj.set_value_size("rule_allow", (compiled.n_summary + compiled.n_words) * 8)
-            obj.set_max_entries("bitvectors", max(1, compiled.n_classes))
-            for name in ("src6", "dst6"):
-                obj.set_max_entries(name, max(1, len(compiled.tries[name])))
-            # Block 0, and one per protected interface that has a block of its own.
-            n_blocks = 1 + max((v & shared.IFACE_BLOCK_MASK for v in (iface_slots or {}).values()), default=0)
-            obj.set_max_entries("counters", shared.N_COUNTERS * n_blocks)
-            obj.set_max_entries("dir_chunks", max(256, len(compiled.dir_chunks)))
-            obj.set_max_entries("iface_class", max(1, len(compiled.iface_classes)))
-            obj.set_max_entries("never_ban", max(1, len(compiled.never_ban)))
+            obj.set_value_size("bitvectors", want["fixed"]["bitvector_bytes"])
+            obj.set_value_size("rule_allow", want["fixed"]["bitvector_bytes"])
             try:
                 obj.load()
             except libbpf.BpfError as exc:
@@ -99,14 +88,37 @@ class Generation:
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
             for name in (m.name for m in BPFWALL_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
+            gen.map_fds[GENERATION_NO] = obj.map_fd(".bss")
+            gen.shape = {"fixed": want["fixed"], "capacity": capacity,
+                         "shared": shared_ids({n: gen.map_fds[n] for n in scope_tables(compiled)})}
             gen._fill(compiled, ifindexes or {})
-            for ifindex, value in (iface_slots or {}).items():
-                if ifindex < shared.IFINDEX_SLOTS:
-                    libbpf.map_update(gen.map_fds["iface_slot"], c_uint32(ifindex), c_uint32(value))
+            gen._write_iface_slots(iface_slots or {})
+            gen.set_generation(generation)
             return gen
         except BaseException:
             obj.close()
             raise
+
+    def refill(self, compiled: Compiled, ifindexes: dict[str, int], iface_slots: dict[int, int],
+               generation: int, sets: bool = False) -> None:
+        """Puts another rule set of a fitting layout into this loaded program's tables, as a
+        fresh load of it would have them: every table emptied, then filled. Only for a
+        program no packet runs (the dispatcher's idle slot). sets: empty the CIDR set
+        tables too (the generation's own; the caller fills them)."""
+        for name in (*GENERATION_TABLES, *PINNED_MAPS, *(SET_MAPS if sets else ())):
+            if name not in OVERWRITTEN:
+                empty(self.map_fds[name], self._ncpus)
+        self._fill(compiled, ifindexes)
+        self._write_iface_slots(iface_slots)
+        self.set_generation(generation)
+
+    def set_generation(self, generation: int) -> None:
+        libbpf.map_update(self.map_fds[GENERATION_NO], c_uint32(0), c_uint32(generation))
+
+    def _write_iface_slots(self, iface_slots: dict[int, int]) -> None:
+        for ifindex, value in iface_slots.items():
+            if ifindex < shared.IFINDEX_SLOTS:
+                libbpf.map_update(self.map_fds["iface_slot"], c_uint32(ifindex), c_uint32(value))
 
     def _fill(self, c: Compiled, ifindexes: dict[str, int]) -> None:
         n = shared.CLASS_SLOTS
@@ -166,17 +178,35 @@ class Generation:
     # --- pinning ---------------------------------------------------------------------------
 
     def pin(self, directory: str) -> None:
+        """The program and every table of this direction: readers open the counters and
+        log bookkeeping; a later apply whose layout fits opens the rest to refill them."""
         os.makedirs(directory, mode=0o700, exist_ok=True)
         libbpf.obj_pin(self.prog_fd, os.path.join(directory, "prog"))
-        for name in PINNED_MAPS:
+        for name in (*PINNED_MAPS, *GENERATION_TABLES, GENERATION_NO):
             libbpf.obj_pin(self.map_fds[name], os.path.join(directory, name))
 
     @classmethod
     def open_pinned(cls, directory: str, read_only: bool = False) -> Generation:
         """The pinned generation. read_only: its readable maps, opened read-only, and no
         program (prog_fd -1): what a reader of the rule file's group may open."""
+        return cls._open(directory, access.READ_GENERATION if read_only else PINNED_MAPS, read_only)
+
+    @classmethod
+    def open_for_refill(cls, directory: str, set_dir: str) -> Generation:
+        """The pinned generation with every table, for refill(): the program and its own
+        tables from directory, the set tables it shares from set_dir."""
+        gen = cls._open(directory, (*PINNED_MAPS, *GENERATION_TABLES, GENERATION_NO), False)
+        try:
+            for name in SET_MAPS:
+                gen.map_fds[name] = libbpf.obj_get(os.path.join(set_dir, name))
+        except BaseException:
+            gen.close()
+            raise
+        return gen
+
+    @classmethod
+    def _open(cls, directory: str, names: tuple[str, ...], read_only: bool) -> Generation:
         direction = os.path.basename(directory)
-        names = access.READ_GENERATION if read_only else PINNED_MAPS
         fds: list[int] = []
         try:
             prog_fd = -1 if read_only else libbpf.obj_get(os.path.join(directory, "prog"))
@@ -261,6 +291,91 @@ class Generation:
         if len(meta) != sizeof(shared.Explain):
             raise RuntimeFailure("the kernel returned no XDP metadata from the test run")
         return verdict, shared.Explain.from_buffer_copy(meta), out
+
+
+# Tables of a generation that only its program reads (pinned too, for refill), and the
+# .bss map that holds the number the generation runs under.
+GENERATION_TABLES = names(GENERATION)
+GENERATION_NO = "generation_no"
+# Tables _fill() writes whole (or whose entries past the rule set's own are never read):
+# refill() does not empty them first.
+OVERWRITTEN = frozenset({"class_of", "bitvectors", "dir_l1", "dir_chunks", "rule_action", "rule_allow"})
+_ARRAYS = {libbpf.BPF_MAP_TYPE_ARRAY, libbpf.BPF_MAP_TYPE_PERCPU_ARRAY}
+_PER_CPU = {libbpf.BPF_MAP_TYPE_PERCPU_ARRAY}
+
+
+def spare(n: int) -> int:
+    """A table's size for n entries with room to grow: a sixteenth more (at least 64),
+    in multiples of 64, so that adding a rule or two keeps the loaded program."""
+    return -(-(n + max(64, n // 16)) // 64) * 64
+
+
+def layout(compiled: Compiled, iface_slots: dict[int, int], log_fds: dict[str, int] | None) -> dict[str, Any]:
+    """What a load of compiled fixes ("fixed": the program's constants, the rule bitvector's
+    width, the sizes that must match) and what its tables must hold ("needs")."""
+    cfg = bytes(compiled.config)
+    # LRU tables are allocated whole: keep the ones a rule set does not use tiny.
+    # Per-source limits and the reject budget's per-source buckets share one table.
+    per_source = any(p.flags & shared.LIMIT_PER_SOURCE for p in compiled.params) or (
+        compiled.config.reject_source_cost_ns and any(r.action == "reject" for r in compiled.rules))
+    # Block 0, and one per protected interface that has a block of its own.
+    n_blocks = 1 + max((v & shared.IFACE_BLOCK_MASK for v in iface_slots.values()), default=0)
+    sizes = {"conntrack": compiled.ct_max_entries, "set4": SET_CAPACITY, "set6": SET_CAPACITY,
+             "source_tat": shared.SOURCE_BUCKETS if per_source else 1,
+             "counters": shared.N_COUNTERS * n_blocks}
+    if not log_fds:  # the scope's tables are made here: sized for this rule set
+        scans = bool(compiled.config.scan_ports)
+        sizes.update(bans=shared.MAX_BANS if compiled.bans_by_rules() else 1,
+                     scan_bans=shared.MAX_BANS if scans else 1,
+                     scan_sources=shared.SCAN_SOURCES if scans else 1)
+    fixed = {"direction": compiled.direction, "cfg": cfg.hex(), "sizes": sizes,
+             "bitvector_bytes": (compiled.n_summary + compiled.n_words) * 8}
+    needs = {"bitvectors": max(1, compiled.n_classes), "src6": max(1, len(compiled.tries["src6"])),
+             "dst6": max(1, len(compiled.tries["dst6"])), "dir_chunks": max(256, len(compiled.dir_chunks)),
+             "iface_class": max(1, len(compiled.iface_classes)), "never_ban": max(1, len(compiled.never_ban))}
+    return {"fixed": fixed, "needs": needs}
+
+
+def fits(shape: dict[str, Any], want: dict[str, Any], shared_now: dict[str, int]) -> bool:
+    """Whether a loaded program of this shape can run a rule set of layout want: the same
+    constants and fixed sizes, room for its tables, and the scope's shared tables (the
+    connection table, the log ring, the ban tables) still the ones it was loaded with.
+    The scope's own sizes only matter where the scope's tables are made."""
+    fixed = dict(want["fixed"], sizes={k: v for k, v in want["fixed"]["sizes"].items()
+                                       if k not in ("bans", "scan_bans", "scan_sources")})
+    have = dict(shape.get("fixed", {}))
+    have["sizes"] = {k: v for k, v in have.get("sizes", {}).items() if k not in ("bans", "scan_bans", "scan_sources")}
+    if have != fixed or shape.get("shared") != shared_now:
+        return False
+    capacity = shape.get("capacity", {})
+    return all(n <= capacity.get(name, 0) for name, n in want["needs"].items())
+
+
+def scope_tables(compiled: Compiled) -> tuple[str, ...]:
+    """The scope's tables a program of compiled uses: the log ring and ban tables always,
+    the connection table when it tracks (else it has a tiny one of its own)."""
+    return (*SCOPE_MAPS, *(CT_MAPS if compiled.config.ct_enabled else ()))
+
+
+def shared_ids(fds: dict[str, int]) -> dict[str, int]:
+    """The kernel's ids of the scope's shared tables, by name."""
+    return {name: libbpf.map_info(fd).id for name, fd in sorted(fds.items())}
+
+
+def empty(fd: int, ncpus: int | None = None) -> None:
+    """Every entry of a table gone (a hash or trie) or zero (an array)."""
+    ncpus = ncpus or libbpf.num_possible_cpus()
+    info = libbpf.map_info(fd)
+    if info.type in _ARRAYS:
+        n = info.max_entries
+        value_size = (info.value_size + 7) // 8 * 8 * ncpus if info.type in _PER_CPU else info.value_size
+        keys = (c_uint32 * n)(*range(n))
+        values = (c_uint8 * (value_size * n))()
+        libbpf.map_update_batch_raw(fd, keys, values, 4, value_size, n)
+        return
+    key = (c_uint8 * info.key_size)()
+    while libbpf.map_next_key(fd, None, key):  # the first key each time: deleting breaks a walk
+        libbpf.map_delete(fd, key)
 
 
 def _lpm_key(net: Network) -> ctypes.Structure:

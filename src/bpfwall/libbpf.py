@@ -541,6 +541,10 @@ class MapInfo(Structure):
     ]
 
 
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+
+
 def map_info(fd: int) -> MapInfo:
     info = MapInfo()
     n = c_uint32(sizeof(info))

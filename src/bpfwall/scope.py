@@ -15,6 +15,7 @@ is transaction.py's; attaching to interfaces is links.py's.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import fcntl
 import json
@@ -82,6 +83,10 @@ class State:
     dispatcher: dict[str, int] = field(default_factory=dict)  # program ids the links run, per direction
     programs: dict[str, int] = field(default_factory=dict)  # the generation's program ids, per direction
     notice: str = ""  # what an operator should know: a rollback, say
+    shapes: dict[str, Any] = field(default_factory=dict)  # per direction: what its load fixed (generation.layout)
+    # The previous generation, kept loaded in the dispatcher's idle slot so that the next
+    # apply of a fitting rule set refills its tables instead of loading: its number and shapes.
+    idle: dict[str, Any] = field(default_factory=dict)
 
     def rules(self) -> Ruleset:
         if self.ruleset is None:
@@ -106,10 +111,28 @@ class Scope:
         self.confirm_path = os.path.join(STATE_ROOT, f"{self.name}.confirm.json")
         self.dispatch_dir = os.path.join(self.pin_dir, "dispatch")
         self.on_wait: Callable[[str], None] | None = None  # told when another run holds the lock
+        self._state_cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def read_state(self) -> State | None:
-        data = read_json(self.state_path)
-        return None if data is None else State(**data)
+        """The state file, parsed once per version of it: an apply reads it several times,
+        and at 10,000 rules each parse costs a tenth of a second. The file is only ever
+        replaced (a new inode), never written in place, so (inode, size, mtime) names a
+        version. The rule set is shared between the States returned (it is only read);
+        the rest is copied, as callers change it."""
+        try:
+            st = os.stat(self.state_path)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise access.denied_file(self.state_path) from None
+        version = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._state_cache is None or self._state_cache[0] != version:
+            data = read_json(self.state_path)
+            if data is None:
+                return None
+            self._state_cache = (version, data)
+        data = self._state_cache[1]
+        return State(**{k: (v if k == "ruleset" else copy.deepcopy(v)) for k, v in data.items()})
 
     def require_state(self) -> State:
         state = self.read_state()

@@ -10,6 +10,7 @@ what a killed one left.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import access, counters, faults, ifinfo, libbpf, links, netns, setmaps, shared
+from . import access, counters, faults, generation, ifinfo, libbpf, links, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
 from .dispatcher import DIRECTIONS, Dispatcher
@@ -51,6 +52,7 @@ class ApplyReport:
     set_seconds: float = 0.0  # of load_seconds, filling the CIDR sets
     repairs: list[str] = field(default_factory=list)  # what an interrupted run left, and what was done
     confirm_token: str = ""  # of an apply --confirm: what its watchdog and confirm() look for
+    reused: bool = False  # the rule set went into the idle generation's tables: no program loaded
 
 
 def set_change(scope: Scope, name: str, elements: list[Element], add: bool) -> tuple[int, int]:
@@ -245,18 +247,60 @@ class _Apply:
         self.iface_slots = {ifindex: value for ifindex, value in slots.items() if value}
 
     def load(self) -> None:
-        """Loads the new generation's programs and fills its tables and sets."""
+        """Puts the new rule set into a generation's tables: the idle generation's, refilled,
+        when the rule set fits the programs loaded there; else newly loaded programs."""
         scope, report, tables = self.scope, self.report, self.tables
         t0 = time.monotonic()
         compiled_in = tables["ingress"]
         uses_ct = self.ruleset.uses_ct()
         self.ct_fds = _ct_maps_for(scope, compiled_in, uses_ct, report)
         self.new_n = max(self.old.generation, self.disp.active()) + 1
-        for c in tables.values():
-            c.config.generation = self.new_n  # log records name their generation
         self.log_fds = _scope_maps_for(scope, compiled_in, report)
+        if self._refill_idle():
+            report.reused = True
+        else:
+            self._load_new()
+        t1 = time.monotonic()
+        setmaps.fill(self.set_fds, self.ruleset.cidr_sets, self.ruleset.set_slots())
+        report.set_seconds = time.monotonic() - t1
+        report.load_seconds = time.monotonic() - t0
+        faults.step("loaded")
+
+    def _refill_idle(self) -> bool:
+        """The idle generation (kept by the last apply, in the dispatcher slot this one
+        takes) with the new rule set written into its tables, when its programs fit it.
+        Its pins move to the new generation's directory first, so a run killed from here
+        on leaves them where the journal and repair look. No packet runs these programs
+        until the flip."""
+        scope, idle = self.scope, self.old.idle
+        if not idle or idle.get("generation", 0) + 2 != self.new_n or os.environ.get("BPFWALL_NO_REFILL"):
+            return False
+        idle_dir, new_dir = scope.gen_dir(idle["generation"]), scope.gen_dir(self.new_n)
+        shapes = idle.get("shapes", {})
+        fds = {**(self.ct_fds or {}), **(self.log_fds or {})}
+        shared_now = generation.shared_ids({n: fds[n] for n in generation.scope_tables(self.tables["ingress"])
+                                            if n in fds})
+        if (set(shapes) != set(self.tables) or not os.path.isdir(idle_dir)
+                or _set_elements(idle_dir) > REFILL_SET_LIMIT
+                or not all(generation.fits(shapes[d], generation.layout(c, self.iface_slots, self.log_fds),
+                                           shared_now) for d, c in self.tables.items())):
+            return False
+        shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
+        os.rename(idle_dir, new_dir)
+        for direction, compiled in self.tables.items():
+            gen = self.gens[direction] = Generation.open_for_refill(os.path.join(new_dir, direction), new_dir)
+            gen.shape = shapes[direction]
+            gen.refill(compiled, self.known, self.iface_slots, self.new_n, sets=direction == "ingress")
+        self.set_fds = {name: self.gens["ingress"].map_fds[name] for name in SET_MAPS}
+        return True
+
+    def _load_new(self) -> None:
+        scope, tables = self.scope, self.tables
+        compiled_in = tables["ingress"]
+        uses_ct = self.ruleset.uses_ct()
         ingress = self.gens["ingress"] = Generation.load(compiled_in, self.known, self.ct_fds,
-                                                         log_fds=self.log_fds, iface_slots=self.iface_slots)
+                                                         log_fds=self.log_fds, iface_slots=self.iface_slots,
+                                                         generation=self.new_n)
         if uses_ct and self.ct_fds is None:  # the first table of this scope: pin it
             for name in CT_MAPS:
                 _replace_pin(ingress.map_fds[name], os.path.join(scope.pin_dir, name))
@@ -268,15 +312,13 @@ class _Apply:
         self.set_fds = {name: ingress.map_fds[name] for name in SET_MAPS}
         if "egress" in tables:
             self.gens["egress"] = Generation.load(tables["egress"], self.known, self.ct_fds, self.set_fds,
-                                                  self.log_fds, self.iface_slots)
-        t1 = time.monotonic()
-        setmaps.fill(self.set_fds, self.ruleset.cidr_sets, self.ruleset.set_slots())
-        report.set_seconds = time.monotonic() - t1
-        report.load_seconds = time.monotonic() - t0
-        faults.step("loaded")
+                                                  self.log_fds, self.iface_slots, self.new_n)
 
     def pin(self) -> None:
         new_dir = self.scope.gen_dir(self.new_n)
+        if self.report.reused:  # pinned there already
+            faults.step("pinned")
+            return
         shutil.rmtree(new_dir, ignore_errors=True)  # a leftover of an interrupted apply
         for direction, gen in self.gens.items():
             gen.pin(os.path.join(new_dir, direction))
@@ -288,7 +330,10 @@ class _Apply:
         """Records what is about to change, before anything a packet could see does."""
         scope = self.scope
         self.state = State(netns=scope.ns, generation=self.new_n, ruleset=self.ruleset.to_json(),
-                           applied_at=time.time(), group=self.ruleset.group)
+                           applied_at=time.time(), group=self.ruleset.group,
+                           shapes={d: gen.shape for d, gen in self.gens.items()})
+        if self.confirm is None and _keeps_idle(scope, self.old):
+            self.state.idle = {"generation": self.old.generation, "shapes": self.old.shapes}
         new_links = [(name, "ingress") for name in self.targets if not scope.has_link(name, "ingress")]
         if "egress" in self.gens:
             new_links += [(name, "egress") for name in self.targets if not scope.has_link(name, "egress")]
@@ -372,6 +417,36 @@ class _Apply:
         self.gens, self.ct_fds, self.log_fds = {}, None, None
 
 
+# The idle generation is kept only while its sets are small: emptying a large set would
+# cost what loading anew does, and a second copy of it would double the sets' memory.
+REFILL_SET_LIMIT = 65536
+
+
+def _keeps_idle(scope: Scope, old: State) -> bool:
+    """Whether the generation an apply replaces stays loaded as the idle one: it has
+    programs whose shape was recorded, and its sets are small."""
+    if not old.generation or not old.shapes:
+        return False
+    sizes = sum(entry.get("size", 0) for entry in scope.set_changes(old).values())
+    return sizes <= REFILL_SET_LIMIT
+
+
+def _set_elements(directory: str, limit: int = REFILL_SET_LIMIT) -> int:
+    """How many keys the set tables pinned in directory hold, counting no further than limit + 1."""
+    n = 0
+    for name in ("set4", "set6"):
+        fd = libbpf.obj_get(os.path.join(directory, name))
+        try:
+            key = (ctypes.c_uint8 * libbpf.map_info(fd).key_size)()
+            prev = None
+            while n <= limit and libbpf.map_next_key(fd, prev, key):
+                n += 1
+                prev = (ctypes.c_uint8 * len(key)).from_buffer_copy(key)
+        finally:
+            os.close(fd)
+    return n
+
+
 def commit(scope: Scope, state: State) -> None:
     """Records the generation in force; the journal's work is done."""
     scope.write_state(state)
@@ -381,7 +456,8 @@ def commit(scope: Scope, state: State) -> None:
 
 def finish(scope: Scope, disp: Dispatcher, state: State, previous: int) -> None:
     """Removes what only the previous generation used, once the new one is here to stay."""
-    if previous and previous != state.generation:
+    idle = state.idle.get("generation")
+    if previous and previous != state.generation and previous != idle:
         disp.clear(previous)
     for name, info in state.interfaces.items():
         if not info.get("egress"):
@@ -389,7 +465,7 @@ def finish(scope: Scope, disp: Dispatcher, state: State, previous: int) -> None:
     if not any(r.get("ct") for r in (state.ruleset or {}).get("rules", [])):
         drop_ct_maps(scope)  # (read from the JSON: a Ruleset of 10,000 rules is slow to rebuild)
     for entry in os.listdir(scope.pin_dir):
-        if entry.startswith("gen-") and entry != f"gen-{state.generation}":
+        if entry.startswith("gen-") and entry not in (f"gen-{state.generation}", f"gen-{idle}"):
             shutil.rmtree(os.path.join(scope.pin_dir, entry), ignore_errors=True)
 
 
@@ -517,12 +593,13 @@ def _remove_stale(scope: Scope, disp: Dispatcher | None, state: State, report: A
     if not os.path.isdir(scope.pin_dir):
         return
     pending = read_json(scope.confirm_path)
-    keep = {state.generation, *([pending["previous"]["generation"]] if pending else [])}
+    keep = {state.generation, *([pending["previous"]["generation"]] if pending else []),
+            *([state.idle["generation"]] if state.idle else [])}
     stale = [e for e in os.listdir(scope.pin_dir)
              if e.startswith("gen-") and e[4:].isdigit() and int(e[4:]) not in keep]
     for entry in stale:
         shutil.rmtree(os.path.join(scope.pin_dir, entry), ignore_errors=True)
-    if disp is not None and not pending and state.generation:
+    if disp is not None and not pending and state.generation and not state.idle:
         idle = state.generation + 1  # the other slot: nothing belongs in it now
         if any(disp.program_id(d, idle) for d in DIRECTIONS):
             disp.clear(idle)

@@ -102,6 +102,43 @@ def test_apply_killed_at_every_step_leaves_old_or_new_whole(lab, tmp_path):
     assert not os.path.exists(egress_pin)
 
 
+# OLD again under another rule name: a different file of the same shape, so that the apply
+# of OLD_AGAIN keeps OLD's generation loaded as the idle one, and NEW_SAME_SHAPE refills it.
+OLD_AGAIN = OLD.replace("name: mail", "name: smtp")
+NEW_SAME_SHAPE = OLD.replace("name: mail", "name: imap").replace("dport: 25", "dport: 143")
+
+
+def test_refill_killed_at_every_step_leaves_old_or_new_whole(lab, tmp_path):
+    """The same for an apply that rewrites the idle generation's tables instead of loading:
+    a kill between a table write and the flip leaves the old rule set whole."""
+    old, again = write(tmp_path, OLD, "old.yaml"), write(tmp_path, OLD_AGAIN, "again.yaml")
+    new = write(tmp_path, NEW_SAME_SHAPE, "new.yaml")
+    apply(lab, old)
+    apply(lab, again)
+    res = run_apply(lab, new, {})
+    assert res.returncode == 0 and "the idle one refilled" in res.stdout.replace("\n", " "), res.stdout
+    assert in_force(lab) == "new"
+    apply(lab, old)
+    apply(lab, again)
+    steps = steps_of(lab, tmp_path, new)
+    for step in steps:
+        apply(lab, old)
+        apply(lab, again)  # in force: OLD's ports; idle: OLD's generation, which NEW fits
+        assert in_force(lab) == "old"
+        res = run_apply(lab, new, {"BPFWALL_TEST_KILL_AT": step})
+        assert res.returncode == -signal.SIGKILL, (step, res.stderr)
+        expected = "new" if steps.index(step) >= steps.index("flipped") else "old"
+        assert in_force(lab) == expected, f"killed at {step}"
+        st, err = status(lab)
+        assert st["running"] and all(i["attached"] for i in st["interfaces"]), (step, st)
+        assert st["rules_file"].endswith(f"{'new' if expected == 'new' else 'again'}.yaml"), (step, st)
+        assert in_force(lab) == expected, f"after repair of a kill at {step}"
+        assert status(lab)[1] == "", "a second status finds nothing left to repair"
+        res = run_apply(lab, new, {})  # and the next apply puts NEW in force, whatever was left
+        assert res.returncode == 0, (step, res.stderr)
+        assert in_force(lab) == "new", f"an apply after a kill at {step}"
+
+
 @pytest.mark.parametrize("step", ["loaded", "pinned", "journal", "staged", "attached", "journal-complete"])
 def test_first_apply_killed_leaves_nothing(lab, tmp_path, step):
     new = write(tmp_path, NEW, "new.yaml")
