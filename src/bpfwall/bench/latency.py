@@ -21,13 +21,22 @@ from ..scope import Scope
 from . import rulesets
 
 
-def _timed(cmd: list[str], stdin: str | None = None) -> float:
+def _timed(cmd: list[str], stdin: str | None = None, output: list[str] | None = None) -> float:
     t0 = time.perf_counter()
     res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t0
     if res.returncode != 0:
         raise RuntimeFailure(f"{' '.join(cmd[:6])}: {res.stderr.strip()[:300]}")
+    if output is not None:
+        output.append(" ".join(res.stdout.split()))
     return seconds
+
+
+def _apply_row(apply: list[str], path: str) -> tuple[str, float]:
+    """The wall time of an apply, and how it went: a new program loaded or the idle one refilled."""
+    said: list[str] = []
+    seconds = _timed(apply + [path], output=said)
+    return (" (no program loaded)" if "idle one refilled" in said[0] else ""), seconds
 
 
 def _cli(*args: str) -> list[str]:
@@ -57,9 +66,14 @@ def measure(n_rules: int, set_size: int, workdir: str, progress: Callable[[str],
         progress(f"latency: bpfwall, {n_rules} rules")
         row("bpfwall", f"apply {n_rules} rules (attach)", _timed(apply + [full]))
         row("bpfwall", f"apply {n_rules} rules again, unchanged", _timed(apply + [full]))
-        row("bpfwall", f"one rule changed in {n_rules}", _timed(apply + [changed]))
-        row("bpfwall", f"one rule added to {n_rules}", _timed(apply + [added]))
-        row("bpfwall", f"apply {n_rules} rules (swap)", _timed(apply + [full]))
+        how, seconds = _apply_row(apply, changed)
+        row("bpfwall", f"one rule changed in {n_rules}{how}", seconds)
+        how, seconds = _apply_row(apply, added)
+        row("bpfwall", f"one rule added to {n_rules}{how}", seconds)
+        how, seconds = _apply_row(apply, full)
+        row("bpfwall", f"apply {n_rules} rules (swap){how}", seconds)
+        how, seconds = _apply_row(apply, changed)
+        row("bpfwall", f"one rule changed in {n_rules}, again{how}", seconds)
         _timed(_cli("down", "--netns", lab.server_ns))
 
         progress(f"latency: nft, {n_rules} rules")
