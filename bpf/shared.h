@@ -318,8 +318,7 @@ struct bpfwall_log_record {
 };
 
 struct bpfwall_config {
-	__u32 fields; /* bitmask of enum bpfwall_field */
-	__u32 n_rules;
+	__u32 fields;	      /* bitmask of enum bpfwall_field */
 	__u32 n_words;	      /* 64-bit words of a rule bitvector */
 	__u32 n_summary;      /* summary words that precede them */
 	__u32 policy_ingress; /* enum bpfwall_action */
@@ -334,7 +333,7 @@ struct bpfwall_config {
 	struct bpfwall_ct_timeouts ct_timeouts;
 	__u32 n_src_sets;
 	__u32 n_dst_sets;
-	__u32 log_enabled; /* some rule logs */
+	__u32 log_enabled;  /* some rule logs */
 	__u32 n_params;	    /* rule_params in use: the bound of the limit loop */
 	__u32 bans_enabled; /* some rule bans, or scans are watched: check the ban table */
 	/* Port-scan defence (ingress): scan_ports > 0 turns it on. */

@@ -182,7 +182,6 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
             actions[i] |= len(params) << shared.PARAM_SHIFT
     cfg = shared.Config(
         fields=sum(1 << f for f in used),
-        n_rules=n,
         n_words=n_words,
         n_summary=n_summary,
         policy_ingress=shared.ACTIONS[ruleset.policy["ingress"]],

@@ -198,7 +198,6 @@ class ScanState(Structure):
 class Config(Structure):
     _fields_ = [
         ("fields", c_uint32),
-        ("n_rules", c_uint32),
         ("n_words", c_uint32),
         ("n_summary", c_uint32),
         ("policy_ingress", c_uint32),
