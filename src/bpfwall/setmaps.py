@@ -115,11 +115,7 @@ def _write(fds: dict[str, int], key_slot: int, elements: Iterable[Element]) -> N
         if not n:
             continue
         values = (c_uint32 * n)(*[e[2] for e in elements if e[0] == family])
-        buf = ctypes.create_string_buffer(keys, len(keys))
-        try:
-            libbpf.map_update_batch_raw(fds[name], buf, values, len(keys) // n, 4, n)
-        except libbpf.BpfError as exc:
-            raise RuntimeFailure(f"cannot write set elements: {exc}") from None
+        _write_keys(fds[name], keys, values, n)
 
 
 def _delete(fds: dict[str, int], key_slot: int, elements: Iterable[Element]) -> None:

@@ -10,7 +10,6 @@ what a killed one left.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
@@ -281,7 +280,6 @@ class _Apply:
         shared_now = generation.shared_ids({n: fds[n] for n in generation.scope_tables(self.tables["ingress"])
                                             if n in fds})
         if (set(shapes) != set(self.tables) or not os.path.isdir(idle_dir)
-                or _set_elements(idle_dir) > REFILL_SET_LIMIT
                 or not all(generation.fits(shapes[d], generation.layout(c, self.iface_slots, self.log_fds),
                                            shared_now) for d, c in self.tables.items())):
             return False
@@ -424,27 +422,12 @@ REFILL_SET_LIMIT = 65536
 
 def _keeps_idle(scope: Scope, old: State) -> bool:
     """Whether the generation an apply replaces stays loaded as the idle one: it has
-    programs whose shape was recorded, and its sets are small."""
+    programs whose shape was recorded, and its sets are small. Only the generation in
+    force changes its sets (`bpfwall set`), so an idle one's stay as small as they were."""
     if not old.generation or not old.shapes:
         return False
     sizes = sum(entry.get("size", 0) for entry in scope.set_changes(old).values())
     return sizes <= REFILL_SET_LIMIT
-
-
-def _set_elements(directory: str, limit: int = REFILL_SET_LIMIT) -> int:
-    """How many keys the set tables pinned in directory hold, counting no further than limit + 1."""
-    n = 0
-    for name in ("set4", "set6"):
-        fd = libbpf.obj_get(os.path.join(directory, name))
-        try:
-            key = (ctypes.c_uint8 * libbpf.map_info(fd).key_size)()
-            prev = None
-            while n <= limit and libbpf.map_next_key(fd, prev, key):
-                n += 1
-                prev = (ctypes.c_uint8 * len(key)).from_buffer_copy(key)
-        finally:
-            os.close(fd)
-    return n
 
 
 def commit(scope: Scope, state: State) -> None:
