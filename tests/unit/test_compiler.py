@@ -134,3 +134,14 @@ def test_summary_marks_the_words_in_use(case):
     words = bits.to_bytes(n_words * 8, "little")
     expected = sum(1 << w for w in range(n_words) if words[w * 8 : w * 8 + 8] != bytes(8))
     assert _summary(bits, _word_low_bits(n_words), n_words) == expected
+
+
+def test_classes_tell_apart_bitsets_whose_int_hashes_collide():
+    from bpfwall.compiler import _Classes
+
+    classes = _Classes()
+    # An int hashes modulo 2**61 - 1: 1 and 1 << 61 hash alike, and so do many rule bitsets.
+    assert hash(1) == hash(1 << 61)
+    ids = [classes.id_of(bits) for bits in (1, 1 << 61, 1 << 122, 0, 1, 1 << 61)]
+    assert ids == [0, 1, 2, 3, 0, 1]
+    assert classes.bitsets == [1, 1 << 61, 1 << 122, 0]
