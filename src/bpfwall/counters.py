@@ -26,9 +26,12 @@ def zero() -> Counts:
     return [(0, 0)] * shared.N_COUNTERS
 
 
-def rule_identity(rule: dict[str, Any]) -> str:
-    """A rule as far as its counters are concerned: its name and match, not its action, log or line."""
-    return repr(sorted((k, v) for k, v in rule.items() if k not in _NOT_IDENTITY))
+def same_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two rules count the same packets: the same name and match; action, log and line may differ."""
+    if a == b:
+        return True
+    return ({k: v for k, v in a.items() if k not in _NOT_IDENTITY}
+            == {k: v for k, v in b.items() if k not in _NOT_IDENTITY})
 
 
 _NOT_IDENTITY = frozenset({"action", "line", "log"})
@@ -71,12 +74,23 @@ def carry(old_rules: dict[str, Any], old_totals: dict[str, Counts], new_rules: d
 
 
 def same_rules(old_rules: dict[str, Any], new_rules: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
-    """Per direction, (new index, old index) of every rule whose counters carry over."""
+    """Per direction, (new index, old index) of every rule whose counters carry over.
+
+    Rules pair by name (a file's rule names are unique), then compare; a rule set of
+    10,000 costs one dict comparison a rule, not a canonical text of each."""
     out = {}
     for direction in DIRECTIONS:
-        old_index = {rule_identity(r): i for i, r in enumerate(_in(old_rules, direction))}
-        out[direction] = [(i, old_index[key]) for i, rule in enumerate(_in(new_rules, direction))
-                          if (key := rule_identity(rule)) in old_index]
+        old = _in(old_rules, direction)
+        by_name: dict[str, list[int]] = {}
+        for j, rule in enumerate(old):
+            by_name.setdefault(rule["name"], []).append(j)
+        pairs = []
+        for i, rule in enumerate(_in(new_rules, direction)):
+            for j in reversed(by_name.get(rule["name"], ())):
+                if same_match(rule, old[j]):
+                    pairs.append((i, j))
+                    break
+        out[direction] = pairs
     return out
 
 

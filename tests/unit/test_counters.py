@@ -46,3 +46,12 @@ rules:
     assert live[1] == (0, 0)  # web matches something else now
     assert live[shared.CNT_POLICY_INGRESS] == (0, 0)
     assert live[shared.CNT_MALFORMED] == (2, 40)
+
+
+def test_a_rule_inserted_above_shifts_lines_but_not_counters():
+    old = loads(A, "a.yaml").to_json()
+    new = loads(A.replace("rules:\n", "rules:\n  - {name: ssh, proto: tcp, dport: 22, action: accept}\n"),
+                "b.yaml").to_json()
+    live = counters.with_carried({}, counters.carry(old, totals(5, 3, 7, 2), new))["ingress"]
+    assert live[0] == (0, 0)  # ssh is new
+    assert live[1] == (5, 500) and live[2] == (3, 180)  # web and dns, a line lower each
