@@ -78,17 +78,21 @@ def _build(loader: Any, node: yaml.Node, path: Path, lines: dict[Path, int],
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _scalar(loader, key_node, filename, problems)
+            key = key_node.value if key_node.tag == STR_TAG else _scalar(loader, key_node, filename, problems)
             line = key_node.start_mark.line + 1
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
+            if key.__class__ is not str and (not isinstance(key, int) or isinstance(key, bool)):
                 problems.append(f"{filename}:{line}: a key must be a name, not {key!r}")
                 continue
             if key in out:
                 problems.append(f"{filename}:{line}: duplicate key '{key}'")
                 continue
-            lines[path + (key,)] = line
-            out[key] = _build(loader, value_node, path + (key,), lines, filename, problems, seen)
-            lines[path + (key,)] = line  # the key's line, not its value's
+            key_path = path + (key,)
+            lines[key_path] = line  # the key's line, not its value's
+            if value_node.tag == STR_TAG and value_node.__class__ is yaml.ScalarNode:
+                out[key] = value_node.value  # most values of a rule file: no call for them
+            else:
+                out[key] = _build(loader, value_node, key_path, lines, filename, problems, seen)
+                lines[key_path] = line
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
