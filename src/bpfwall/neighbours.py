@@ -12,9 +12,6 @@ import ipaddress
 import os
 import socket
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
-
 from . import netns
 from .ruleset import Ruleset
 
@@ -23,6 +20,9 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def gateways(ns: str | None) -> list[Address]:
     """The default routes' next hops (IPv4 and IPv6) in the namespace."""
+    from pyroute2 import IPRoute  # here: a fifth of a second, for rule sets that ban only
+    from pyroute2.netlink.exceptions import NetlinkError
+
     out: list[Address] = []
     with netns.enter(ns), IPRoute() as ipr:
         for family in (socket.AF_INET, socket.AF_INET6):

@@ -50,3 +50,35 @@ def test_sessions_on_other_interfaces_are_not_judged():
     session = lockout.Session("192.0.2.7", 51234, "10.0.0.5", 22, "SSH_CONNECTION")
     closed = rules("policy: {ingress: drop}\nrules:\n  - {name: web, proto: tcp, dport: 80, action: accept}\n")
     assert lockout.threats(closed, [session], ["bpfwall-no-such-if"], None) == []
+
+
+def test_sockets_from_proc_are_those_sock_diag_gives():
+    """The guard reads /proc/net/tcp{,6}; the kernel's sock_diag (through pyroute2) must agree,
+    for both families, IPv4-mapped peers, listeners and both ends of each connection."""
+    import socket
+
+    from pyroute2 import DiagSocket
+
+    held = []
+    for family, host, peer in ((socket.AF_INET, "127.0.0.1", "127.0.0.1"), (socket.AF_INET6, "::1", "::1"),
+                               (socket.AF_INET6, "::", "127.0.0.1")):
+        listener = socket.socket(family)
+        listener.bind((host, 0))
+        listener.listen()
+        client = socket.create_connection((peer, listener.getsockname()[1]))
+        held += [listener, client, listener.accept()[0]]
+    try:
+        from_proc = sorted(tuple(s.values()) for s in lockout._tcp_sockets())
+        from_diag = []
+        with DiagSocket() as ds:
+            ds.bind()
+            for family in (socket.AF_INET, socket.AF_INET6):
+                for s in ds.get_sock_stats(family=family, states=(1 << 1) | (1 << 10)):
+                    from_diag.append((s["idiag_state"], s["idiag_src"], s["idiag_sport"], s["idiag_dst"],
+                                      s["idiag_dport"], s["idiag_inode"]))
+        assert from_proc == sorted(from_diag)
+        listening = {row[2] for row in from_proc if row[0] == 10}
+        assert {s.getsockname()[1] for s in held[::3]} <= listening
+    finally:
+        for s in held:
+            s.close()
