@@ -109,6 +109,9 @@ class Scope:
         self.journal_path = os.path.join(STATE_ROOT, f"{self.name}.journal.json")
         # The apply that awaits `bpfwall confirm`, and how to roll it back.
         self.confirm_path = os.path.join(STATE_ROOT, f"{self.name}.confirm.json")
+        # What an unchanged apply checks, for the state version it names: a few hundred bytes
+        # beside the state's megabytes, so that re-applying the same file reads no rule set.
+        self.summary_path = os.path.join(STATE_ROOT, f"{self.name}.summary.json")
         self.dispatch_dir = os.path.join(self.pin_dir, "dispatch")
         self.on_wait: Callable[[str], None] | None = None  # told when another run holds the lock
         self._state_cache: tuple[tuple[int, int, int], dict[str, Any]] | None = None
@@ -144,6 +147,25 @@ class Scope:
 
     def write_state(self, state: State) -> None:
         write_json(self.state_path, state.__dict__, access.group_id(state.group))
+        st = os.stat(self.state_path)
+        write_json(self.summary_path, {
+            "state": [st.st_ino, st.st_size, st.st_mtime_ns], "generation": state.generation,
+            "interfaces": state.interfaces, "dispatcher": state.dispatcher,
+            "inputs": (state.ruleset or {}).get("inputs") or {}}, sync=False)
+
+    def _summary(self) -> State | None:
+        """The state in force as far as unchanged() looks, from the summary when it names the
+        state file as it is now (inode, size, mtime); None when it does not or is unreadable,
+        as after a crash between the two writes: then the state itself is read."""
+        try:
+            data = read_json(self.summary_path)
+            st = os.stat(self.state_path)
+        except (RuntimeFailure, OSError):
+            return None
+        if not isinstance(data, dict) or data.get("state") != [st.st_ino, st.st_size, st.st_mtime_ns]:
+            return None
+        return State(netns=self.ns, generation=data["generation"], interfaces=data["interfaces"],
+                     dispatcher=data["dispatcher"], ruleset={"inputs": data["inputs"]})
 
     def share(self, state: State) -> list[str]:
         """Owners and modes of the generation in force, for the rule file's group."""
@@ -157,8 +179,10 @@ class Scope:
         its link alive, and no apply is unfinished or awaiting confirmation. None: apply."""
         from .inputs import inputs_unchanged
 
-        state = self.read_state()
-        if os.geteuid() != 0 or state is None or not state.interfaces or not state.ruleset:
+        if os.geteuid() != 0:
+            return None
+        state = self._summary() or self.read_state()
+        if state is None or not state.interfaces or not state.ruleset:
             return None
         if os.path.exists(self.journal_path) or os.path.exists(self.confirm_path):
             return None
@@ -399,10 +423,10 @@ def read_json(path: str) -> Any:
         raise RuntimeFailure(f"cannot read {path}: {exc}") from None
 
 
-def write_json(path: str, data: Any, gid: int | None = None) -> None:
+def write_json(path: str, data: Any, gid: int | None = None, sync: bool = True) -> None:
     """Replaces path atomically: a reader sees the old file or the new one, and a crash
-    leaves one of them whole (written and synced before the rename). Root's alone
-    (0600), or readable by group gid (0640)."""
+    leaves one of them whole (written and synced before the rename; sync=False for a file
+    whose loss costs nothing). Root's alone (0600), or readable by group gid (0640)."""
     os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -413,8 +437,9 @@ def write_json(path: str, data: Any, gid: int | None = None) -> None:
         # dumps, not dump: only dumps takes the C encoder (json.dump writes through the
         # pure-Python one, seconds for the state of 10,000 rules).
         f.write(json.dumps(data, separators=(",", ":")))
-        f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

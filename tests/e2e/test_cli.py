@@ -208,8 +208,11 @@ def test_runtime_errors_are_one_line_exit_1(lab, tmp_path):
 def test_check_works_and_apply_refuses_without_root(lab):
     """Drops to nobody in a child (the venv's interpreter is under /root, so no exec)."""
     # Imported before dropping privileges: this machine's Python lives under /root,
-    # which nobody cannot read (config and neighbours, with pyroute2, are imported lazily by the CLI).
-    from bpfwall import cli, config, neighbours  # noqa: F401
+    # which nobody cannot read (config, lockout, neighbours and rich are imported lazily by the CLI).
+    import pyroute2  # noqa: F401
+    import rich.console  # noqa: F401
+
+    from bpfwall import cli, config, lockout, neighbours  # noqa: F401
 
     d = tempfile.mkdtemp()
     os.chmod(d, 0o755)
