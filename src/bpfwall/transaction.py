@@ -28,7 +28,17 @@ from .errors import InputError, RuntimeFailure
 from .generation import Generation
 from .maps import CT_MAPS, SCOPE_MAPS, SET_MAPS
 from .ruleset import Ruleset
-from .scope import PIN_ROOT, Scope, State, ensure_bpffs, missing_dispatcher, read_json, require_root, write_json
+from .scope import (
+    PIN_ROOT,
+    Scope,
+    State,
+    encode_json,
+    ensure_bpffs,
+    missing_dispatcher,
+    read_json,
+    require_root,
+    write_json,
+)
 from .setmaps import Fix, SetTables
 
 
@@ -205,6 +215,7 @@ class _Apply:
         self.blocks: dict[str, int] = {}
         self.kinds: dict[str, str] = {}
         self.iface_slots: dict[int, int] = {}
+        self.ruleset_text: str | None = None  # the new rule set as JSON, encoded once
 
     def prepare(self, interfaces: list[str]) -> None:
         """Repairs what an interrupted run left, and finds the interfaces; nothing changes yet."""
@@ -240,7 +251,13 @@ class _Apply:
         # interfaces count in block 0 with any other.
         self.blocks = {name: (i + 1 if i + 1 < shared.MAX_IFACES else 0)
                        for i, name in enumerate(sorted(self.targets))}
-        self.kinds = ifinfo.kinds(sorted(self.targets), scope.ns)
+        # An interface keeps its kind while it exists: asked of the kernel only for one
+        # that is new here or was made again (another ifindex) since the last apply.
+        self.kinds = {name: info["kind"] for name, info in self.old.interfaces.items()
+                      if "kind" in info and info.get("ifindex") == self.targets.get(name)}
+        unknown = sorted(name for name in self.targets if name not in self.kinds)
+        if unknown:
+            self.kinds.update(ifinfo.kinds(unknown, scope.ns))
         slots = {self.targets[name]: b | (shared.IFACE_ANSWER_REDIRECT if self.kinds.get(name) == "veth" else 0)
                  for name, b in self.blocks.items()}
         self.iface_slots = {ifindex: value for ifindex, value in slots.items() if value}
@@ -372,7 +389,9 @@ class _Apply:
 
     def complete_journal(self) -> None:
         """The journal now holds the new state: a run killed after the flip is finished from it."""
-        write_json(self.scope.journal_path, self.journal)
+        self.ruleset_text = encode_json(self.state.ruleset or {})
+        state_text = encode_json(self.state.__dict__, {"ruleset": self.ruleset_text})
+        write_json(self.scope.journal_path, self.journal, encoded={"state": state_text})
         faults.step("journal-complete")
 
     def flip(self) -> None:
@@ -390,7 +409,7 @@ class _Apply:
                 state.carried = counters.carry_blocks(old.ruleset, scope.counter_blocks(old), state.ruleset)
             except RuntimeFailure as exc:
                 report.notes.append(f"counters start from zero: {exc}")
-        commit(scope, state)
+        commit(scope, state, self.ruleset_text)
         faults.step("committed")
         report.notes += scope.share(state)
         for name, info in state.interfaces.items():
@@ -430,9 +449,10 @@ def _keeps_idle(scope: Scope, old: State) -> bool:
     return sizes <= REFILL_SET_LIMIT
 
 
-def commit(scope: Scope, state: State) -> None:
-    """Records the generation in force; the journal's work is done."""
-    scope.write_state(state)
+def commit(scope: Scope, state: State, ruleset_text: str | None = None) -> None:
+    """Records the generation in force; the journal's work is done. ruleset_text:
+    state.ruleset encoded already (encode_json)."""
+    scope.write_state(state, ruleset_text)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(scope.journal_path)
 

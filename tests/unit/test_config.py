@@ -7,6 +7,7 @@ import textwrap
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bpfwall import config
 from bpfwall.errors import InputError
@@ -291,3 +292,19 @@ def test_state_json_is_the_rule_set(rs):
     assert Ruleset.from_json(data).rules == rs.rules
     for rule, written in zip(rs.rules, data["rules"], strict=True):
         assert set(written) == set(asdict(rule))
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(st.dictionaries(st.text(max_size=8), st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8), max_size=4), st.data())
+def test_members_encoded_once_read_back_as_the_whole(data, draw):
+    """An apply encodes the rule set once and splices it into the journal and the state."""
+    import json
+
+    from bpfwall.scope import encode_json
+
+    keys = draw.draw(st.lists(st.sampled_from(sorted(data)), unique=True) if data else st.just([]))
+    encoded = {k: json.dumps(data[k]) for k in keys}
+    assert json.loads(encode_json(data, encoded)) == data
