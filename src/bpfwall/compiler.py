@@ -411,6 +411,7 @@ def _address_classes(conds, family: int, wildcard: int, classes: _Classes):
     address order with a stack of open ancestors gives each its parent in one pass.
     """
     own: dict[tuple[int, int], int] = {}
+    net_of: dict[tuple[int, int], Network] = {}  # the rules' own objects: making 10,000 anew costs 0.1 s
     for i, nets in enumerate(conds):
         if nets is None:
             continue
@@ -418,6 +419,7 @@ def _address_classes(conds, family: int, wildcard: int, classes: _Classes):
             if net.version == family:
                 key = (int(net.network_address), net.prefixlen)
                 own[key] = own.get(key, 0) | (1 << i)
+                net_of.setdefault(key, net)
     bits_total = 32 if family == 4 else 128
     root_bits = wildcard | own.pop((0, 0), 0)
     root: Network = ipaddress.IPv4Network((0, 0)) if family == 4 else ipaddress.IPv6Network((0, 0))
@@ -430,7 +432,5 @@ def _address_classes(conds, family: int, wildcard: int, classes: _Classes):
         parent = stack[-1][2] if stack else root_bits
         bits = parent | own[(start, plen)]
         stack.append((start, end, bits))
-        net = (ipaddress.IPv4Network((start, plen)) if family == 4
-               else ipaddress.IPv6Network((start, plen)))
-        out.append((net, classes.id_of(bits)))
+        out.append((net_of[(start, plen)], classes.id_of(bits)))
     return out
