@@ -147,8 +147,9 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     if confirm is None:  # the same files, in force already: nothing to load, compile or swap
         same = scope.unchanged(path, list(interfaces), mode)
         if same is not None:
-            out.print(f"unchanged: {path} is in force as generation {same}{where}; nothing to do "
-                      f"({time.monotonic() - t0:.2f} s)")
+            # click, not rich: an unchanged apply should cost no more than its check
+            click.echo(f"unchanged: {path} is in force as generation {same}{where}; nothing to do "
+                       f"({time.monotonic() - t0:.2f} s)")
             return
     ruleset = _load(path)
     tables = _compile(ruleset, path)
