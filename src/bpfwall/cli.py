@@ -7,7 +7,6 @@ problem on stderr, never a traceback.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import importlib.util
 import json
@@ -18,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import libbpf, names, netns, shared
-from .errors import BpfwallError, InputError, RuntimeFailure, clip
+from . import names, netns, shared
+from .cliutil import handle_errors, json_option, netns_option, out
+from .errors import InputError, RuntimeFailure, clip
 from .scope import Scope, State, namespace_scopes
 
 if TYPE_CHECKING:
@@ -42,68 +42,9 @@ def _lazy(name: str) -> Any:
     return module
 
 
-class _LazyConsole:
-    """rich's Console, made on first use: rich takes a sixth of the CLI's start-up to import,
-    which the commands that print one plain line (an unchanged apply, set add) need not pay."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._console: Any = None
-
-    @property
-    def console(self) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._options)
-        return self._console
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.console, name)
-
-
 transaction = _lazy("bpfwall.transaction")
 conntrack_mod = _lazy("bpfwall.conntrack")
 stats_mod = _lazy("bpfwall.stats")
-out = _LazyConsole(highlight=False)
-
-
-def handle_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except InputError as exc:
-            for line in exc.problems:
-                click.echo(clip(line), err=True)
-            sys.exit(2)
-        except BpfwallError as exc:
-            lines = str(exc).splitlines() or ["failed"]
-            click.echo(clip(f"bpfwall: {lines[0]}"), err=True)
-            for line in lines[1:]:
-                click.echo(clip(f"  {line}"), err=True)
-            sys.exit(exc.exit_code)
-        except libbpf.BpfError as exc:
-            click.echo(f"bpfwall: {exc}", err=True)
-            sys.exit(1)
-        except PermissionError as exc:
-            click.echo(f"bpfwall: {exc.filename or ''}: permission denied (run as root)", err=True)
-            sys.exit(1)
-        except OSError as exc:  # what no module said better: still one line, no traceback
-            where = f"{exc.filename}: " if exc.filename else ""
-            click.echo(clip(f"bpfwall: {where}{exc.strerror or exc}"), err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            sys.exit(130)
-
-    return wrapper
-
-
-netns_option = click.option("--netns", "ns", metavar="NS",
-                            help="Network namespace of the interfaces (by its name in /run/netns).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="bpfwall", prog_name="bpfwall", message="%(prog)s %(version)s")
 def main() -> None:
@@ -196,11 +137,7 @@ def _guard_sessions(scope: Scope, ruleset, targets: list[str]) -> None:
     """Refuses a rule set that would cut an SSH session arriving on the targets."""
     from . import lockout
 
-    def live_table():
-        return conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
-
-    with netns.enter(scope.ns):
-        lockout.guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack_mod.now_ns())
+    lockout.guard_scope(scope, ruleset, targets)
 
 
 def _await_confirmation(scope: Scope, report, seconds: int) -> None:
@@ -973,6 +910,12 @@ def demo() -> None:
 
     sys.exit(run_demo(out))
 
+
+# The fleet's commands live in their own module, which uses the helpers above.
+from .fleet_cli import agent, fleet  # noqa: E402
+
+main.add_command(agent)
+main.add_command(fleet)
 
 if __name__ == "__main__":
     main()

@@ -40,6 +40,7 @@ class SetModel(_Strict):
     type: Literal["cidr", "port"]
     elements: list[Any] = []
     files: list[str] = []
+    fleet: bool = False  # its elements also come from the fleet's store (bpfwall agent)
 
 
 class PolicyModel(_Strict):
@@ -120,12 +121,22 @@ GROUP_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}\$?$")
 
 
 class _Problems:
-    """Collects problems as FILE:LINE lines, resolving a key path to its line."""
+    """Collects problems as FILE:LINE lines, resolving a key path to its line. origins: the
+    file a path came from (its longest prefix found there), where the data was merged from
+    several (the fleet's policies); filename for the rest."""
 
-    def __init__(self, filename: str, lines: dict[yamlsrc.Path, int]) -> None:
+    def __init__(self, filename: str, lines: dict[yamlsrc.Path, int],
+                 origins: dict[yamlsrc.Path, str] | None = None) -> None:
         self.filename = filename
         self.lines = lines
+        self.origins = origins or {}
         self.items: list[str] = []
+
+    def file_of(self, path: yamlsrc.Path) -> str:
+        path = tuple(path)
+        while path and path not in self.origins:
+            path = path[:-1]
+        return self.origins.get(path, self.filename)
 
     def line_of(self, path: yamlsrc.Path) -> int:
         path = tuple(path)
@@ -134,7 +145,7 @@ class _Problems:
         return self.lines.get(path, 1)
 
     def add(self, path: yamlsrc.Path, message: str) -> None:
-        self.items.append(clip(f"{self.filename}:{self.line_of(path)}: {_dotted(path)}{message}"))
+        self.items.append(clip(f"{self.file_of(path)}:{self.line_of(path)}: {_dotted(path)}{message}"))
 
     def add_raw(self, message: str) -> None:
         self.items.append(message)
@@ -171,11 +182,17 @@ def loads(text: str, filename: str = "<rules>") -> Ruleset:
         raise InputError(f"{filename}:1: {len(text):,} characters; a rule file may have at most "
                          f"{RULE_FILE_MAX_BYTES:,}")
     data, lines = yamlsrc.parse(text, filename)
-    problems = _Problems(filename, lines)
     if data is None:
         raise InputError(f"{filename}:1: the rule file is empty (it needs at least 'version: 1')")
     if not isinstance(data, dict):
         raise InputError(f"{filename}:1: the rule file must be a mapping of keys")
+    return from_data(data, lines, filename)
+
+
+def from_data(data: dict[str, Any], lines: dict[yamlsrc.Path, int], filename: str,
+              origins: dict[yamlsrc.Path, str] | None = None) -> Ruleset:
+    """A rule file's parsed data (yamlsrc.parse) to a Ruleset; origins as for _Problems."""
+    problems = _Problems(filename, lines, origins)
     try:
         model = FileModel.model_validate(data)
     except ValidationError as exc:
@@ -242,8 +259,11 @@ class _Normaliser:
         for i, rm in enumerate(m.rules):
             rule = self._rule(i, rm)
             if rm.name in seen:
-                self.p.add(("rules", i, "name"), f"duplicate rule name '{rm.name}' (first at line "
-                           f"{self.p.line_of(('rules', seen[rm.name]))})")
+                first = ("rules", seen[rm.name])
+                where = self.p.file_of(first)
+                at = (f"line {self.p.line_of(first)}" if where == self.p.file_of(("rules", i))
+                      else f"{where}:{self.p.line_of(first)}")
+                self.p.add(("rules", i, "name"), f"duplicate rule name '{rm.name}' (first at {at})")
             seen.setdefault(rm.name, i)
             if rule is not None:
                 rules.append(rule)
@@ -377,7 +397,8 @@ class _Normaliser:
         # million lines of a set file do not each build a text that is never shown.
         entries: list[tuple[Any, Any]] = []
         for i, e in enumerate(s.elements):
-            entries.append((e, f"{self.filename}:{self.p.line_of(path + ('elements', i))}"))
+            where = path + ("elements", i)
+            entries.append((e, f"{self.p.file_of(where)}:{self.p.line_of(where)}"))
         for i, f in enumerate(s.files):
             full = os.path.join(self.base_dir, f)
             try:

@@ -284,3 +284,15 @@ def check_warnings(ruleset: Ruleset) -> list[str]:
     except LookupFailed as exc:
         return [f"cannot look for SSH sessions the rules might cut ({exc}); apply will refuse without --force"]
     return found
+
+
+def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str]) -> None:
+    """guard_apply for an apply in scope (a scope.Scope): in its namespace, against its live
+    connection table when the rule set tracks connections."""
+    from . import conntrack, netns
+
+    def live_table() -> reference.Conntrack:
+        return conntrack.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
+
+    with netns.enter(scope.ns):
+        guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack.now_ns())

@@ -1,0 +1,72 @@
+"""What every command shares: error handling (one line a problem, the exit codes), the
+common options, and the console."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any
+
+import click
+
+from . import libbpf
+from .errors import BpfwallError, InputError, clip
+
+
+class _LazyConsole:
+    """rich's Console, made on first use: rich takes a sixth of the CLI's start-up to import,
+    which the commands that print one plain line (an unchanged apply, set add) need not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Any = None
+
+    @property
+    def console(self) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+out = _LazyConsole(highlight=False)
+
+
+def handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as exc:
+            for line in exc.problems:
+                click.echo(clip(line), err=True)
+            sys.exit(2)
+        except BpfwallError as exc:
+            lines = str(exc).splitlines() or ["failed"]
+            click.echo(clip(f"bpfwall: {lines[0]}"), err=True)
+            for line in lines[1:]:
+                click.echo(clip(f"  {line}"), err=True)
+            sys.exit(exc.exit_code)
+        except libbpf.BpfError as exc:
+            click.echo(f"bpfwall: {exc}", err=True)
+            sys.exit(1)
+        except PermissionError as exc:
+            click.echo(f"bpfwall: {exc.filename or ''}: permission denied (run as root)", err=True)
+            sys.exit(1)
+        except OSError as exc:  # what no module said better: still one line, no traceback
+            where = f"{exc.filename}: " if exc.filename else ""
+            click.echo(clip(f"bpfwall: {where}{exc.strerror or exc}"), err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return wrapper
+
+
+netns_option = click.option("--netns", "ns", metavar="NS",
+                            help="Network namespace of the interfaces (by its name in /run/netns).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

@@ -1,0 +1,183 @@
+"""The fleet's commands: `bpfwall agent` and `bpfwall fleet ...`. They parse and print;
+the work is in bpfwall.fleet, imported when a command runs (etcd3gw brings requests,
+which the other commands need not load)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from .cliutil import handle_errors, json_option, netns_option, out
+
+
+def _store_options(fn: Any) -> Any:
+    for option in reversed([
+        click.option("--etcd", "urls", required=True, metavar="URL[,URL...]",
+                     help="etcd's client URLs (http:// or https://), tried in turn."),
+        click.option("--prefix", default="/bpfwall", show_default=True, help="The fleet's key prefix in etcd."),
+        click.option("--cacert", metavar="FILE", help="CA certificate that signed etcd's (TLS)."),
+        click.option("--cert", metavar="FILE", help="This client's certificate (TLS client auth)."),
+        click.option("--key", metavar="FILE", help="This client's private key."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _store(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None):
+    from .fleet.store import Store, Tls
+
+    return Store(urls, prefix, Tls(cacert, cert, key))
+
+
+@click.command()
+@_store_options
+@click.option("--host", required=True, help="This host's name in the fleet (its status/HOST key).")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE",
+              help="A label of this host, which policies select on (repeatable).")
+@click.option("-i", "--interface", "interfaces", multiple=True, metavar="IFACE",
+              help="Interface to protect (repeatable). Default: the policies' 'interfaces:'.")
+@netns_option
+@click.option("--mode", type=click.Choice(["native", "generic", "auto"]), default="native", show_default=True,
+              help="XDP mode, as for apply.")
+@click.option("--state-dir", default="/var/lib/bpfwall/agent", show_default=True, metavar="DIR",
+              help="Where the last applied policy is kept, for a start while etcd is away.")
+@handle_errors
+def agent(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None, host: str,
+          labels: tuple[str, ...], interfaces: tuple[str, ...], ns: str | None, mode: str, state_dir: str) -> None:
+    """Keep this host's firewall equal to its effective policy in etcd (runs in the foreground).
+
+    The policies under PREFIX/policies/ that select this host's labels are merged and put in
+    force as `apply` does; elements under PREFIX/sets/NAME/ change fleet sets live. A policy
+    that fails is not applied: the rules in force stay and PREFIX/status/HOST says why. The
+    status lives under a lease of 10 s. With etcd away nothing changes; an agent that starts
+    then applies the policy it cached in --state-dir. SIGTERM or SIGINT stop it, leaving the
+    firewall in force."""
+    from .fleet.agent import Agent, AgentConfig, parse_labels
+
+    cfg = AgentConfig(host=host, labels=parse_labels(labels), interfaces=list(interfaces), ns=ns,
+                      state_dir=state_dir, mode=mode)
+    store = _store(urls, prefix, cacert, cert, key)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def say(message: str) -> None:
+        click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {host}: {message}", err=True)
+
+    say(f"watching {store.prefix} at {store.where} with labels "
+        f"{', '.join(f'{k}={v}' for k, v in sorted(cfg.labels.items())) or '(none)'}")
+    Agent(store, cfg, say).run(stop)
+    say("stopped; the rules in force stay")
+
+
+@click.group()
+def fleet() -> None:
+    """The fleet's policies, sets and hosts in etcd (see `bpfwall agent`)."""
+
+
+@fleet.command(name="status")
+@_store_options
+@json_option
+@handle_errors
+def fleet_status(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None,
+                 as_json: bool) -> None:
+    """Every host that reports: its revision, ok or its error, and whether it is behind
+    the newest change of a policy or set. Exit 1 when a host reports an error."""
+    from rich.table import Table
+
+    from .fleet import control
+
+    data = control.status(_store(urls, prefix, cacert, cert, key))
+    failed = [h for h in data["hosts"] if not h.get("ok")]
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        t = Table("host", "labels", "policies", "revision", "state", "generation", "rules",
+                  title=f"{len(data['hosts'])} hosts; newest change at revision {data['newest_change']}")
+        for h in data["hosts"]:
+            state = ("ok" if h.get("ok") else f"error: {h.get('error')}") + (
+                f" (behind by {h['behind']})" if h.get("behind") else "")
+            t.add_row(str(h.get("host")), ", ".join(f"{k}={v}" for k, v in sorted((h.get("labels") or {}).items())),
+                      ", ".join(h.get("policies") or []), str(h.get("revision")), state,
+                      str(h.get("generation") or ""), str(h.get("rules") or ""))
+        out.print(t)
+    if failed:
+        sys.exit(1)
+
+
+@fleet.command(name="push")
+@click.argument("path", metavar="FILE")
+@click.option("--name", required=True, help="The policy's name (its key: PREFIX/policies/NAME).")
+@_store_options
+@handle_errors
+def fleet_push(path: str, name: str, urls: str, prefix: str, cacert: str | None, cert: str | None,
+               key: str | None) -> None:
+    """Check FILE (a rule file, with optional 'select:' and 'order:') and write it as policy
+    NAME. Exit 2, writing nothing, when it has errors."""
+    from .fleet import control
+    from .inputs import read_regular_file
+
+    text = read_regular_file(path, 16 << 20, "policy file").decode("utf-8")
+    store = _store(urls, prefix, cacert, cert, key)
+    revision = control.push(store, name, text)
+    out.print(f"pushed {path} as {store.prefix}policies/{name} at revision {revision}")
+
+
+@fleet.command(name="rm")
+@click.argument("name")
+@_store_options
+@handle_errors
+def fleet_rm(name: str, urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None) -> None:
+    """Remove policy NAME: the hosts it selected put their other policies in force."""
+    from .fleet import control
+
+    store = _store(urls, prefix, cacert, cert, key)
+    revision = control.remove(store, name)
+    out.print(f"removed {store.prefix}policies/{name} (revision {revision})")
+
+
+@fleet.group(name="set")
+def fleet_set() -> None:
+    """Elements of fleet sets (declared {type: cidr, fleet: true}): every host changes them live."""
+
+
+def _fleet_set_change(name: str, elements: tuple[str, ...], add: bool, store_args: tuple) -> None:
+    from .fleet import control
+
+    texts: list[str] = []
+    for value in elements:
+        if value == "-":
+            texts += [line.split("#", 1)[0].strip() for line in sys.stdin]
+        else:
+            texts.append(value)
+    count, revision = control.set_change(_store(*store_args), name, [t for t in texts if t], add)
+    out.print(f"fleet set '{name}': {'added' if add else 'removed'} {count} element"
+              f"{'s' if count != 1 else ''} at revision {revision}")
+
+
+@fleet_set.command(name="add")
+@click.argument("name")
+@click.argument("elements", nargs=-1, required=True)
+@_store_options
+@handle_errors
+def fleet_set_add(name: str, elements: tuple[str, ...], urls: str, prefix: str, cacert: str | None,
+                  cert: str | None, key: str | None) -> None:
+    """Add ELEMENTS (addresses or CIDRs, or '-' for stdin) to fleet set NAME, in one revision."""
+    _fleet_set_change(name, elements, True, (urls, prefix, cacert, cert, key))
+
+
+@fleet_set.command(name="del")
+@click.argument("name")
+@click.argument("elements", nargs=-1, required=True)
+@_store_options
+@handle_errors
+def fleet_set_del(name: str, elements: tuple[str, ...], urls: str, prefix: str, cacert: str | None,
+                  cert: str | None, key: str | None) -> None:
+    """Remove ELEMENTS (or '-' for stdin) from fleet set NAME, in one revision."""
+    _fleet_set_change(name, elements, False, (urls, prefix, cacert, cert, key))

@@ -1,0 +1,172 @@
+"""The fleet through a real etcd: agents in two lab namespaces with different labels get
+different merged policies (checked with real sockets), fleet set elements reach both live,
+a bad policy is reported and not applied, and a killed agent's status lapses while its
+firewall stays."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from bpfwall import scope as scope_mod
+from bpfwall.fleet.store import Store
+from bpfwall.lab import CLIENT_V4, Lab
+from tests.e2e.conftest import bpfwall, write
+from tests.e2e.etcd import Etcd
+
+BASE = """\
+version: 1
+policy: {ingress: drop}
+sets:
+  blocked: {type: cidr, fleet: true}
+rules:
+  - {name: no-blocked, src: "@blocked", action: drop}
+  - {name: shared, proto: tcp, dport: 8080, action: accept}
+"""
+
+WEB = """\
+version: 1
+select: {role: web}
+rules:
+  - {name: web-only, proto: tcp, dport: 8081, action: accept}
+"""
+
+
+def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+@contextlib.contextmanager
+def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str) -> Iterator[subprocess.Popen]:
+    log = open(tmp_path / f"agent-{host}.log", "w")
+    cmd = [sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix", prefix, "--host", host,
+           "-i", lab.server_if, "--netns", lab.server_ns, "--state-dir", str(tmp_path / f"state-{host}")]
+    for label in labels:
+        cmd += ["--label", label]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def statuses(etcd: Etcd, prefix: str) -> dict[str, dict]:
+    res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json")
+    assert res.returncode in (0, 1), res.stderr
+    return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
+
+
+def fleet(etcd: Etcd, prefix: str, *args: str) -> subprocess.CompletedProcess:
+    return bpfwall("fleet", *args, "--etcd", etcd.url, "--prefix", prefix)
+
+
+@pytest.fixture
+def labs():
+    scope_mod.ensure_bpffs()
+    with Lab("fweb") as web, Lab("fdb") as db:
+        for lab in (web, db):
+            for port in (8080, 8081):
+                lab.tcp_server(port)
+        yield web, db
+
+
+def test_policies_sets_and_failures_across_two_hosts(labs, tmp_path):
+    web_lab, db_lab = labs
+    prefix = f"/bwtest-{os.getpid()}"
+    with Etcd() as etcd:
+        res = fleet(etcd, prefix, "push", write(tmp_path, BASE, "base.yaml"), "--name", "base")
+        assert res.returncode == 0, res.stderr
+        res = fleet(etcd, prefix, "push", write(tmp_path, WEB, "web.yaml"), "--name", "web")
+        assert res.returncode == 0, res.stderr
+        revision = Store(etcd.url, prefix).revision()
+        with agent(etcd, prefix, "web1", web_lab, tmp_path, "role=web") as web_agent, \
+                agent(etcd, prefix, "db1", db_lab, tmp_path, "role=db"):
+            def converged(at: int) -> Callable[[], bool]:
+                def check() -> bool:
+                    s = statuses(etcd, prefix)
+                    return all(h in s and s[h]["ok"] and s[h]["revision"] >= at for h in ("web1", "db1"))
+                return check
+
+            until("both hosts apply their policies", converged(revision))
+            s = statuses(etcd, prefix)
+            assert s["web1"]["policies"] == ["base", "web"] and s["db1"]["policies"] == ["base"]
+            assert s["web1"]["labels"] == {"role": "web"} and s["web1"]["generation"] >= 1
+            for lab, open_8081 in ((web_lab, "open"), (db_lab, "timeout")):
+                assert lab.tcp_connect(8080) == "open"
+                assert lab.tcp_connect(8081) == open_8081
+
+            # A fleet set element reaches both hosts live (no new generation), and leaves them.
+            generations = {h: s[h]["generation"] for h in s}
+            res = fleet(etcd, prefix, "set", "add", "blocked", CLIENT_V4)
+            assert res.returncode == 0, res.stderr
+            until("the element blocks on both hosts",
+                  lambda: web_lab.tcp_connect(8080, timeout=0.3) == "timeout"
+                  and db_lab.tcp_connect(8080, timeout=0.3) == "timeout")
+            assert {h: e["generation"] for h, e in statuses(etcd, prefix).items()} == generations
+            res = fleet(etcd, prefix, "set", "del", "blocked", CLIENT_V4)
+            assert res.returncode == 0, res.stderr
+            until("the element is gone on both hosts",
+                  lambda: web_lab.tcp_connect(8080) == "open" and db_lab.tcp_connect(8080) == "open")
+
+            # A policy that does not parse is reported by every host and applied by none.
+            store = Store(etcd.url, prefix)
+            bad_revision = store.put("policies/broken", "version: 1\nrules:\n  - {name: x, action: drop\n")
+            until("both hosts report the bad policy", lambda: all(
+                not h["ok"] and h["revision"] >= bad_revision and "policies/broken:" in h["error"]
+                for h in statuses(etcd, prefix).values()))
+            assert web_lab.tcp_connect(8081) == "open" and db_lab.tcp_connect(8081) == "timeout"
+            assert fleet(etcd, prefix, "status").returncode == 1
+            res = fleet(etcd, prefix, "rm", "broken")
+            assert res.returncode == 0, res.stderr
+            until("the hosts recover", converged(int(res.stdout.split("revision ")[1].rstrip(")\n"))))
+            assert {h: e["generation"] for h, e in statuses(etcd, prefix).items()} == generations
+
+            # A clash that only the web host sees: the same rule name in two of its policies.
+            clash = WEB.replace("web-only", "shared").replace("8081", "8082")
+            clash_revision = store.put("policies/web2", clash)
+            until("the web host reports the clash", lambda: (lambda s: not s["web1"]["ok"]
+                  and "duplicate rule name 'shared'" in s["web1"]["error"] and s["db1"]["ok"]
+                  and s["db1"]["revision"] >= clash_revision)(statuses(etcd, prefix)))
+            assert web_lab.tcp_connect(8081) == "open"
+            _, fixed = store.delete("policies/web2")
+
+            # An agent killed: its status lapses with its lease, its firewall stays.
+            until("the web host recovers", converged(fixed))
+            web_agent.kill()
+            web_agent.wait()
+            until("the dead host's status lapses", lambda: "web1" not in statuses(etcd, prefix), timeout=20)
+            assert web_lab.tcp_connect(8081) == "open" and web_lab.tcp_connect(8082, timeout=0.3) == "timeout"
+
+
+def test_push_refuses_a_bad_policy_and_writes_nothing(tmp_path):
+    prefix = f"/bwtest-{os.getpid()}"
+    with Etcd() as etcd:
+        res = fleet(etcd, prefix, "push", write(tmp_path, WEB.replace("8081", "no-such-port")), "--name", "web")
+        assert res.returncode == 2 and res.stderr.startswith("policies/web:4: "), res.stderr
+        res = fleet(etcd, prefix, "push", write(tmp_path, "version: 1\nselect: web\n"), "--name", "web")
+        assert res.returncode == 2 and "select: must be a mapping" in res.stderr
+        assert Store(etcd.url, prefix).read("policies/")[1] == {}
+        res = fleet(etcd, prefix, "rm", "web")
+        assert res.returncode == 1 and "no policy 'web'" in res.stderr
+        res = fleet(etcd, prefix, "set", "add", "blocked", "not-an-address")
+        assert res.returncode == 2
