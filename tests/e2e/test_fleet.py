@@ -51,7 +51,7 @@ def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str) -> Iterator[subprocess.Popen]:
-    log = open(tmp_path / f"agent-{host}.log", "w")
+    log = open(tmp_path / f"agent-{host}.log", "a")
     cmd = [sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix", prefix, "--host", host,
            "-i", lab.server_if, "--netns", lab.server_ns, "--state-dir", str(tmp_path / f"state-{host}")]
     for label in labels:
@@ -170,3 +170,58 @@ def test_push_refuses_a_bad_policy_and_writes_nothing(tmp_path):
         assert res.returncode == 1 and "no policy 'web'" in res.stderr
         res = fleet(etcd, prefix, "set", "add", "blocked", "not-an-address")
         assert res.returncode == 2
+
+
+def test_etcd_away_a_restart_on_the_cache_and_a_compacted_watch(tmp_path):
+    scope_mod.ensure_bpffs()
+    prefix = f"/bwtest-{os.getpid()}"
+    open_all = WEB.replace("select: {role: web}\n", "")
+    with Lab("fetcd") as lab, Etcd() as etcd:
+        for port in (8080, 8081, 8082):
+            lab.tcp_server(port)
+        store = Store(etcd.url, prefix)
+        revision = store.put("policies/base", BASE)
+        with agent(etcd, prefix, "h1", lab, tmp_path) as first:
+            until("the host applies", lambda: statuses(etcd, prefix).get("h1", {}).get("revision", 0) >= revision)
+            assert lab.tcp_connect(8080) == "open" and lab.tcp_connect(8081, timeout=0.3) == "timeout"
+
+            # etcd gone: the rules in force stay, and the agent keeps running.
+            etcd.kill()
+            time.sleep(1.5)
+            assert first.poll() is None
+            assert lab.tcp_connect(8080) == "open" and lab.tcp_connect(8081, timeout=0.3) == "timeout"
+            first.kill()
+            first.wait()
+
+        # The firewall taken down, and an agent started while etcd is still away: it puts the
+        # policy it cached back in force.
+        assert bpfwall("down", "--netns", lab.server_ns).returncode == 0
+        assert lab.tcp_connect(8081) == "open"
+        with agent(etcd, prefix, "h1", lab, tmp_path) as second:
+            until("the cached policy is in force", lambda: lab.tcp_connect(8081, timeout=0.3) == "timeout")
+            assert lab.tcp_connect(8080) == "open"
+
+            # etcd back: the agent converges on what changed meanwhile.
+            etcd.start()
+            revision = store.put("policies/open", open_all)
+            until("the host converges after etcd returns", lambda: lab.tcp_connect(8081, timeout=0.3) == "open")
+            until("the host reports the revision",
+                  lambda: statuses(etcd, prefix).get("h1", {}).get("revision", 0) >= revision)
+
+            # The agent frozen while etcd restarts, changes are made and the history compacted:
+            # its watch cannot resume from its revision, so it reads everything again.
+            second.send_signal(signal.SIGSTOP)
+            try:
+                etcd.kill()
+                etcd.start()
+                store.put("policies/more", open_all.replace("web-only", "more").replace("8081", "8082"))
+                compacted = store.put("policies/base", BASE.replace("8080", "8083"))
+                store._post("/kv/compaction", {"revision": compacted})
+            finally:
+                second.send_signal(signal.SIGCONT)
+            until("the host converges past the compaction",
+                  lambda: lab.tcp_connect(8082, timeout=0.3) == "open" and lab.tcp_connect(8080, timeout=0.3)
+                  == "timeout", timeout=30)
+            assert statuses(etcd, prefix)["h1"]["ok"]
+        log = (tmp_path / "agent-h1.log").read_text()
+        assert "applying the policy cached at revision" in log and "compacted" in log, log

@@ -14,6 +14,7 @@ directory, and an agent that starts while etcd is unreachable applies it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -78,19 +79,26 @@ class Agent:
     # --- the loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        backoff, first = 0.5, True
+        """Until stop: read everything once, then follow the watch. A broken watch resumes from
+        the revision in force (etcd keeps the history until it compacts it); a compacted one,
+        or a start, reads everything again."""
+        backoff, need_read, started, since = 0.5, True, False, time.monotonic()
         while not stop.is_set():
             try:
-                self.sync()
-                first = False
-                backoff = 0.5
+                if need_read:
+                    self.sync()
+                    need_read, started = False, True
+                since = time.monotonic()
                 self.follow(stop)
             except Compacted as exc:
                 self.say(f"the watch's revision was compacted ({exc}); reading everything again")
+                need_read = True
             except Unavailable as exc:
-                if first:
-                    first = False
+                if not started:
+                    started = True
                     self.apply_cached()
+                if started and time.monotonic() - since > 10 * backoff:
+                    backoff = 0.5  # it had been up a while: this is a new outage
                 self.say(f"{exc}; the rules in force stay, retrying in {backoff:.1f} s")
                 self.lease = 0
                 stop.wait(backoff)
@@ -327,7 +335,8 @@ class Agent:
         self.texts = dict(data.get("policies", {}))
         self.sets = {name: set(elements) for name, elements in data.get("sets", {}).items()}
         self.say(f"etcd is unreachable: applying the policy cached at revision {data.get('revision')}")
-        self.converge(int(data.get("revision", 0)))
+        with contextlib.suppress(Unavailable):  # its status waits for etcd
+            self.converge(int(data.get("revision", 0)))
 
     # --- status ----------------------------------------------------------------------------
 
