@@ -225,3 +225,52 @@ def test_etcd_away_a_restart_on_the_cache_and_a_compacted_watch(tmp_path):
             assert statuses(etcd, prefix)["h1"]["ok"]
         log = (tmp_path / "agent-h1.log").read_text()
         assert "applying the policy cached at revision" in log and "compacted" in log, log
+
+
+def _certificates(d) -> dict[str, str]:
+    """A CA, etcd's server certificate for 127.0.0.1 and a client certificate, by openssl."""
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+        "-subj", "/CN=bpfwall-test-ca")
+    # etcd's JSON gateway connects to etcd's own gRPC with the server certificate, which client
+    # certificate auth then checks as a client's: it needs clientAuth as well.
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+                      ("agent", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+            "-subj", f"/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+    return {k: str(d / v) for k, v in (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"),
+                                       ("client_cert", "agent.pem"), ("client_key", "agent.key"))}
+
+
+def test_tls_with_client_certificates(tmp_path):
+    scope_mod.ensure_bpffs()
+    certs = _certificates(tmp_path)
+    prefix = f"/bwtest-{os.getpid()}"
+    tls = ["--cacert", certs["ca"], "--cert", certs["client_cert"], "--key", certs["client_key"]]
+    with Lab("ftls") as lab, Etcd(tls={"cert": certs["cert"], "key": certs["key"], "ca": certs["ca"]}) as etcd:
+        lab.tcp_server(8080)
+        lab.tcp_server(8081)
+        res = bpfwall("fleet", "push", write(tmp_path, BASE), "--name", "base", "--etcd", etcd.url,
+                      "--prefix", prefix, *tls)
+        assert res.returncode == 0, res.stderr
+        # No client certificate: etcd refuses the connection, and the command says so.
+        res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--cacert", certs["ca"])
+        assert res.returncode == 1 and "etcd" in res.stderr, res.stderr
+        log = open(tmp_path / "agent.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix",
+                                 prefix, "--host", "h1", "-i", lab.server_if, "--netns", lab.server_ns,
+                                 "--state-dir", str(tmp_path / "state"), *tls], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            until("the agent applies over TLS", lambda: lab.tcp_connect(8081, timeout=0.3) == "timeout")
+            assert lab.tcp_connect(8080) == "open"
+            res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json", *tls)
+            assert res.returncode == 0 and json.loads(res.stdout)["hosts"][0]["host"] == "h1", res.stderr
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            log.close()

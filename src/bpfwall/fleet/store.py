@@ -89,8 +89,7 @@ class Store:
             raise InputError("--cert and --key go together (the client certificate and its key)")
         self.clients = [
             etcd3gw.Etcd3Client(host=host, port=port, protocol=("https" if tls.cacert or tls.cert else scheme),
-                                ca_cert=tls.cacert, cert_cert=tls.cert, cert_key=tls.key, timeout=timeout,
-                                api_path="/v3/")
+                                timeout=timeout, api_path="/v3/", session=_session(tls))
             for scheme, host, port in endpoints(urls)]
         self.current = 0
         self._lock = threading.Lock()
@@ -209,6 +208,19 @@ class Store:
             raise Unavailable(f"etcd watch at {client.base_url} ended")
 
 
+def _session(tls: Tls) -> requests.Session:
+    """An HTTP session with the client certificate and the CA given. With a CA given, the
+    environment is not consulted: requests lets REQUESTS_CA_BUNDLE override a session's own
+    CA, which would verify etcd against the system's authorities instead."""
+    session = requests.Session()
+    if tls.cacert:
+        session.verify = tls.cacert
+        session.trust_env = False
+    if tls.cert and tls.key:
+        session.cert = (tls.cert, tls.key)
+    return session
+
+
 def _close_when(stop: threading.Event, resp: requests.Response) -> None:
     """Ends a watch stream once stop is set. Closing the response does not wake a read
     blocked on an idle stream; shutting its socket down does."""
@@ -222,5 +234,9 @@ def _close_when(stop: threading.Event, resp: requests.Response) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # etcd3gw's errors keep their text in detail_text (str() of one is empty)
+    text = (str(exc).strip() or str(getattr(exc, "detail_text", "") or "").strip()
+            or type(exc).__name__)
+    if "Caused by " in text:  # urllib3's retry wrapper: the cause is what says something
+        text = text.split("Caused by ", 1)[1].strip("()")
     return text.splitlines()[0][:300]
