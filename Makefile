@@ -67,14 +67,14 @@ wheel: venv build
 	$(BIN)/pip wheel -q --no-deps -w $(WHEEL_DIR) .
 
 # The systemd unit with this install's paths.
-unit: build/bpfwall.service
+unit: build/bpfwall.service build/bpfwall-agent.service
 
-build/bpfwall.service: contrib/systemd/bpfwall.service.in
+build/%.service: contrib/systemd/%.service.in
 	@mkdir -p build
 	sed -e 's|@BINDIR@|$(PREFIX)/bin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' $< > $@
 
 install: wheel
-	rm -f build/bpfwall.service
+	rm -f build/bpfwall.service build/bpfwall-agent.service
 	$(MAKE) unit
 	$(HOST_PYTHON) -m venv --clear $(APPDIR)/venv
 	$(APPDIR)/venv/bin/pip install -q $(WHEEL_DIR)/bpfwall-*.whl
@@ -82,6 +82,7 @@ install: wheel
 		$(PREFIX)/share/bash-completion/completions $(PREFIX)/share/doc/bpfwall
 	ln -sf $(APPDIR)/venv/bin/bpfwall $(PREFIX)/bin/bpfwall
 	install -m 0644 build/bpfwall.service $(UNITDIR)/bpfwall.service
+	install -m 0644 build/bpfwall-agent.service $(UNITDIR)/bpfwall-agent.service
 	install -d -m 0755 $(SYSCONFDIR)/bpfwall
 	[ -e $(SYSCONFDIR)/bpfwall/bpfwall.yaml ] || install -m 0644 contrib/bpfwall.yaml $(SYSCONFDIR)/bpfwall/bpfwall.yaml
 	$(APPDIR)/venv/bin/python -m bpfwall.manpage > $(PREFIX)/share/man/man8/bpfwall.8

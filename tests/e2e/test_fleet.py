@@ -128,6 +128,18 @@ def test_policies_sets_and_failures_across_two_hosts(labs, tmp_path):
             until("the element is gone on both hosts",
                   lambda: web_lab.tcp_connect(8080) == "open" and db_lab.tcp_connect(8080) == "open")
 
+            # More elements than etcd takes in one transaction, from stdin.
+            many = "\n".join(f"10.200.{100 + i // 256}.{i % 256}" for i in range(300)) + "\n"
+            res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "fleet", "set", "add", "blocked", "-",
+                                  "--etcd", etcd.url, "--prefix", prefix], input=many, capture_output=True, text=True)
+            assert res.returncode == 0 and "added 300 elements" in res.stdout, res.stderr
+
+            def size(lab: Lab) -> int:
+                res = bpfwall("set", "list", "blocked", "--netns", lab.server_ns, "--json")
+                return json.loads(res.stdout)["size"] if res.returncode == 0 else -1
+
+            until("300 elements on both hosts", lambda: size(web_lab) == 300 and size(db_lab) == 300)
+
             # A policy that does not parse is reported by every host and applied by none.
             store = Store(etcd.url, prefix)
             bad_revision = store.put("policies/broken", "version: 1\nrules:\n  - {name: x, action: drop\n")

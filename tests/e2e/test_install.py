@@ -42,6 +42,11 @@ def test_make_install_to_a_prefix(tmp_path):
     verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
                             env={**os.environ, "MANPATH": str(prefix / "share" / "man")})
     assert verify.returncode == 0 and "bpfwall.service" not in verify.stderr, verify.stderr
+    agent_unit = prefix / "lib" / "systemd" / "system" / "bpfwall-agent.service"
+    assert f"ExecStart={cli} agent --state-dir /var/lib/bpfwall/agent $BPFWALL_AGENT_ARGS" in agent_unit.read_text()
+    verify = subprocess.run(["systemd-analyze", "verify", str(agent_unit)], capture_output=True, text=True,
+                            env={**os.environ, "MANPATH": str(prefix / "share" / "man")})
+    assert verify.returncode == 0 and "bpfwall-agent.service" not in verify.stderr, verify.stderr
 
     page = prefix / "share" / "man" / "man8" / "bpfwall.8"
     man = subprocess.run(["man", "--warnings", "-l", str(page)], capture_output=True, text=True,

@@ -11,6 +11,8 @@ from ..errors import InputError, RuntimeFailure
 from . import policy
 from .store import Store
 
+TXN_OPS = 128  # etcd's default --max-txn-ops
+
 
 def check_policy(store: Store, name: str, text: str) -> policy.Policy:
     """The policy parsed and merged, before it is written: with the fleet-wide policies
@@ -49,7 +51,8 @@ def remove(store: Store, name: str) -> int:
 
 
 def set_change(store: Store, name: str, texts: list[str], add: bool) -> tuple[int, int]:
-    """Puts (or deletes) the elements of fleet set NAME in one transaction: (count, revision).
+    """Puts (or deletes) the elements of fleet set NAME, in transactions of TXN_OPS: (count,
+    the last revision).
     Elements are written in their canonical form (192.0.2.1 as 192.0.2.1/32), so that a
     delete finds what an add wrote however either was spelled."""
     if not name or "/" in name:
@@ -66,9 +69,11 @@ def set_change(store: Store, name: str, texts: list[str], add: bool) -> tuple[in
     if not keys:
         raise InputError("no elements given (pass them as arguments, or '-' to read stdin)")
     keys = list(dict.fromkeys(keys))
-    if add:
-        return len(keys), store.put_many({k: b"" for k in keys})
-    return len(keys), store.put_many({}, keys)
+    revision = 0
+    for i in range(0, len(keys), TXN_OPS):  # etcd refuses larger transactions (--max-txn-ops)
+        chunk = keys[i : i + TXN_OPS]
+        revision = store.put_many({k: b"" for k in chunk}) if add else store.put_many({}, chunk)
+    return len(keys), revision
 
 
 def status(store: Store) -> dict[str, Any]:
