@@ -114,18 +114,31 @@ def fleet_status(urls: str, prefix: str, cacert: str | None, cert: str | None, k
 @fleet.command(name="push")
 @click.argument("path", metavar="FILE")
 @click.option("--name", required=True, help="The policy's name (its key: PREFIX/policies/NAME).")
+@click.option("--canary", "canary", multiple=True, metavar="KEY=VALUE",
+              help="Try it first on the hosts with this label (repeatable: all must match).")
+@click.option("--wait", type=click.FloatRange(0, 86400), default=30.0, show_default=True, metavar="SECS",
+              help="With --canary: how long every canary must stay ok and reachable before the rest get it.")
 @_store_options
 @handle_errors
-def fleet_push(path: str, name: str, urls: str, prefix: str, cacert: str | None, cert: str | None,
-               key: str | None) -> None:
+def fleet_push(path: str, name: str, canary: tuple[str, ...], wait: float, urls: str, prefix: str,
+               cacert: str | None, cert: str | None, key: str | None) -> None:
     """Check FILE (a rule file, with optional 'select:' and 'order:') and write it as policy
-    NAME. Exit 2, writing nothing, when it has errors."""
+    NAME. Exit 2, writing nothing, when it has errors.
+
+    With --canary, only the hosts with that label get it first; when every canary reports ok
+    and is still reachable after --wait seconds, it goes to all. If a canary fails or stops
+    reporting, the change is taken back on the canaries and the command exits 1 naming them."""
     from .fleet import control
+    from .fleet.agent import parse_labels
     from .inputs import read_regular_file
 
     text = read_regular_file(path, 16 << 20, "policy file").decode("utf-8")
     store = _store(urls, prefix, cacert, cert, key)
-    revision = control.push(store, name, text)
+    if canary:
+        revision = control.push_canary(store, name, text, parse_labels(canary), wait,
+                                       lambda message: click.echo(message, err=True))
+    else:
+        revision = control.push(store, name, text)
     out.print(f"pushed {path} as {store.prefix}policies/{name} at revision {revision}")
 
 

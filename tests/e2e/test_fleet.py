@@ -286,3 +286,48 @@ def test_tls_with_client_certificates(tmp_path):
             proc.terminate()
             proc.wait(10)
             log.close()
+
+
+def test_a_canary_push_that_holds_and_one_that_fails_and_is_taken_back(labs, tmp_path):
+    web_lab, db_lab = labs
+    for lab in labs:
+        lab.tcp_server(8082)
+    prefix = f"/bwtest-{os.getpid()}"
+    with Etcd() as etcd:
+        store = Store(etcd.url, prefix)
+        store.put("policies/base", BASE)
+        revision = store.put("policies/web", WEB)
+        with agent(etcd, prefix, "web1", web_lab, tmp_path, "role=web", "canary=yes"), \
+                agent(etcd, prefix, "db1", db_lab, tmp_path, "role=db"):
+            until("both hosts apply", lambda: all(
+                h.get("revision", 0) >= revision for h in statuses(etcd, prefix).values())
+                and len(statuses(etcd, prefix)) == 2)
+
+            # A new base that also opens 8082: the canary first, the rest after the wait.
+            newer = write(tmp_path, BASE + "  - {name: more, proto: tcp, dport: 8082, action: accept}\n", "b2.yaml")
+            push = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "fleet", "push", newer, "--name", "base",
+                                     "--canary", "canary=yes", "--wait", "3", "--etcd", etcd.url, "--prefix", prefix],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            until("the canary has it", lambda: web_lab.tcp_connect(8082, timeout=0.3) == "open")
+            assert db_lab.tcp_connect(8082, timeout=0.3) == "timeout"  # not yet: the canary holds
+            stdout, stderr = push.communicate(timeout=60)
+            assert push.returncode == 0, stderr
+            assert "every canary applied it" in stderr and "pushed" in stdout
+            until("every host has it", lambda: db_lab.tcp_connect(8082, timeout=0.3) == "open")
+            assert store.read("canary/")[1] == {}
+
+            # A policy that passes the push's check but clashes on the canary (its 'web' policy
+            # has a rule of that name): the canary reports it, the push takes it back.
+            clash = write(tmp_path, "version: 1\nrules:\n  - {name: web-only, proto: tcp, dport: 9, action: drop}\n",
+                          "clash.yaml")
+            res = bpfwall("fleet", "push", clash, "--name", "extra", "--canary", "role=web", "--wait", "2",
+                          "--etcd", etcd.url, "--prefix", prefix)
+            assert res.returncode == 1, res.stderr
+            assert "canary of policy extra failed on web1: " in res.stderr and "duplicate rule name" in res.stderr
+            assert "taken back" in res.stderr
+            s = statuses(etcd, prefix)
+            assert s["web1"]["ok"] and "extra" not in s["web1"]["policies"] and "extra" not in s["db1"]["policies"]
+            assert store.read("policies/extra")[1] == {} and store.read("canary/")[1] == {}
+            res = bpfwall("fleet", "push", clash, "--name", "extra", "--canary", "role=nothing",
+                          "--etcd", etcd.url, "--prefix", prefix)
+            assert res.returncode == 1 and "no host reports the label role=nothing" in res.stderr

@@ -64,6 +64,7 @@ class Agent:
         self.say = say
         self.scope = Scope(cfg.ns)
         self.texts: dict[str, str] = {}  # policy name -> text, as the store holds them
+        self.canaries: dict[str, bytes] = {}  # policy name -> canary/NAME's value (a push under way)
         self.sets: dict[str, set[str]] = {}  # fleet set name -> elements
         self._parsed: dict[tuple[str, str], policy.Policy | InputError] = {}  # (name, text) -> parsed
         self.revision = 0  # the store revision the firewall is equal to
@@ -107,11 +108,13 @@ class Agent:
     def sync(self) -> None:
         """Everything under the prefix, read at one revision, and the firewall made equal to it."""
         revision, kvs = self.store.read()
-        self.texts, self.sets = {}, {}
+        self.texts, self.sets, self.canaries = {}, {}, {}
         for key, value in kvs.items():
             kind, _, rest = key.partition("/")
             if kind == "policies" and rest:
                 self.texts[rest] = value.decode("utf-8", errors="replace")
+            elif kind == "canary" and rest:
+                self.canaries[rest] = value
             elif kind == "sets" and "/" in rest:
                 name, _, element = rest.partition("/")
                 self.sets.setdefault(name, set()).add(element)
@@ -161,6 +164,12 @@ class Agent:
                     self.texts.pop(rest, None)
                 else:
                     self.texts[rest] = e.value.decode("utf-8", errors="replace")
+            elif kind == "canary" and rest:
+                policies_changed = True
+                if e.value is None:
+                    self.canaries.pop(rest, None)
+                else:
+                    self.canaries[rest] = e.value
             elif kind == "sets" and "/" in rest:
                 name, _, element = rest.partition("/")
                 if e.value is None:
@@ -187,7 +196,12 @@ class Agent:
         """The store's policies parsed (each text once), and the problems of those that fail."""
         good, problems = [], []
         seen = {}
-        for name, text in sorted(self.texts.items()):
+        texts = dict(self.texts)
+        for name, value in self.canaries.items():  # this host is a canary of a push under way
+            canary = policy.parse_canary(name, value)
+            if canary is not None and all(self.cfg.labels.get(k) == v for k, v in canary["select"].items()):
+                texts[name] = canary["text"]
+        for name, text in sorted(texts.items()):
             key = (name, text)
             result = self._parsed.get(key)
             if result is None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..cidrset import format_element, parse_element
@@ -41,6 +43,87 @@ def push(store: Store, name: str, text: str) -> int:
         raise InputError(f"--name: '{name}' is not a policy name (no '/')")
     check_policy(store, name, text)
     return store.put(f"policies/{name}", text)
+
+
+CANARY_APPLY_SECONDS = 60.0  # how long the canaries have to put the policy in force
+POLL = 0.2
+
+
+def push_canary(store: Store, name: str, text: str, canary: dict[str, str], wait: float,
+                say: Callable[[str], None]) -> int:
+    """Tries the policy on the hosts with the canary labels first, under canary/NAME (a key
+    the agents read as an override of policies/NAME, kept under a lease this command holds:
+    if the command dies, it lapses and the canaries go back). When every canary has applied
+    it and still reports ok after `wait` seconds, policies/NAME is written and canary/NAME
+    removed in one transaction: the revision. If any canary fails or stops reporting, the
+    canary key is removed (the canaries go back) and RuntimeFailure names the hosts."""
+    if not name or "/" in name:
+        raise InputError(f"--name: '{name}' is not a policy name (no '/')")
+    check_policy(store, name, text)
+    label = ", ".join(f"{k}={v}" for k, v in sorted(canary.items()))
+    hosts = sorted(h["host"] for h in status(store)["hosts"]
+                   if all((h.get("labels") or {}).get(k) == v for k, v in canary.items()))
+    if not hosts:
+        raise RuntimeFailure(f"no host reports the label {label}: no canary to try the policy on")
+    lease = store.grant(int(wait + CANARY_APPLY_SECONDS) + 30)
+    revision = store.put(f"canary/{name}", json.dumps({"select": canary, "text": text}), lease=lease)
+    say(f"trying policy {name} on {', '.join(hosts)} ({label}) at revision {revision}")
+    started = time.monotonic()
+    held_since: float | None = None
+    kept = started
+    while True:
+        now = time.monotonic()
+        if now - kept >= 3.0:
+            store.keep_alive(lease)
+            kept = now
+        _, kvs = store.read("status/")
+        seen = {}
+        for key, value in kvs.items():
+            with contextlib.suppress(ValueError):
+                seen[key.partition("/")[2]] = json.loads(value)
+        gone = [h for h in hosts if h not in seen]
+        failed = [f"{h}: {seen[h].get('error')}" for h in hosts
+                  if h in seen and int(seen[h].get("revision") or 0) >= revision and not seen[h].get("ok")]
+        applied = all(h in seen and int(seen[h].get("revision") or 0) >= revision and seen[h].get("ok")
+                      for h in hosts)
+        problem = None
+        if failed:
+            problem = "failed on " + "; ".join(failed)
+        elif gone:
+            problem = f"stopped reporting: {', '.join(gone)}"
+        elif not applied and now - started > max(wait, CANARY_APPLY_SECONDS):
+            late = [h for h in hosts if int(seen[h].get("revision") or 0) < revision]
+            problem = f"did not apply it within {max(wait, CANARY_APPLY_SECONDS):.0f} s: {', '.join(late)}"
+        if problem:
+            _take_back(store, name, lease, hosts, say)
+            raise RuntimeFailure(f"canary of policy {name} {problem}; taken back on the canaries")
+        if applied and held_since is None:
+            held_since = now
+            say(f"every canary applied it; holding {wait:.0f} s")
+        if held_since is not None and now - held_since >= wait:
+            break
+        time.sleep(POLL)
+    revision = store.put_many({f"policies/{name}": text}, [f"canary/{name}"])
+    with contextlib.suppress(RuntimeFailure):
+        store.revoke(lease)
+    return revision
+
+
+def _take_back(store: Store, name: str, lease: int, hosts: list[str], say: Callable[[str], None]) -> None:
+    """canary/NAME removed; waits (a while) for the canaries to report the policy they had."""
+    _, revision = store.delete(f"canary/{name}")
+    with contextlib.suppress(RuntimeFailure):
+        store.revoke(lease)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        _, kvs = store.read("status/")
+        back = [h for h in hosts if f"status/{h}" in kvs
+                and int(json.loads(kvs[f"status/{h}"]).get("revision") or 0) >= revision]
+        if len(back) == len([h for h in hosts if f"status/{h}" in kvs]):
+            say(f"taken back on {', '.join(hosts)} (revision {revision})")
+            return
+        time.sleep(POLL)
+    say(f"taken back at revision {revision}; not every canary has reported it yet")
 
 
 def remove(store: Store, name: str) -> int:

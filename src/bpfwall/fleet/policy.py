@@ -196,3 +196,16 @@ def digest(policies: list[Policy], labels: dict[str, str]) -> str:
     chosen = sorted((p for p in policies if p.selects(labels)), key=lambda p: (p.order, p.name))
     h = hashlib.sha256(json.dumps([[p.name, p.text] for p in chosen]).encode())
     return h.hexdigest()
+
+
+def parse_canary(name: str, value: bytes) -> dict[str, Any] | None:
+    """canary/NAME's value: {"select": labels of the canary hosts, "text": the policy they try};
+    None when it is not that (a canary key written by hand, say), which no host takes."""
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    if (not isinstance(data, dict) or not isinstance(data.get("text"), str)
+            or not isinstance(data.get("select"), dict) or not data["select"]):
+        return None
+    return {"select": {str(k): str(v) for k, v in data["select"].items()}, "text": data["text"]}

@@ -163,6 +163,10 @@ class Store:
     def grant(self, ttl: int) -> int:
         return int(self._post("/lease/grant", {"TTL": ttl})["ID"])
 
+    def revoke(self, lease: int) -> None:
+        """The lease ended now, and the keys under it deleted."""
+        self._post("/lease/revoke", {"ID": lease})
+
     def keep_alive(self, lease: int) -> bool:
         """Refreshes the lease; False when it has expired (a new one is needed)."""
         answer = self._post("/lease/keepalive", {"ID": lease})
