@@ -211,29 +211,43 @@ class Scope:
                     sets[name] = entry
         return sets
 
+    @property
+    def lock_path(self) -> str:
+        """This scope's lock: the host's is STATE_ROOT/lock, a namespace's NAME.lock beside
+        its state (removed with it), so that namespaces change their firewalls in parallel."""
+        return os.path.join(STATE_ROOT, "lock" if self.ns is None else f"{self.name}.lock")
+
     @contextlib.contextmanager
     def lock(self, wait: float = LOCK_WAIT) -> Iterator[None]:
-        """Serialises runs that change the firewall. One lock for every scope: they are
-        rare, and a lock file per scope would pile up in /run for namespaces long gone.
-        A run that finds it taken says by whom, waits up to `wait` seconds, then fails."""
+        """Serialises the runs that change this scope's firewall. A run that finds it taken
+        says by whom, waits up to `wait` seconds, then fails."""
         os.makedirs(STATE_ROOT, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(STATE_ROOT, "lock"), os.O_CREAT | os.O_RDWR, 0o600)
+        path = self.lock_path
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise RuntimeFailure(f"another bpfwall run (pid {holder}) still holds "
+                                         f"{path} after {wait:g} s: try again later") from None
+                if not told and self.on_wait is not None:
+                    self.on_wait(f"waiting for another bpfwall run (pid {holder}) to finish")
+                    told = True
+                time.sleep(0.02)
+                continue
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # `down` removed the file while we waited on it: lock the new one
         try:
-            deadline = time.monotonic() + wait
-            told = False
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                    if time.monotonic() >= deadline:
-                        raise RuntimeFailure(f"another bpfwall run (pid {holder}) still holds "
-                                             f"{STATE_ROOT}/lock after {wait:g} s: try again later") from None
-                    if not told and self.on_wait is not None:
-                        self.on_wait(f"waiting for another bpfwall run (pid {holder}) to finish")
-                        told = True
-                    time.sleep(0.05)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             yield

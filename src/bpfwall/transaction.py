@@ -533,7 +533,8 @@ def remove_all(scope: Scope) -> None:
                 links.detach(os.path.join(scope.pin_dir, entry))
     shutil.rmtree(scope.pin_dir, ignore_errors=True)
     for path in (scope.state_path, scope.summary_path, scope.sets_path, scope.journal_path, scope.confirm_path,
-                 scope.state_path + ".tmp", scope.summary_path + ".tmp"):
+                 scope.state_path + ".tmp", scope.summary_path + ".tmp",
+                 *([scope.lock_path] if scope.ns else [])):  # held by this run: see Scope.lock
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
     with contextlib.suppress(OSError):
