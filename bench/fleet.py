@@ -110,10 +110,14 @@ def main() -> int:
             print(f"{args.hosts} agents up and applied in {start:.1f} s", file=sys.stderr)
             time.sleep(2)
             rss, cpu = rest_usage([a.pid for a in agents])
-            results: dict[str, list[float]] = {"policy change": [], "set element": []}
+            results: dict[str, list[float]] = {"policy change": [], "set element": [],
+                                               "policy change after the first": []}
             for r in range(args.rounds):
                 revision = store.put("policies/base", POLICY.format(port=1001 + r))
-                results["policy change"] += converge(store, hosts, revision).values()
+                seconds = list(converge(store, hosts, revision).values())
+                results["policy change"] += seconds
+                if r:  # the first change after a start loads programs; later ones refill the idle ones
+                    results["policy change after the first"] += seconds
                 revision = store.put(f"sets/blocked/10.200.{200 + r // 256}.{r % 256}/32", "")
                 results["set element"] += converge(store, hosts, revision).values()
             out = {"hosts": args.hosts, "rounds": args.rounds, "cpus": os.cpu_count(), "startup_s": start,
@@ -142,9 +146,9 @@ def main() -> int:
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     print(f"{args.hosts} hosts, {args.rounds} rounds; agent at rest: {rss:.0f} MiB RSS, {cpu:.2f}% of a core")
-    print(f"{'change':15} {'p50 s':>7} {'p99 s':>7} {'max s':>7}")
+    print(f"{'change':30} {'p50 s':>7} {'p99 s':>7} {'max s':>7}")
     for k, v in out["convergence_s"].items():
-        print(f"{k:15} {v['p50']:7.3f} {v['p99']:7.3f} {v['max']:7.3f}")
+        print(f"{k:30} {v['p50']:7.3f} {v['p99']:7.3f} {v['max']:7.3f}")
     print(f"wrote {path}")
     return 0
 
