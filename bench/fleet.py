@@ -93,7 +93,7 @@ def main() -> int:
     try:
         with Etcd() as etcd:
             store = Store(etcd.url, prefix)
-            store.put("policies/base", POLICY.format(port=1000))
+            first = store.put("policies/base", POLICY.format(port=1000))
             for i, ns in enumerate(names):
                 run("ip", "netns", "add", ns)
                 run("ip", "-n", ns, "link", "add", "fa", "type", "veth", "peer", "name", "fb")
@@ -105,7 +105,7 @@ def main() -> int:
                      "--host", hosts[i], "--label", f"n={i}", "-i", "fa", "--netns", ns,
                      "--state-dir", os.path.join(work, "state")], stdout=log, stderr=subprocess.STDOUT))
             t0 = time.monotonic()
-            converge(store, hosts, store.revision(), timeout=600)
+            converge(store, hosts, first, timeout=600)
             start = time.monotonic() - t0
             print(f"{args.hosts} agents up and applied in {start:.1f} s", file=sys.stderr)
             time.sleep(2)
