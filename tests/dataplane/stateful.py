@@ -6,18 +6,22 @@ from __future__ import annotations
 from bpfwall import reference, setmaps, shared
 from bpfwall.compiler import compile_ruleset
 from bpfwall.conntrack import now_ns
-from bpfwall.generation import Generation
 from bpfwall.maps import CT_MAPS
 from bpfwall.ruleset import Ruleset
+from tests.dataplane.conftest import load_or_reject
 
 
 class Pair:
     def __init__(self, ruleset: Ruleset) -> None:
         self.ruleset = ruleset
-        self.gens = {"ingress": Generation.load(compile_ruleset(ruleset, "ingress"), {"lo": 1})}
+        self.gens = {"ingress": load_or_reject(compile_ruleset(ruleset, "ingress"), {"lo": 1})}
         ct = {n: self.gens["ingress"].map_fds[n] for n in CT_MAPS}
         sets = self.gens["ingress"].set_fds()
-        self.gens["egress"] = Generation.load(compile_ruleset(ruleset, "egress"), {"lo": 1}, ct, sets)
+        try:
+            self.gens["egress"] = load_or_reject(compile_ruleset(ruleset, "egress"), {"lo": 1}, ct, sets)
+        except BaseException:
+            self.gens["ingress"].close()
+            raise
         setmaps.fill(sets, ruleset.cidr_sets, ruleset.set_slots())
         self.ref = reference.Conntrack(ruleset.conntrack.get("timeouts"))
 

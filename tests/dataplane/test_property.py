@@ -8,15 +8,14 @@ and the XDP verdict must equal reference.decide() for every frame.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, reject, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpfwall import reference, setmaps, shared
 from bpfwall.compiler import compile_ruleset
-from bpfwall.errors import RuntimeFailure
 from bpfwall.generation import Generation, fits, layout
 from bpfwall.ruleset import Ruleset
-from tests.dataplane.conftest import loaded
+from tests.dataplane.conftest import load_or_reject, loaded
 from tests.dataplane.stateful import Pair
 from tests.profile import examples
 from tests.strategies import edits, flow_steps, frames, rulesets
@@ -90,11 +89,4 @@ def test_one_rule_changes_refilled_in_place_agree_with_a_fresh_load(data, base: 
 
 
 def _load_or_reject(compiled) -> Generation:
-    try:
-        return Generation.load(compiled, {"lo": 1})
-    except RuntimeFailure as exc:
-        # Some rule sets with several sets in both address fields exceed the verifier's
-        # million instructions (as they did before refill existed): not this test's subject.
-        if "Argument list too long" in str(exc):
-            reject()
-        raise
+    return load_or_reject(compiled, {"lo": 1})
