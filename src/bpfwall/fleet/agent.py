@@ -181,7 +181,9 @@ class Agent:
                     added.setdefault(name, set()).add(element)
                     removed.get(name, set()).discard(element)
         if policies_changed:
-            self.converge(revision)  # the apply takes the sets as they are now
+            # An apply takes the sets as they are now; when the policy in force stays (the change
+            # was for other hosts), the set changes of this batch still have to be made.
+            self.converge(revision, resync_sets=bool(added or removed))
             return
         if added or removed:
             self.change_sets(added, removed)
