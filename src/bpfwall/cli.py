@@ -95,12 +95,8 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
     ruleset = _load(path)
     tables = _compile(ruleset, path)
     scope.on_wait = lambda message: click.echo(f"note: {message}", err=True)
-    targets = list(interfaces) or ruleset.interfaces
-    if not targets:
-        state = scope.read_state()
-        targets = list(state.interfaces) if state else []
-    if not targets:
-        raise InputError("no interface to protect: give -i IFACE or list 'interfaces:' in the rule file")
+    targets = transaction.target_interfaces(scope, ruleset, interfaces,
+                                            "-i IFACE or list 'interfaces:' in the rule file")
     if not force:
         _guard_sessions(scope, ruleset, targets)
     report = transaction.apply(scope, ruleset, targets, mode, tables, confirm=confirm)

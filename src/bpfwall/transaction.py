@@ -50,6 +50,18 @@ def compile_all(ruleset: Ruleset) -> dict[str, Compiled]:
     return out
 
 
+def target_interfaces(scope: Scope, ruleset: Ruleset, given: list[str] | tuple[str, ...], how: str) -> list[str]:
+    """The interfaces an apply protects: those given, else the rule file's 'interfaces:',
+    else those in force. how says how to give one, for the error when there are none."""
+    targets = list(given) or list(ruleset.interfaces)
+    if not targets:
+        state = scope.read_state()
+        targets = list(state.interfaces) if state else []
+    if not targets:
+        raise InputError(f"no interface to protect: give {how}")
+    return targets
+
+
 @dataclass
 class ApplyReport:
     generation: int = 0
