@@ -128,6 +128,19 @@ def test_policies_sets_and_failures_across_two_hosts(labs, tmp_path):
             until("the element is gone on both hosts",
                   lambda: web_lab.tcp_connect(8080) == "open" and db_lab.tcp_connect(8080) == "open")
 
+            # One revision with a policy for neither host and a set element: no apply, and the
+            # element is still made (and taken away again the same way).
+            store = Store(etcd.url, prefix)
+            nobody = WEB.replace("role: web", "role: none").replace("web-only", "nobody")
+            store.put_many({"policies/nobody": nobody, f"sets/blocked/{CLIENT_V4}": ""})
+            until("the element from the mixed revision blocks on both hosts",
+                  lambda: web_lab.tcp_connect(8080, timeout=0.3) == "timeout"
+                  and db_lab.tcp_connect(8080, timeout=0.3) == "timeout")
+            store.put_many({}, deletes=["policies/nobody", f"sets/blocked/{CLIENT_V4}"])
+            until("the element from the mixed revision is gone on both hosts",
+                  lambda: web_lab.tcp_connect(8080) == "open" and db_lab.tcp_connect(8080) == "open")
+            assert {h: e["generation"] for h, e in statuses(etcd, prefix).items()} == generations
+
             # More elements than etcd takes in one transaction, from stdin.
             many = "\n".join(f"10.200.{100 + i // 256}.{i % 256}" for i in range(300)) + "\n"
             res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "fleet", "set", "add", "blocked", "-",
@@ -141,7 +154,6 @@ def test_policies_sets_and_failures_across_two_hosts(labs, tmp_path):
             until("300 elements on both hosts", lambda: size(web_lab) == 300 and size(db_lab) == 300)
 
             # A policy that does not parse is reported by every host and applied by none.
-            store = Store(etcd.url, prefix)
             bad_revision = store.put("policies/broken", "version: 1\nrules:\n  - {name: x, action: drop\n")
             until("both hosts report the bad policy", lambda: all(
                 not h["ok"] and h["revision"] >= bad_revision and "policies/broken:" in h["error"]

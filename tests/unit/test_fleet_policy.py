@@ -34,12 +34,12 @@ def both() -> list[policy.Policy]:
 
 
 def test_hosts_get_the_policies_that_select_them_in_order():
-    web, _ = policy.effective(both(), {"role": "web"}, {})
+    web = policy.effective(both(), {"role": "web"}, {}).ruleset
     assert [r.name for r in web.rules] == ["no-blocked", "ssh", "http"]
     assert web.policy["ingress"] == "accept"  # the later policy (order 10) sets it last
     assert {str(e) for e in web.cidr_sets["blocked"].elements} == {
         str(e) for e in policy.store_elements(["192.0.2.0/24", "198.51.100.0/24"])[0]}
-    db, _ = policy.effective(both(), {"role": "db"}, {})
+    db = policy.effective(both(), {"role": "db"}, {}).ruleset
     assert [r.name for r in db.rules if not r.implicit] == ["no-blocked", "ssh"]
     assert db.policy["ingress"] == "drop" and len(db.cidr_sets["blocked"].elements) == 1
     assert web.rules[2].line == 8  # lines are the policy's own
@@ -71,12 +71,14 @@ def test_problems_name_the_policy_and_line():
 
 
 def test_a_fleet_set_takes_the_stores_elements():
-    fleet = BASE.replace("blocked: {type: cidr, elements: [192.0.2.0/24]}", "blocked: {type: cidr, fleet: true}")
-    ruleset, warnings = policy.effective([policy.parse("base", fleet)], {},
-                                         {"blocked": {"203.0.113.7", "2001:db8::/32", "not-an-address"}})
-    assert len(ruleset.cidr_sets["blocked"].elements) == 2
-    assert len(warnings) == 1 and warnings[0].startswith("sets/blocked/not-an-address: ")
-    assert policy.fleet_set_names([policy.parse("base", fleet)], {}) == {"blocked"}
+    fleet = BASE.replace("blocked: {type: cidr, elements: [192.0.2.0/24]}",
+                         "blocked: {type: cidr, fleet: true, elements: [192.0.2.0/24]}")
+    result = policy.effective([policy.parse("base", fleet)], {},
+                              {"blocked": {"203.0.113.7", "2001:db8::/32", "not-an-address"}})
+    assert len(result.ruleset.cidr_sets["blocked"].elements) == 3
+    assert len(result.warnings) == 1 and result.warnings[0].startswith("sets/blocked/not-an-address: ")
+    # the policy's own element is what a delete in the store must not take away
+    assert result.fleet_static == {"blocked": {(4, 0xC0000200, 24)}}
 
 
 def test_sets_of_one_name_must_agree_on_type():

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import transaction
+from ..cidrset import Element
 from ..errors import BpfwallError, InputError, RuntimeFailure
 from ..scope import Scope
 from . import policy
@@ -69,8 +70,7 @@ class Agent:
         self._parsed: dict[tuple[str, str], policy.Policy | InputError] = {}  # (name, text) -> parsed
         self.revision = 0  # the store revision the firewall is equal to
         self.applied: dict[str, Any] = {}  # digest, policies, generation, rules, applied_at
-        self.fleet_sets: set[str] = set()  # the fleet sets of the rule set in force
-        self.static: dict[str, set[str]] = {}  # their elements from the policies themselves
+        self.fleet_static: dict[str, set[Element]] = {}  # fleet sets in force -> the policies' own elements
         self.error: str | None = None
         self.warnings: list[str] = []
         self.lease = 0
@@ -183,7 +183,7 @@ class Agent:
         if policies_changed:
             # An apply takes the sets as they are now; when the policy in force stays (the change
             # was for other hosts), the set changes of this batch still have to be made.
-            self.converge(revision, resync_sets=bool(added or removed))
+            self.converge(revision, added=added, removed=removed)
             return
         if added or removed:
             self.change_sets(added, removed)
@@ -219,8 +219,11 @@ class Agent:
         self._parsed = seen
         return good, problems
 
-    def converge(self, revision: int, resync_sets: bool = False) -> None:
-        """Puts the effective policy at revision in force unless it is in force already."""
+    def converge(self, revision: int, resync_sets: bool = False, added: dict[str, set[str]] | None = None,
+                 removed: dict[str, set[str]] | None = None) -> None:
+        """Puts the effective policy at revision in force unless it is in force already. When
+        it is, the fleet sets in force are brought to the store's elements: by walking them
+        after a fresh read (resync_sets), else by the element changes the watch brought."""
         policies, problems = self.parsed()
         self.warnings = []
         if problems:
@@ -233,11 +236,15 @@ class Agent:
             self.error = None
             if resync_sets:
                 self.resync_sets()
+            elif added or removed:
+                self.change_sets(added or {}, removed or {})
             self.revision = revision
             self.report()
             return
         try:
-            ruleset, self.warnings = policy.effective(policies, self.cfg.labels, self.sets)
+            result = policy.effective(policies, self.cfg.labels, self.sets)
+            self.warnings = result.warnings
+            ruleset = result.ruleset
             report = self.apply(ruleset)
         except BpfwallError as exc:
             self.fail(revision, exc.problems if isinstance(exc, InputError) else [str(exc)])
@@ -245,8 +252,7 @@ class Agent:
         names = sorted(p.name for p in policies if p.selects(self.cfg.labels))
         self.applied = {"digest": digest, "policies": names, "generation": report.generation,
                         "rules": len([r for r in ruleset.rules if not r.implicit]), "applied_at": time.time()}
-        self.fleet_sets = policy.fleet_set_names(policies, self.cfg.labels) & set(ruleset.cidr_sets)
-        self.static = self._static_elements(policies)
+        self.fleet_static = result.fleet_static
         self.error = None
         self.revision = revision
         self.save_cache(policies, names)
@@ -257,12 +263,8 @@ class Agent:
     def apply(self, ruleset) -> transaction.ApplyReport:
         from .. import lockout
 
-        targets = list(self.cfg.interfaces) or ruleset.interfaces
-        if not targets:
-            state = self.scope.read_state()
-            targets = list(state.interfaces) if state else []
-        if not targets:
-            raise InputError("no interface to protect: give the agent -i IFACE or list 'interfaces:' in a policy")
+        targets = transaction.target_interfaces(self.scope, ruleset, self.cfg.interfaces,
+                                                "the agent -i IFACE or list 'interfaces:' in a policy")
         lockout.guard_scope(self.scope, ruleset, targets)
         tables = transaction.compile_all(ruleset)
         return transaction.apply(self.scope, ruleset, targets, self.cfg.mode, tables)
@@ -275,48 +277,44 @@ class Agent:
         self.revision = revision
         self.report()
 
-    def _static_elements(self, policies: list[policy.Policy]) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for p in policies:
-            if p.selects(self.cfg.labels):
-                for name, spec in (p.data.get("sets") or {}).items():
-                    if name in self.fleet_sets and isinstance(spec, dict):
-                        out.setdefault(name, set()).update(str(e) for e in spec.get("elements") or [])
-        return out
-
     def change_sets(self, added: dict[str, set[str]], removed: dict[str, set[str]]) -> None:
-        """Element changes of fleet sets in force, each set's at once, as `bpfwall set` makes them."""
+        """Element changes of fleet sets in force, each set's at once, as `bpfwall set` makes
+        them. An element a policy itself lists stays when the store's key for it goes."""
         for name in sorted(set(added) | set(removed)):
-            if name not in self.fleet_sets:
-                continue
-            for texts, add in ((added.get(name, set()), True),
-                               (removed.get(name, set()) - self.static.get(name, set()), False)):
+            static = self.fleet_static.get(name)
+            if static is None:
+                continue  # not a fleet set of the rule set in force
+            for texts, add in ((added.get(name, set()), True), (removed.get(name, set()), False)):
                 elements, bad = policy.store_elements(sorted(texts))
                 self.warnings += [f"sets/{name}/{text}: {err}" for text, err in bad]
-                if not elements:
-                    continue
-                try:
-                    transaction.set_change(self.scope, name, elements, add)
-                except InputError as exc:
-                    if add:
-                        self.warnings += exc.problems
-                    # a removal of what is not there: the set is as the store says already
-                except RuntimeFailure as exc:
-                    self.warnings.append(f"sets/{name}: {exc}")
+                if not add:
+                    elements = [e for e in elements if e not in static]
+                if elements:
+                    self._set_change(name, elements, add)
+
+    def _set_change(self, name: str, elements: list[Element], add: bool) -> None:
+        try:
+            transaction.set_change(self.scope, name, elements, add)
+        except InputError as exc:
+            if add:
+                self.warnings += exc.problems
+            # a removal of what is not there: the set is as the store says already
+        except RuntimeFailure as exc:
+            self.warnings.append(f"sets/{name}: {exc}")
 
     def resync_sets(self) -> None:
         """After a fresh read, the fleet sets in force made equal to the store's elements
         (deltas missed while the watch was down)."""
-        from ..cidrset import format_element
-
-        for name in sorted(self.fleet_sets):
+        for name, static in sorted(self.fleet_static.items()):
             try:
-                live = {format_element(e) for e in self.scope.set_elements(name)}
+                live = set(self.scope.set_elements(name))
             except BpfwallError:
                 continue
-            want_elements, _ = policy.store_elements(sorted(self.sets.get(name, set()) | self.static.get(name, set())))
-            want = {format_element(e) for e in want_elements}
-            self.change_sets({name: want - live}, {name: live - want})
+            stored, _ = policy.store_elements(sorted(self.sets.get(name, set())))
+            want = set(stored) | static
+            for elements, add in ((want - live, True), (live - want, False)):
+                if elements:
+                    self._set_change(name, sorted(elements), add)
 
     # --- the cache, for a start without etcd ----------------------------------------------
 
@@ -327,7 +325,7 @@ class Agent:
     def save_cache(self, policies: list[policy.Policy], names: list[str]) -> None:
         data = {"revision": self.revision, "labels": self.cfg.labels,
                 "policies": {p.name: p.text for p in policies if p.name in names},
-                "sets": {name: sorted(self.sets.get(name, set())) for name in self.fleet_sets}}
+                "sets": {name: sorted(self.sets.get(name, set())) for name in self.fleet_static}}
         path = self.cache_path()
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         tmp = path + ".tmp"

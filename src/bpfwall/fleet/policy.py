@@ -145,11 +145,19 @@ def _unite(p: Policy, name: str, spec: Any, sets: dict[str, Any], lines: dict[ya
         first["fleet"] = True
 
 
-def effective(policies: list[Policy], labels: dict[str, str],
-              fleet_sets: dict[str, set[str]]) -> tuple[Ruleset, list[str]]:
+@dataclass
+class Effective:
+    """A host's rule set from its policies, and what the agent needs to keep its fleet sets."""
+
+    ruleset: Ruleset
+    warnings: list[str]  # store elements that are not addresses
+    fleet_static: dict[str, set[Element]]  # each fleet set in force -> its elements from the policies
+
+
+def effective(policies: list[Policy], labels: dict[str, str], fleet_sets: dict[str, set[str]]) -> Effective:
     """The host's rule set from the policies that select it, with the elements the store
     holds for its fleet sets. InputError for a problem of the merged file (a clash, a set
-    the host lacks). Also returns warnings: store elements that are not addresses."""
+    the host lacks)."""
     chosen = [p for p in policies if p.selects(labels)]
     if not chosen:
         raise InputError("no policy selects this host (its labels: "
@@ -157,14 +165,16 @@ def effective(policies: list[Policy], labels: dict[str, str],
     data, lines, origins = merge(chosen)
     ruleset = config.from_data(data, lines, "policies", origins)
     ruleset.source = "fleet: " + ", ".join(sorted(p.name for p in chosen))
-    warnings = []
-    for name in ruleset.cidr_sets:
+    warnings: list[str] = []
+    fleet_static: dict[str, set[Element]] = {}
+    for name, cidr_set in ruleset.cidr_sets.items():
         if not (data.get("sets", {}).get(name) or {}).get("fleet"):
             continue
+        fleet_static[name] = set(cidr_set.elements)  # from the policies' elements: and files:
         elements, bad = store_elements(fleet_sets.get(name, set()))
         warnings += [f"sets/{name}/{text}: {err}" for text, err in bad]
-        ruleset.cidr_sets[name].elements.update(elements)
-    return ruleset, warnings
+        cidr_set.elements.update(elements)
+    return Effective(ruleset, warnings, fleet_static)
 
 
 def store_elements(texts: set[str] | list[str]) -> tuple[list[Element], list[tuple[str, str]]]:
@@ -177,17 +187,6 @@ def store_elements(texts: set[str] | list[str]) -> tuple[list[Element], list[tup
         else:
             good.append(element)
     return good, bad
-
-
-def fleet_set_names(policies: list[Policy], labels: dict[str, str]) -> set[str]:
-    """The sets declared `fleet: true` by the policies that select this host."""
-    out = set()
-    for p in policies:
-        if p.selects(labels):
-            for name, spec in (p.data.get("sets") or {}).items():
-                if isinstance(spec, dict) and spec.get("fleet"):
-                    out.add(name)
-    return out
 
 
 def digest(policies: list[Policy], labels: dict[str, str]) -> str:

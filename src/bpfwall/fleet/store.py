@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +147,7 @@ class Store:
             body["lease"] = lease
         return int(self._post("/kv/put", body)["header"]["revision"])
 
-    def put_many(self, items: dict[str, bytes | str], deletes: list[str] = ()) -> int:  # type: ignore[assignment]
+    def put_many(self, items: dict[str, bytes | str], deletes: Sequence[str] = ()) -> int:
         """Puts and deletes in one transaction: one revision, seen by watchers at once."""
         ops = [{"request_put": {"key": _b64(self.key(k)), "value": _b64(v)}} for k, v in items.items()]
         ops += [{"request_delete_range": {"key": _b64(self.key(k))}} for k in deletes]
