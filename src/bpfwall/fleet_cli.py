@@ -4,19 +4,30 @@ which the other commands need not load)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
 from .cliutil import handle_errors, json_option, netns_option, out
 
+_STORE_PARAMS = ("urls", "prefix", "cacert", "cert", "key", "user", "password_file")
+
 
 def _store_options(fn: Any) -> Any:
+    """etcd's options on a command, which gets them as one StoreSpec (store=)."""
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> Any:
+        kwargs["store"] = StoreSpec(*(kwargs.pop(name) for name in _STORE_PARAMS))
+        return fn(**kwargs)
+
     for option in reversed([
         click.option("--etcd", "urls", required=True, metavar="URL[,URL...]",
                      help="etcd's client URLs (http:// or https://), tried in turn."),
@@ -24,15 +35,31 @@ def _store_options(fn: Any) -> Any:
         click.option("--cacert", metavar="FILE", help="CA certificate that signed etcd's (TLS)."),
         click.option("--cert", metavar="FILE", help="This client's certificate (TLS client auth)."),
         click.option("--key", metavar="FILE", help="This client's private key."),
+        click.option("--user", metavar="NAME", help="etcd user, where etcd has auth enabled (roles)."),
+        click.option("--password-file", metavar="FILE", help="The --user's password: the file's first line."),
     ]):
-        fn = option(fn)
-    return fn
+        command = option(command)
+    return command
 
 
-def _store(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None):
-    from .fleet.store import Store, Tls
+@dataclass(frozen=True)
+class StoreSpec:
+    urls: str
+    prefix: str
+    cacert: str | None
+    cert: str | None
+    key: str | None
+    user: str | None
+    password_file: str | None
 
-    return Store(urls, prefix, Tls(cacert, cert, key))
+    def open(self):
+        from .errors import InputError
+        from .fleet.store import Login, Store, Tls
+
+        if (self.user is None) != (self.password_file is None):
+            raise InputError("--user and --password-file go together (an etcd user and its password)")
+        login = Login.from_file(self.user, self.password_file) if self.user and self.password_file else None
+        return Store(self.urls, self.prefix, Tls(self.cacert, self.cert, self.key), login=login)
 
 
 @click.command()
@@ -48,7 +75,7 @@ def _store(urls: str, prefix: str, cacert: str | None, cert: str | None, key: st
 @click.option("--state-dir", default="/var/lib/bpfwall/agent", show_default=True, metavar="DIR",
               help="Where the last applied policy is kept, for a start while etcd is away.")
 @handle_errors
-def agent(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None, host: str,
+def agent(store: StoreSpec, host: str,
           labels: tuple[str, ...], interfaces: tuple[str, ...], ns: str | None, mode: str, state_dir: str) -> None:
     """Keep this host's firewall equal to its effective policy in etcd (runs in the foreground).
 
@@ -62,7 +89,7 @@ def agent(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str
 
     cfg = AgentConfig(host=host, labels=parse_labels(labels), interfaces=list(interfaces), ns=ns,
                       state_dir=state_dir, mode=mode)
-    store = _store(urls, prefix, cacert, cert, key)
+    etcd = store.open()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -70,9 +97,9 @@ def agent(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str
     def say(message: str) -> None:
         click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {host}: {message}", err=True)
 
-    say(f"watching {store.prefix} at {store.where} with labels "
+    say(f"watching {etcd.prefix} at {etcd.where} with labels "
         f"{', '.join(f'{k}={v}' for k, v in sorted(cfg.labels.items())) or '(none)'}")
-    Agent(store, cfg, say).run(stop)
+    Agent(etcd, cfg, say).run(stop)
     say("stopped; the rules in force stay")
 
 
@@ -85,15 +112,14 @@ def fleet() -> None:
 @_store_options
 @json_option
 @handle_errors
-def fleet_status(urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None,
-                 as_json: bool) -> None:
+def fleet_status(store: StoreSpec, as_json: bool) -> None:
     """Every host that reports: its revision, ok or its error, and whether it is behind
     the newest change of a policy or set. Exit 1 when a host reports an error."""
     from rich.table import Table
 
     from .fleet import control
 
-    data = control.status(_store(urls, prefix, cacert, cert, key))
+    data = control.status(store.open())
     failed = [h for h in data["hosts"] if not h.get("ok")]
     if as_json:
         click.echo(json.dumps(data))
@@ -120,8 +146,7 @@ def fleet_status(urls: str, prefix: str, cacert: str | None, cert: str | None, k
               help="With --canary: how long every canary must stay ok and reachable before the rest get it.")
 @_store_options
 @handle_errors
-def fleet_push(path: str, name: str, canary: tuple[str, ...], wait: float, urls: str, prefix: str,
-               cacert: str | None, cert: str | None, key: str | None) -> None:
+def fleet_push(path: str, name: str, canary: tuple[str, ...], wait: float, store: StoreSpec) -> None:
     """Check FILE (a rule file, with optional 'select:' and 'order:') and write it as policy
     NAME. Exit 2, writing nothing, when it has errors.
 
@@ -133,26 +158,26 @@ def fleet_push(path: str, name: str, canary: tuple[str, ...], wait: float, urls:
     from .inputs import read_regular_file
 
     text = read_regular_file(path, 16 << 20, "policy file").decode("utf-8")
-    store = _store(urls, prefix, cacert, cert, key)
+    etcd = store.open()
     if canary:
-        revision = control.push_canary(store, name, text, parse_labels(canary), wait,
+        revision = control.push_canary(etcd, name, text, parse_labels(canary), wait,
                                        lambda message: click.echo(message, err=True))
     else:
-        revision = control.push(store, name, text)
-    out.print(f"pushed {path} as {store.prefix}policies/{name} at revision {revision}")
+        revision = control.push(etcd, name, text)
+    out.print(f"pushed {path} as {etcd.prefix}policies/{name} at revision {revision}")
 
 
 @fleet.command(name="rm")
 @click.argument("name")
 @_store_options
 @handle_errors
-def fleet_rm(name: str, urls: str, prefix: str, cacert: str | None, cert: str | None, key: str | None) -> None:
+def fleet_rm(name: str, store: StoreSpec) -> None:
     """Remove policy NAME: the hosts it selected put their other policies in force."""
     from .fleet import control
 
-    store = _store(urls, prefix, cacert, cert, key)
-    revision = control.remove(store, name)
-    out.print(f"removed {store.prefix}policies/{name} (revision {revision})")
+    etcd = store.open()
+    revision = control.remove(etcd, name)
+    out.print(f"removed {etcd.prefix}policies/{name} (revision {revision})")
 
 
 @fleet.group(name="set")
@@ -160,7 +185,7 @@ def fleet_set() -> None:
     """Elements of fleet sets (declared {type: cidr, fleet: true}): every host changes them live."""
 
 
-def _fleet_set_change(name: str, elements: tuple[str, ...], add: bool, store_args: tuple) -> None:
+def _fleet_set_change(name: str, elements: tuple[str, ...], add: bool, store: StoreSpec) -> None:
     from .fleet import control
 
     texts: list[str] = []
@@ -169,7 +194,7 @@ def _fleet_set_change(name: str, elements: tuple[str, ...], add: bool, store_arg
             texts += [line.split("#", 1)[0].strip() for line in sys.stdin]
         else:
             texts.append(value)
-    count, revision = control.set_change(_store(*store_args), name, [t for t in texts if t], add)
+    count, revision = control.set_change(store.open(), name, [t for t in texts if t], add)
     out.print(f"fleet set '{name}': {'added' if add else 'removed'} {count} element"
               f"{'s' if count != 1 else ''} at revision {revision}")
 
@@ -179,10 +204,9 @@ def _fleet_set_change(name: str, elements: tuple[str, ...], add: bool, store_arg
 @click.argument("elements", nargs=-1, required=True)
 @_store_options
 @handle_errors
-def fleet_set_add(name: str, elements: tuple[str, ...], urls: str, prefix: str, cacert: str | None,
-                  cert: str | None, key: str | None) -> None:
+def fleet_set_add(name: str, elements: tuple[str, ...], store: StoreSpec) -> None:
     """Add ELEMENTS (addresses or CIDRs, or '-' for stdin) to fleet set NAME, in one revision."""
-    _fleet_set_change(name, elements, True, (urls, prefix, cacert, cert, key))
+    _fleet_set_change(name, elements, True, store)
 
 
 @fleet_set.command(name="del")
@@ -190,7 +214,6 @@ def fleet_set_add(name: str, elements: tuple[str, ...], urls: str, prefix: str, 
 @click.argument("elements", nargs=-1, required=True)
 @_store_options
 @handle_errors
-def fleet_set_del(name: str, elements: tuple[str, ...], urls: str, prefix: str, cacert: str | None,
-                  cert: str | None, key: str | None) -> None:
+def fleet_set_del(name: str, elements: tuple[str, ...], store: StoreSpec) -> None:
     """Remove ELEMENTS (or '-' for stdin) from fleet set NAME, in one revision."""
-    _fleet_set_change(name, elements, False, (urls, prefix, cacert, cert, key))
+    _fleet_set_change(name, elements, False, store)

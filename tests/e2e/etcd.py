@@ -3,6 +3,7 @@ directory, on free ports; stopped, killed and started again by the tests."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import signal
@@ -11,6 +12,9 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from typing import Any
+
+import requests
 
 
 def _free_port() -> int:
@@ -20,11 +24,13 @@ def _free_port() -> int:
 
 
 class Etcd:
-    def __init__(self, tls: dict[str, str] | None = None) -> None:
-        """tls: {"cert", "key", "ca"}: serve https and ask clients for certificates signed by ca."""
+    def __init__(self, tls: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        """tls: {"cert", "key", "ca", "client_cert", "client_key"}: serve https and ask clients
+        for certificates signed by ca. args: more of etcd's options."""
         self.dir = tempfile.mkdtemp(prefix="bpfwall-etcd-")
         self.client_port, self.peer_port = _free_port(), _free_port()
         self.tls = tls
+        self.args = args
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://127.0.0.1:{self.client_port}"
         self.proc: subprocess.Popen | None = None
@@ -39,6 +45,7 @@ class Etcd:
         if self.tls:
             cmd += ["--cert-file", self.tls["cert"], "--key-file", self.tls["key"],
                     "--trusted-ca-file", self.tls["ca"], "--client-cert-auth"]
+        cmd += self.args
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
         deadline = time.monotonic() + wait
@@ -59,6 +66,33 @@ class Etcd:
                 return r.status == 200
         except OSError:
             return False
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One request to etcd's JSON gateway (as root, before auth is enabled)."""
+        tls: dict[str, Any] = {}
+        if self.tls:
+            tls = {"verify": self.tls["ca"], "cert": (self.tls["client_cert"], self.tls["client_key"])}
+        answer = requests.post(f"{self.url}/v3/{path}", json=body, timeout=5, **tls)
+        answer.raise_for_status()
+        return answer.json()
+
+    def enable_auth(self, users: dict[str, tuple[str, list[tuple[str, str]]]]) -> None:
+        """Users {name: (password, [(READ|WRITE|READWRITE, key prefix)])}, each with a role of
+        its own name, then auth enabled (with a root user, which etcd requires first)."""
+        def b64(text: str) -> str:
+            return base64.b64encode(text.encode()).decode()
+
+        for name, (password, grants) in {"root": ("root-pw", []), **users}.items():
+            self.call("auth/user/add", {"name": name, "password": password})
+            role = "root" if name == "root" else name
+            if role != "root":
+                self.call("auth/role/add", {"name": role})
+            for perm, key in grants:
+                end = key[:-1] + chr(ord(key[-1]) + 1)
+                self.call("auth/role/grant", {"name": role, "perm": {"permType": perm, "key": b64(key),
+                                                                      "range_end": b64(end)}})
+            self.call("auth/user/grant", {"user": name, "role": role})
+        self.call("auth/enable", {})
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -70,8 +70,8 @@ def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str) 
         log.close()
 
 
-def statuses(etcd: Etcd, prefix: str) -> dict[str, dict]:
-    res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json")
+def statuses(etcd: Etcd, prefix: str, *login: str) -> dict[str, dict]:
+    res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json", *login)
     assert res.returncode in (0, 1), res.stderr
     return {h["host"]: h for h in json.loads(res.stdout)["hosts"]}
 
@@ -259,41 +259,64 @@ def _certificates(d) -> dict[str, str]:
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
         "-subj", "/CN=bpfwall-test-ca")
     # etcd's JSON gateway connects to etcd's own gRPC with the server certificate, which client
-    # certificate auth then checks as a client's: it needs clientAuth as well.
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
-                      ("agent", "extendedKeyUsage=clientAuth")):
+    # certificate auth then checks as a client's: it needs clientAuth as well. A client's
+    # certificate has no Common Name: with auth on, the gateway refuses one that has.
+    for name, subject, ext in (
+            ("server", "/CN=server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth"),
+            ("agent", "/O=bpfwall-agents", "extendedKeyUsage=clientAuth")):
         (d / f"{name}.ext").write_text(ext + "\n")
         run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")
+            "-subj", subject)
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
             "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
     return {k: str(d / v) for k, v in (("ca", "ca.pem"), ("cert", "server.pem"), ("key", "server.key"),
                                        ("client_cert", "agent.pem"), ("client_key", "agent.key"))}
 
 
-def test_tls_with_client_certificates(tmp_path):
+def test_tls_client_certificates_and_roles(tmp_path):
+    """etcd as docs/fleet.md sets it up: TLS with client certificates, and auth with a
+    read-only role for agents that may write only status/. Tokens live 2 s here, so the
+    agent has to log in again while it runs."""
     scope_mod.ensure_bpffs()
     certs = _certificates(tmp_path)
     prefix = f"/bwtest-{os.getpid()}"
     tls = ["--cacert", certs["ca"], "--cert", certs["client_cert"], "--key", certs["client_key"]]
-    with Lab("ftls") as lab, Etcd(tls={"cert": certs["cert"], "key": certs["key"], "ca": certs["ca"]}) as etcd:
+    admin = [*tls, "--user", "admin", "--password-file", write(tmp_path, "admin-pw\n", "admin.pw")]
+    as_agent = [*tls, "--user", "agent", "--password-file", write(tmp_path, "agent-pw\n", "agent.pw")]
+    with Lab("ftls") as lab, Etcd(tls=certs, args=("--auth-token-ttl", "2")) as etcd:
+        etcd.enable_auth({"admin": ("admin-pw", [("READWRITE", f"{prefix}/")]),
+                          "agent": ("agent-pw", [("READ", f"{prefix}/"), ("READWRITE", f"{prefix}/status/")])})
         lab.tcp_server(8080)
         lab.tcp_server(8081)
         res = bpfwall("fleet", "push", write(tmp_path, BASE), "--name", "base", "--etcd", etcd.url,
-                      "--prefix", prefix, *tls)
+                      "--prefix", prefix, *admin)
         assert res.returncode == 0, res.stderr
         # No client certificate: etcd refuses the connection, and the command says so.
         res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--cacert", certs["ca"])
         assert res.returncode == 1 and "etcd" in res.stderr, res.stderr
+        # A certificate but no user: etcd's auth asks for one, and the command says how.
+        res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, *tls)
+        assert res.returncode == 1 and "give --user and --password-file" in res.stderr, res.stderr
+        # The agents' user may not write a policy.
+        res = bpfwall("fleet", "push", write(tmp_path, WEB, "web.yaml"), "--name", "web", "--etcd", etcd.url,
+                      "--prefix", prefix, *as_agent)
+        assert res.returncode == 1 and "permission denied" in res.stderr and "'agent'" in res.stderr, res.stderr
         log = open(tmp_path / "agent.log", "w")
         proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix",
                                  prefix, "--host", "h1", "-i", lab.server_if, "--netns", lab.server_ns,
-                                 "--state-dir", str(tmp_path / "state"), *tls], stdout=log, stderr=subprocess.STDOUT)
+                                 "--state-dir", str(tmp_path / "state"), *as_agent],
+                                stdout=log, stderr=subprocess.STDOUT)
         try:
             until("the agent applies over TLS", lambda: lab.tcp_connect(8081, timeout=0.3) == "timeout")
             assert lab.tcp_connect(8080) == "open"
-            res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json", *tls)
+            res = bpfwall("fleet", "status", "--etcd", etcd.url, "--prefix", prefix, "--json", *as_agent)
             assert res.returncode == 0 and json.loads(res.stdout)["hosts"][0]["host"] == "h1", res.stderr
+            time.sleep(5)  # the agent's token lapses meanwhile: its next requests log in again
+            res = bpfwall("fleet", "set", "add", "blocked", CLIENT_V4, "--etcd", etcd.url, "--prefix", prefix,
+                          *admin)
+            assert res.returncode == 0, res.stderr
+            until("the element blocks", lambda: lab.tcp_connect(8080, timeout=0.3) == "timeout")
+            assert statuses(etcd, prefix, *as_agent)["h1"]["ok"]
         finally:
             proc.terminate()
             proc.wait(10)

@@ -48,6 +48,27 @@ class Tls:
     key: str | None = None
 
 
+@dataclass(frozen=True)
+class Login:
+    """An etcd user, for a cluster with auth enabled. etcd's JSON gateway ignores a client
+    certificate's name, so roles there come with a user and password: the password buys a
+    token, sent with every request and bought again when etcd no longer knows it."""
+
+    user: str
+    password: str
+
+    @classmethod
+    def from_file(cls, user: str, password_file: str) -> Login:
+        try:
+            with open(password_file) as f:
+                password = f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise InputError(f"--password-file {password_file}: cannot read: {exc.strerror}") from None
+        if not password:
+            raise InputError(f"--password-file {password_file}: the first line (the password) is empty")
+        return cls(user, password)
+
+
 @dataclass
 class Event:
     key: str  # relative to the prefix, such as "policies/web"
@@ -82,7 +103,7 @@ class Store:
     """The keys under one prefix, on the first endpoint that answers."""
 
     def __init__(self, urls: str, prefix: str = DEFAULT_PREFIX, tls: Tls | None = None,
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float = REQUEST_TIMEOUT, login: Login | None = None) -> None:
         self.prefix = prefix.rstrip("/") + "/"
         tls = tls or Tls()
         if (tls.cert is None) != (tls.key is None):
@@ -92,7 +113,7 @@ class Store:
                                 timeout=timeout, api_path="/v3/", session=_session(tls))
             for scheme, host, port in endpoints(urls)]
         self.current = 0
-        self._lock = threading.Lock()
+        self.login = login
 
     @property
     def where(self) -> str:
@@ -105,16 +126,33 @@ class Store:
             n = (self.current + i) % len(self.clients)
             client = self.clients[n]
             try:
-                answer = client.post(client.get_url(path), json=body)
+                self._log_in(client)
+                try:
+                    answer = client.post(client.get_url(path), json=body)
+                except etcd_errors.Etcd3Exception as exc:
+                    if not (self.login and _error_code(exc) == INVALID_TOKEN):
+                        raise
+                    # the token lapsed (etcd forgets an idle one after --auth-token-ttl): a new one
+                    client.session.headers.pop("Authorization", None)
+                    self._log_in(client)
+                    answer = client.post(client.get_url(path), json=body)
             except (etcd_errors.ConnectionFailedError, etcd_errors.ConnectionTimeoutError,
                     requests.exceptions.RequestException) as exc:
                 problems.append(f"{client.base_url}: {_first_line(exc)}")
                 continue
             except etcd_errors.Etcd3Exception as exc:
-                raise RuntimeFailure(f"etcd at {client.base_url}: {_first_line(exc)}") from None
+                raise RuntimeFailure(f"etcd at {client.base_url}: {_refusal(exc, self.login)}") from None
             self.current = n
             return answer
         raise Unavailable("etcd is unreachable: " + "; ".join(problems))
+
+    def _log_in(self, client: etcd3gw.Etcd3Client) -> None:
+        """A token for the login on this endpoint's session, unless it has one."""
+        if self.login is None or "Authorization" in client.session.headers:
+            return
+        answer = client.post(client.get_url("/auth/authenticate"),
+                             json={"name": self.login.user, "password": self.login.password})
+        client.session.headers["Authorization"] = answer["token"]
 
     def key(self, relative: str) -> str:
         return self.prefix + relative
@@ -177,6 +215,12 @@ class Store:
         until stop is set or the stream breaks (Unavailable). Compacted when start_revision
         is gone."""
         client = self.clients[self.current]
+        try:
+            self._log_in(client)
+        except etcd_errors.Etcd3Exception as exc:
+            raise RuntimeFailure(f"etcd at {client.base_url}: {_refusal(exc, self.login)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise Unavailable(f"etcd watch at {client.base_url}: {_first_line(exc)}") from None
         body = {"create_request": {"key": _b64(self.prefix), "range_end": _range_end(self.prefix),
                                    "start_revision": start_revision}}
         try:
@@ -191,7 +235,12 @@ class Store:
                     return
                 if not line:
                     continue
-                result = json.loads(line).get("result", {})
+                message = json.loads(line)
+                if "error" in message:  # such as a token etcd no longer knows: a new one next time
+                    if message["error"].get("http_code") == 401 or message["error"].get("grpc_code") == INVALID_TOKEN:
+                        client.session.headers.pop("Authorization", None)
+                    raise Unavailable(f"etcd watch at {client.base_url}: {message['error'].get('message')}")
+                result = message.get("result", {})
                 if "compact_revision" in result and int(result["compact_revision"]) >= start_revision:
                     raise Compacted(int(result["compact_revision"]))
                 if result.get("canceled"):
@@ -235,6 +284,33 @@ def _close_when(stop: threading.Event, resp: requests.Response) -> None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
     resp.close()
+
+
+INVALID_TOKEN = 16  # gRPC's Unauthenticated: etcd's "invalid auth token"
+
+
+def _error_code(exc: etcd_errors.Etcd3Exception) -> int | None:
+    """The gRPC code of etcd's answer (its JSON body), if it has one."""
+    try:
+        return int(json.loads(exc.detail_text or "")["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _refusal(exc: etcd_errors.Etcd3Exception, login: Login | None) -> str:
+    """etcd's reason for refusing a request, and what to do about it."""
+    if "CommonName of client" in (exc.detail_text or ""):
+        return ("etcd's gateway refuses a client certificate with a Common Name while auth is on: "
+                "give this client a certificate without one, and roles through --user (see docs/fleet.md, Roles)")
+    try:
+        message = str(json.loads(exc.detail_text or "")["message"])
+    except (ValueError, KeyError, TypeError):
+        return _first_line(exc)
+    if "user name is empty" in message:
+        return f"{message}: etcd has auth enabled; give --user and --password-file"
+    if "permission denied" in message and login:
+        return f"{message}: user '{login.user}' has no role that grants this (see docs/fleet.md, Roles)"
+    return message
 
 
 def _first_line(exc: BaseException) -> str:
