@@ -30,6 +30,7 @@ char LICENSE[] SEC("license") = "GPL";
  * and BPFWALL_IFACE_* flags. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE); /* emptied by a copy in memory */
 	__uint(max_entries, BPFWALL_IFINDEX_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);

@@ -17,8 +17,14 @@
 #include "cfg.h"
 #include "parse.h"
 
+/*
+ * The classification tables are mmapable: the loader writes a rule set into them as one
+ * copy in memory, not a syscall per batch of elements. Lookups are the same inlined array
+ * access either way.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, BPFWALL_CLASS_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -27,6 +33,7 @@ struct {
 /* value_size and max_entries are set by the loader for each generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, 8);
@@ -34,6 +41,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, BPFWALL_DIR_L1_SLOTS);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -42,6 +50,7 @@ struct {
 /* max_entries (256 a chunk) is set by the loader for each generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 256);
 	__type(key, __u32);
 	__type(value, __u32);

@@ -25,6 +25,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE); /* emptied by a copy in memory */
 	__uint(max_entries, BPFWALL_MAX_RULES);
 	__type(key, __u32);
 	__type(value, struct bpfwall_log_state);
@@ -106,6 +107,7 @@ struct {
  * second, and only top's drops pay for the atomic add. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE); /* emptied by a copy in memory */
 	__uint(max_entries, BPFWALL_PORT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);

@@ -22,6 +22,7 @@
 /* Rule index -> action | (1 + param index) << PARAM_SHIFT. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, BPFWALL_MAX_RULES);
 	__type(key, __u32);
 	__type(value, __u32);

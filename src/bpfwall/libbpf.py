@@ -341,6 +341,7 @@ class ObjGetOpts(Structure):
 
 
 BPF_F_RDONLY = 1 << 3
+BPF_F_MMAPABLE = 1 << 10  # an array map whose values user space may map and write directly
 
 
 def obj_get(path: str, read_only: bool = False) -> int:

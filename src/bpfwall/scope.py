@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import access, counters, ifinfo, libbpf, netns
+from . import access, counters, ifinfo, libbpf, netns, shared
 from .cidrset import Element
 from .dispatcher import Dispatcher
 from .errors import InputError, RuntimeFailure
@@ -92,6 +92,13 @@ class State:
         if self.ruleset is None:
             raise RuntimeFailure("no rule set is applied here")
         return Ruleset.from_json(self.ruleset)
+
+
+def _rules_in(state: State, direction: str) -> int:
+    """How many counter slots of rules the generation in force uses in direction."""
+    if state.ruleset is None:
+        return shared.MAX_RULES
+    return sum(1 for r in state.ruleset.get("rules", ()) if r["direction"] == direction)
 
 
 class Scope:
@@ -301,8 +308,9 @@ class Scope:
         live: counters.Blocks = {}
         for direction in counters.DIRECTIONS:
             if self.has_direction(state, direction):
+                rules = _rules_in(state, direction)
                 with self.open_generation(state, direction) as gen:
-                    for b, counts in enumerate(gen.counter_blocks(n_blocks)):
+                    for b, counts in enumerate(gen.counter_blocks(n_blocks, rules)):
                         if b in names:
                             live.setdefault(names[b], {})[direction] = counts
         return counters.blocks_with_carried(live, state.carried)

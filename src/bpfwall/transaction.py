@@ -277,13 +277,10 @@ class _Apply:
     def load(self) -> None:
         """Puts the new rule set into a generation's tables: the idle generation's, refilled,
         when the rule set fits the programs loaded there; else newly loaded programs."""
-        scope, report, tables = self.scope, self.report, self.tables
+        report = self.report
         t0 = time.monotonic()
-        compiled_in = tables["ingress"]
-        uses_ct = self.ruleset.uses_ct()
-        self.ct_fds = _ct_maps_for(scope, compiled_in, uses_ct, report)
+        self.open_scope_maps()
         self.new_n = max(self.old.generation, self.disp.active()) + 1
-        self.log_fds = _scope_maps_for(scope, compiled_in, report)
         if self._refill_idle():
             report.reused = True
         else:
@@ -293,6 +290,12 @@ class _Apply:
         report.set_seconds = time.monotonic() - t1
         report.load_seconds = time.monotonic() - t0
         faults.step("loaded")
+
+    def open_scope_maps(self) -> None:
+        """The scope's connection and log tables that the new programs share, where they fit."""
+        compiled_in = self.tables["ingress"]
+        self.ct_fds = _ct_maps_for(self.scope, compiled_in, self.ruleset.uses_ct(), self.report)
+        self.log_fds = _scope_maps_for(self.scope, compiled_in, self.report)
 
     def _refill_idle(self) -> bool:
         """The idle generation (kept by the last apply, in the dispatcher slot this one
@@ -449,6 +452,40 @@ class _Apply:
 # The idle generation is kept only while its sets are small: emptying a large set would
 # cost what loading anew does, and a second copy of it would double the sets' memory.
 REFILL_SET_LIMIT = 65536
+
+
+def preload_idle(scope: Scope, ruleset: Ruleset, tables: dict[str, Compiled], generation: int) -> bool:
+    """Loads a second copy of generation's programs (ruleset, compiled as tables) as the idle
+    generation, when it has none, so that the next apply refills it instead of waiting for
+    the verifier. For a resident process (the agent), after an apply that had to load anew:
+    it spends that time while no change waits. Nothing a packet sees changes. Returns
+    whether it loaded one; False when another apply came between or one is under way.
+
+    The copy is pinned as generation - 1 and recorded as the state's idle generation; a run
+    killed between the two leaves pins no state refers to, which the next apply removes."""
+    require_root()
+    ensure_bpffs()
+    with scope.lock(), netns.enter(scope.ns):
+        state = scope.read_state()
+        if (state is None or state.generation != generation or state.idle or not state.shapes
+                or os.path.exists(scope.journal_path) or read_json(scope.confirm_path) is not None):
+            return False
+        run = _Apply(scope, ruleset, tables, "native", None)
+        run.prepare(list(state.interfaces))
+        run.new_n = generation - 1
+        idle_dir = scope.gen_dir(run.new_n)
+        try:
+            run.open_scope_maps()
+            run._load_new()
+            run.pin()
+            state.idle = {"generation": run.new_n, "shapes": {d: gen.shape for d, gen in run.gens.items()}}
+            scope.write_state(state)
+        except BaseException:
+            shutil.rmtree(idle_dir, ignore_errors=True)
+            raise
+        finally:
+            run.close()
+        return True
 
 
 def _keeps_idle(scope: Scope, old: State) -> bool:

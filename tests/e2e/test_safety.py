@@ -141,6 +141,41 @@ def test_refill_killed_at_every_step_leaves_old_or_new_whole(lab, tmp_path):
         assert in_force(lab) == "new", f"an apply after a kill at {step}"
 
 
+PRELOAD = """
+import sys
+from bpfwall import config, transaction
+from bpfwall.scope import Scope
+ruleset = config.load(sys.argv[1])
+scope = Scope(sys.argv[2])
+print(transaction.preload_idle(scope, ruleset, transaction.compile_all(ruleset), scope.read_state().generation))
+"""
+
+
+def preload(lab, path: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", PRELOAD, path, lab.server_ns], capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+def test_a_preloaded_idle_generation_is_refilled_and_a_kill_while_preloading_repaired(lab, tmp_path):
+    """What the agent does after an apply that loaded anew: a spare copy of the programs
+    loaded as the idle generation, which the next apply refills. Killed before its state is
+    written, it leaves pins that the next command removes; the rule set in force is untouched."""
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW_SAME_SHAPE, "new.yaml")
+    apply(lab, old)
+    res = preload(lab, old, {"BPFWALL_TEST_KILL_AT": "pinned"})
+    assert res.returncode == -signal.SIGKILL, res.stderr
+    assert in_force(lab) == "old"
+    st, err = status(lab)
+    assert st["running"] and "repaired:" in err, err
+    res = preload(lab, old, {})
+    assert res.returncode == 0 and res.stdout.strip() == "True", res.stderr
+    assert preload(lab, old, {}).stdout.strip() == "False"  # one idle generation is enough
+    assert in_force(lab) == "old"
+    res = run_apply(lab, new, {})
+    assert res.returncode == 0 and "the idle one refilled" in res.stdout.replace("\n", " "), res.stdout
+    assert in_force(lab) == "new"
+
+
 @pytest.mark.parametrize("step", ["loaded", "pinned", "journal", "staged", "attached", "journal-complete"])
 def test_first_apply_killed_leaves_nothing(lab, tmp_path, step):
     new = write(tmp_path, NEW, "new.yaml")

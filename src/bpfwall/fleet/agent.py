@@ -245,7 +245,7 @@ class Agent:
             result = policy.effective(policies, self.cfg.labels, self.sets)
             self.warnings = result.warnings
             ruleset = result.ruleset
-            report = self.apply(ruleset)
+            report, tables = self.apply(ruleset)
         except BpfwallError as exc:
             self.fail(revision, exc.problems if isinstance(exc, InputError) else [str(exc)])
             return
@@ -259,15 +259,27 @@ class Agent:
         self.say(f"revision {revision}: generation {report.generation} in force "
                  f"({self.applied['rules']} rules from {', '.join(names)})")
         self.report()
+        if not report.reused:
+            self.preload_idle(ruleset, tables, report.generation)
 
-    def apply(self, ruleset) -> transaction.ApplyReport:
+    def apply(self, ruleset) -> tuple[transaction.ApplyReport, dict[str, Any]]:
         from .. import lockout
 
         targets = transaction.target_interfaces(self.scope, ruleset, self.cfg.interfaces,
                                                 "the agent -i IFACE or list 'interfaces:' in a policy")
         lockout.guard_scope(self.scope, ruleset, targets)
         tables = transaction.compile_all(ruleset)
-        return transaction.apply(self.scope, ruleset, targets, self.cfg.mode, tables)
+        return transaction.apply(self.scope, ruleset, targets, self.cfg.mode, tables), tables
+
+    def preload_idle(self, ruleset, tables: dict[str, Any], generation: int) -> None:
+        """After an apply that loaded new programs: a second copy loaded now, while nothing
+        waits, so that the next policy change refills it in milliseconds instead of waiting
+        for the verifier. A failure here costs only that speed."""
+        try:
+            transaction.preload_idle(self.scope, ruleset, tables, generation)
+        except BpfwallError as exc:
+            self.say(f"could not load a spare copy of generation {generation} (the next change "
+                     f"loads anew): {exc}")
 
     def fail(self, revision: int, problems: list[str]) -> None:
         message = "; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else "")
