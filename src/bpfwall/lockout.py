@@ -244,12 +244,16 @@ def _tracked(s: Session) -> reference.Conntrack:
     return ct
 
 
+APPLY_ADVICE = ("apply with --force to go ahead without the lockout guard (with --confirm SECS to get the old "
+                "rules back if you lose the session)")
+
+
 def guard_apply(ruleset: Ruleset, targets: list[str], ct: Callable[[], reference.Conntrack] | None,
-                now: int) -> None:
+                now: int, advice: str = APPLY_ADVICE) -> None:
     """What apply runs first, in the scope's namespace: RuntimeFailure naming every SSH
     session of this host that the rule set would cut on the targets, or saying that the
     sessions could not be looked for. ct gives the live connection table as the reference
-    model takes it (None: the rule set tracks nothing)."""
+    model takes it (None: the rule set tracks nothing). advice: how to go ahead anyway."""
     try:
         sessions = from_environment(dict(os.environ)) + from_sshd()
         if not sessions:
@@ -257,12 +261,10 @@ def guard_apply(ruleset: Ruleset, targets: list[str], ct: Callable[[], reference
         found = threats(ruleset, sessions, targets, ct() if ct else None, now)
     except LookupFailed as exc:
         raise RuntimeFailure(f"refusing to apply: cannot look for SSH sessions the rules might cut ({exc})\n"
-                             "apply with --force to go ahead without the lockout guard (with --confirm SECS "
-                             "to get the old rules back if you lose the session)") from None
+                             f"{advice}") from None
     if found:
         raise RuntimeFailure("refusing to apply: it would lock out SSH\n" + "\n".join(str(t) for t in found)
-                             + "\nadd a rule that accepts it, or apply with --force (with --confirm SECS "
-                             "to get the old rules back if you lose the session)")
+                             + f"\nadd a rule that accepts it, or {advice}")
 
 
 def check_warnings(ruleset: Ruleset) -> list[str]:
@@ -286,7 +288,7 @@ def check_warnings(ruleset: Ruleset) -> list[str]:
     return found
 
 
-def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str]) -> None:
+def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str], advice: str = APPLY_ADVICE) -> None:
     """guard_apply for an apply in scope (a scope.Scope): in its namespace, against its live
     connection table when the rule set tracks connections."""
     from . import conntrack, netns
@@ -295,4 +297,4 @@ def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str]) -> None:
         return conntrack.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
 
     with netns.enter(scope.ns):
-        guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack.now_ns())
+        guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack.now_ns(), advice)

@@ -19,7 +19,7 @@ import pytest
 from bpfwall import scope as scope_mod
 from bpfwall.fleet.store import Store
 from bpfwall.lab import CLIENT_V4, Lab
-from tests.e2e.conftest import bpfwall, write
+from tests.e2e.conftest import bpfwall, fake_sshd, write
 from tests.e2e.etcd import Etcd
 
 BASE = """\
@@ -366,3 +366,31 @@ def test_a_canary_push_that_holds_and_one_that_fails_and_is_taken_back(labs, tmp
             res = bpfwall("fleet", "push", clash, "--name", "extra", "--canary", "role=nothing",
                           "--etcd", etcd.url, "--prefix", prefix)
             assert res.returncode == 1 and "no host reports the label role=nothing" in res.stderr
+
+
+def test_a_policy_that_would_cut_an_ssh_session_is_refused_on_that_host(tmp_path):
+    """As apply refuses it: the host keeps its rules and reports why, without --force advice."""
+    scope_mod.ensure_bpffs()
+    prefix = f"/bwtest-{os.getpid()}"
+    with_ssh = BASE + "  - {name: ssh, proto: tcp, dport: 2222, action: accept}\n"
+    with Lab("fssh") as lab, Etcd() as etcd:
+        store = Store(etcd.url, prefix)
+        store.put("policies/base", with_ssh)
+        sshd = fake_sshd(lab)
+        conn = None
+        try:
+            with agent(etcd, prefix, "h1", lab, tmp_path):
+                until("the host applies", lambda: statuses(etcd, prefix).get("h1", {}).get("ok") is True)
+                conn = lab.tcp_session(2222)
+                revision = store.put("policies/base", BASE)  # no rule for the session: the policy drops it
+                until("the host refuses the policy", lambda: (lambda h: h.get("revision", 0) >= revision
+                      and not h["ok"])(statuses(etcd, prefix).get("h1", {})))
+                error = statuses(etcd, prefix)["h1"]["error"]
+                assert "lock out SSH" in error and f"{CLIENT_V4}:" in error and "--force" not in error, error
+                assert lab.tcp_connect(2222) == "open", "the rules in force still let SSH in"
+        finally:
+            if conn is not None:
+                conn.close()
+            sshd.stdin.close()
+            sshd.kill()
+            sshd.wait()

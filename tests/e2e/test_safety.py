@@ -21,7 +21,7 @@ import pytest
 from bpfwall.lab import CLIENT_V4, SERVER_V4
 from bpfwall.scope import Scope
 
-from .conftest import apply, bpfwall, write
+from .conftest import apply, bpfwall, fake_sshd, write
 
 OLD = """\
 version: 1
@@ -337,36 +337,3 @@ def test_apply_refuses_when_it_cannot_look_for_sessions(lab, tmp_path):
                            text=True, env={**os.environ, **env})
     assert check.returncode == 0 and "warning: cannot look for SSH sessions" in check.stderr
     assert run_apply(lab, old, env, "--force").returncode == 0
-
-
-def fake_sshd(lab, activated: bool = False) -> subprocess.Popen:
-    """A process named sshd listening on port 2222 in the server namespace. activated: as
-    systemd's socket activation runs it, a process named systemd holds the listener and a
-    child named sshd the accepted connection."""
-    code = f"""
-import ctypes, os, socket, sys
-from bpfwall import netns
-name = lambda n: ctypes.CDLL(None).prctl(15, n, 0, 0, 0)  # PR_SET_NAME: the comm /proc shows
-name(b"systemd" if {activated!r} else b"sshd")
-with netns.enter({lab.server_ns!r}):
-    s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(({SERVER_V4!r}, 2222))
-s.listen()
-print("ready", flush=True)
-conn, _ = s.accept()
-if {activated!r}:
-    if os.fork() == 0:
-        name(b"sshd")
-        s.close()
-        sys.stdin.read()
-        os._exit(0)
-    conn.close()
-    print("handed over", flush=True)
-    os.wait()
-else:
-    sys.stdin.read()
-"""
-    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc

@@ -35,6 +35,9 @@ LEASE_TTL = 10  # seconds a status outlives its agent
 REFRESH = 3.0  # seconds between lease refreshes (a third of the TTL)
 CACHE_FILE = "effective.json"
 DEFAULT_STATE_DIR = "/var/lib/bpfwall/agent"
+# An agent has no --force: a policy that would cut a session is fixed in the store, or the
+# session ended, and the next change (or a restart of the agent) tries again.
+AGENT_ADVICE = "end that session: the agent tries again at the next policy change, or when it restarts"
 
 
 @dataclass
@@ -267,7 +270,7 @@ class Agent:
 
         targets = transaction.target_interfaces(self.scope, ruleset, self.cfg.interfaces,
                                                 "the agent -i IFACE or list 'interfaces:' in a policy")
-        lockout.guard_scope(self.scope, ruleset, targets)
+        lockout.guard_scope(self.scope, ruleset, targets, AGENT_ADVICE)
         tables = transaction.compile_all(ruleset)
         return transaction.apply(self.scope, ruleset, targets, self.cfg.mode, tables), tables
 
