@@ -113,7 +113,7 @@ class Flood:
                 transaction.down(scope)
         elif name in ("nft-netdev", "nft-input"):
             hook = "netdev" if name == "nft-netdev" else "inet"
-            _ns(lab, "nft", "-f", "-", stdin=rulesets.nft_rules(n_rules, hook, lab.server_if))
+            _ns(lab, "nft", "-f", "-", stdin=rulesets.nft_rules(n_rules, hook, lab.server_if, as_map=True))
             family = "netdev" if hook == "netdev" else "inet"
 
             def read() -> int:
