@@ -178,6 +178,59 @@ int xdp_flood_spoof(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/*
+ * The sources of xdp_flood_sources (IPv4, network order), such as the
+ * addresses of a blocklist, and in flood_source_count how many there are.
+ */
+#define FLOOD_SOURCES (1 << 20)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, FLOOD_SOURCES);
+	__type(key, __u32);
+	__type(value, __u32);
+} flood_sources SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flood_source_count SEC(".maps");
+
+/*
+ * A flood from the listed sources, each frame from one picked at random: a
+ * firewall's lookup of the source then reaches all over its tables, as a
+ * flood from a million addresses does, instead of finding one path hot in
+ * the cache. The UDP checksum is dropped (0: none), the IP one updated.
+ */
+SEC("xdp")
+int xdp_flood_sources(struct xdp_md *ctx)
+{
+	__u32 zero = 0, i, *n = bpf_map_lookup_elem(&flood_source_count, &zero);
+	void *data_end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = ipv4_of(ctx);
+	struct udphdr *uh;
+	__u32 *src;
+	__u16 *old, *new;
+
+	if (!n || !*n || !ip)
+		return XDP_TX;
+	i = bpf_get_prandom_u32() % *n;
+	src = bpf_map_lookup_elem(&flood_sources, &i);
+	if (!src)
+		return XDP_TX;
+	old = (__u16 *)&ip->saddr;
+	new = (__u16 *)src;
+	ip->check = csum_replace(ip->check, old[0], new[0]);
+	ip->check = csum_replace(ip->check, old[1], new[1]);
+	ip->saddr = *src;
+	uh = (void *)(ip + 1);
+	if (ip->protocol == IPPROTO_UDP && (void *)(uh + 1) <= data_end)
+		uh->check = 0;
+	return XDP_TX;
+}
+
 SEC("xdp")
 int xdp_drop_all(struct xdp_md *ctx)
 {

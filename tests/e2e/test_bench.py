@@ -17,7 +17,10 @@ def test_bench_quick_writes_table_json_and_charts(tmp_path):
     variants = {r["variant"] for r in data["flood"]["rows"]}
     assert variants == {"xdp-drop", "bpfwall", "nft-netdev", "nft-input", "iptables-input"}
     assert all(r["dropped"] > 0 for r in data["flood"]["rows"]), "every firewall dropped the flood"
+    blocklist = data["flood"]["blocklist"]
+    assert {r["variant"] for r in blocklist["rows"]} == {"xdp-drop", "bpfwall", "nft-netdev", "iptables-ipset"}
+    assert all(r["dropped"] > 0 for r in blocklist["rows"]), "every firewall dropped the blocklist's flood"
     assert {r["tool"] for r in data["latency"]["rows"]} == {"bpfwall", "nft", "iptables"}
-    for name in ("per_packet.png", "flood.png", "latency.png"):
+    for name in ("per_packet.png", "flood.png", "flood-blocklist.png", "latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Per packet" in res.stdout and "Flood" in res.stdout and "Control plane" in res.stdout

@@ -34,19 +34,20 @@ class Plan:
     flood_trials: int
     latency_rules: int
     latency_set: int
+    flood_blocklist: int = 0  # the blocklist flood's set size (0: none)
     parts: list[str] = field(default_factory=lambda: ["packet", "flood", "latency"])
 
     @classmethod
     def full(cls) -> Plan:
         return cls(rule_counts=[1, 10, 100, 1000, 10000], set_sizes=[1000, 100_000, 1_000_000],
                    repeat=200_000, trials=5, flood_rules=[1, 1000], flood_packets=2_000_000, flood_trials=3,
-                   latency_rules=10000, latency_set=1_000_000)
+                   latency_rules=10000, latency_set=1_000_000, flood_blocklist=1_000_000)
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(rule_counts=[1, 10, 1000], set_sizes=[1000, 100_000], repeat=50_000, trials=3,
                    flood_rules=[1, 1000], flood_packets=300_000, flood_trials=1, latency_rules=1000,
-                   latency_set=10_000)
+                   latency_set=10_000, flood_blocklist=10_000)
 
 
 def machine() -> dict:
@@ -72,7 +73,8 @@ def run(plan: Plan, out_dir: str, progress: Callable[[str], None]) -> dict:
             results["memory"] = memory.measure(max(plan.rule_counts), max(plan.set_sizes))
         if "flood" in plan.parts:
             results["flood"] = throughput.measure(plan.flood_rules, plan.flood_packets, plan.flood_trials,
-                                                  work, progress, 0.3 if plan.repeat < 100_000 else 1.0)
+                                                  work, progress, 0.3 if plan.repeat < 100_000 else 1.0,
+                                                  plan.flood_blocklist)
         if "latency" in plan.parts:
             results["latency"] = latency.measure(plan.latency_rules, plan.latency_set, work, progress)
     path = os.path.join(out_dir, "bench.json")

@@ -120,3 +120,23 @@ def netset_text(elements: set[tuple[int, int, int]]) -> str:
     from ..cidrset import format_element
 
     return "# bpfwall benchmark blocklist\n" + "\n".join(format_element(e) for e in elements) + "\n"
+
+
+def nft_blocklist(v4: list[tuple[int, int, int]], device: str) -> str:
+    """A blocklist for nftables as its users write one: an interval set (auto-merge takes the
+    addresses inside networks of the list) at the netdev ingress hook, one lookup a packet."""
+    from ..cidrset import format_element
+
+    return ("table netdev bwbench {\n  set bl {\n    type ipv4_addr; flags interval; auto-merge;\n"
+            "    elements = {\n" + ",\n".join(format_element(e) for e in v4) + "\n    }\n  }\n"
+            f"  chain c {{\n    type filter hook ingress device {device} priority 0; policy accept;\n"
+            "    ip saddr @bl counter drop\n  }\n}\n")
+
+
+def ipset_blocklist(v4: list[tuple[int, int, int]]) -> str:
+    """The same for iptables: an ipset hash:net (any prefix lengths) for `ipset restore`."""
+    from ..cidrset import format_element
+
+    return (f"create bwbench hash:net family inet maxelem {max(65536, 2 * len(v4))}\n"
+            + "".join(f"add bwbench {format_element(e)}\n" for e in v4))
+

@@ -31,6 +31,15 @@ def show(results: dict, out: Console) -> None:
             t.add_row(r["variant"], str(r["rules"]), f"{r['pps'] / 1e6:.2f}", f"{r['pps_ratio']:.2f}",
                       f"{r['cpu_s_per_mpkt']:.3f}", f"{r['cpu_ratio']:.2f}")
         out.print(t)
+        blocklist = results["flood"].get("blocklist")
+        if blocklist:
+            t = Table("firewall", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
+                      title=f"Flood from {blocklist['sources']} addresses of a blocklist of {blocklist['size']} "
+                            f"({blocklist['ipv4_elements']} IPv4), each peer dropping by its own set")
+            for r in blocklist["rows"]:
+                t.add_row(r["variant"], f"{r['pps'] / 1e6:.2f}", f"{r['pps_ratio']:.2f}",
+                          f"{r['cpu_s_per_mpkt']:.3f}", f"{r['cpu_ratio']:.2f}")
+            out.print(t)
     if "latency" in results:
         t = Table("tool", "operation", "ms", title="Control plane (wall time of a new process unless noted)")
         for r in results["latency"]["rows"]:

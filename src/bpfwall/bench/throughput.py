@@ -14,9 +14,11 @@ import contextlib
 import ctypes
 import json
 import os
+import random
 import re
 import subprocess
 import time
+from array import array
 from collections.abc import Callable, Iterator
 
 from scapy.all import IP, UDP, Ether
@@ -24,11 +26,15 @@ from scapy.all import IP, UDP, Ether
 from .. import config, libbpf, netns, transaction
 from ..errors import RuntimeFailure
 from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
+from ..ruleset import Ruleset
 from ..scope import Scope
 from ..stats import collect
 from . import rulesets
 
 VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "nft-input", "iptables-input")
+# The blocklist flood: each peer with the list as its own set, as its experts configure it.
+BLOCKLIST_VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "iptables-ipset")
+FLOOD_SOURCES = 1 << 20  # lab.bpf.c's flood_sources
 
 
 def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
@@ -70,12 +76,86 @@ class Flood:
     def close(self) -> None:
         self.obj.close()
 
-    def send(self, packets: int) -> float:
-        """Floods; returns the seconds it took."""
+    def send(self, packets: int, program: str = "xdp_flood") -> float:
+        """Floods (xdp_flood: one frame; xdp_flood_sources: from the sources given to
+        use_sources()); returns the seconds it took."""
         with netns.enter(self.lab.client_ns):
             t0 = time.perf_counter()
-            libbpf.test_run_xdp_live(self.obj.prog_fd("xdp_flood"), self.frame, self.client_ifindex, packets)
+            libbpf.test_run_xdp_live(self.obj.prog_fd(program), self.frame, self.client_ifindex, packets)
             return time.perf_counter() - t0
+
+    def use_sources(self, addresses: list[int]) -> int:
+        """The IPv4 sources (ints) xdp_flood_sources picks from, at most FLOOD_SOURCES; how many."""
+        n = min(len(addresses), FLOOD_SOURCES)
+        # Network order in the map: each address's bytes as the packet carries them.
+        values = array("I")
+        values.frombytes(b"".join(a.to_bytes(4, "big") for a in addresses[:n]))
+        keys = array("I", range(n))
+        libbpf.map_update_batch_raw(self.obj.map_fd("flood_sources"), (ctypes.c_uint32 * n).from_buffer(keys),
+                                    (ctypes.c_uint32 * n).from_buffer(values), 4, 4, n)
+        libbpf.map_update(self.obj.map_fd("flood_source_count"), ctypes.c_uint32(0), ctypes.c_uint32(n))
+        return n
+
+    def best_of(self, dropped: Callable[[], int], packets: int, trials: int, seconds_per_run: float,
+                program: str = "xdp_flood") -> dict:
+        """The best of `trials` runs of about seconds_per_run each (at most `packets`)."""
+        # Warm up (caches, NAPI), and size the runs to about a second each: a linear rule
+        # walk can be a hundred times slower than XDP.
+        warm = 20_000
+        count = min(packets, max(warm, int(warm / self.send(warm, program) * seconds_per_run)))
+        best: dict = {}
+        for _ in range(trials):
+            before, jiffies = dropped(), _busy_jiffies()
+            seconds = self.send(count, program)
+            got = dropped() - before
+            cpu = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
+            pps = got / seconds
+            if not best or pps > best["pps"]:
+                best = {"pps": pps, "dropped": got, "sent": count, "seconds": seconds,
+                        "cpu_s_per_mpkt": cpu / max(got, 1) * 1e6}
+        return best
+
+    @contextlib.contextmanager
+    def blocklist_variant(self, name: str, ruleset: Ruleset, v4: list[tuple[int, int, int]],
+                          workdir: str) -> Iterator[Callable[[], int]]:
+        """Peer `name` dropping what comes from the blocklist (bpfwall: ruleset; the others:
+        its IPv4 elements v4, as a set of their own); yields its drop count's reader."""
+        lab = self.lab
+        if name == "xdp-drop":
+            with self.variant("xdp-drop", 1, workdir) as read:
+                yield read
+        elif name == "bpfwall":
+            scope = Scope(lab.server_ns)
+            transaction.apply(scope, ruleset, [lab.server_if])
+            try:
+                yield lambda: next(r["packets"] for r in collect(scope)["rules"] if r["name"] == "blocklist")
+            finally:
+                transaction.down(scope)
+        elif name == "nft-netdev":
+            path = os.path.join(workdir, "blocklist.nft")
+            with open(path, "w") as f:
+                f.write(rulesets.nft_blocklist(v4, lab.server_if))
+            _ns(lab, "nft", "-f", path)
+            try:
+                yield lambda: int(re.search(r"counter packets (\d+)",
+                                            _ns(lab, "nft", "list", "chain", "netdev", "bwbench", "c")).group(1))
+            finally:
+                _ns(lab, "nft", "delete", "table", "netdev", "bwbench")
+        elif name == "iptables-ipset":
+            _ns(lab, "ipset", "restore", stdin=rulesets.ipset_blocklist(v4))
+            try:
+                _ns(lab, "iptables-legacy", "-A", "INPUT", "-m", "set", "--match-set", "bwbench", "src", "-j", "DROP")
+
+                def read() -> int:
+                    out = _ns(lab, "iptables-legacy", "-L", "INPUT", "-v", "-x", "-n")
+                    return int(next(line for line in out.splitlines() if "match-set bwbench" in line).split()[0])
+
+                yield read
+            finally:
+                _ns(lab, "iptables-legacy", "-F", "INPUT")
+                _ns(lab, "ipset", "destroy", "bwbench")
+        else:
+            raise ValueError(name)
 
     @contextlib.contextmanager
     def variant(self, name: str, n_rules: int, workdir: str) -> Iterator[Callable[[], int]]:
@@ -142,37 +222,55 @@ class Flood:
 
 
 def measure(rule_counts: list[int], packets: int, trials: int, workdir: str,
-            progress: Callable[[str], None], seconds_per_run: float = 1.0) -> dict:
-    """packets: the most one run sends; fewer when the firewall is slow (see seconds_per_run)."""
+            progress: Callable[[str], None], seconds_per_run: float = 1.0, blocklist_size: int = 0) -> dict:
+    """packets: the most one run sends; fewer when the firewall is slow (see seconds_per_run).
+    blocklist_size: also a flood from the addresses of a blocklist that large, which every
+    peer drops by its set (0: not)."""
     rows = []
+    blocklist: dict = {}
     with Lab("bench") as lab:
         flood = Flood(lab)
         try:
             for n in rule_counts:
                 for name in VARIANTS:
                     progress(f"flood: {name}, {n} rules")
-                    best = None
                     with flood.variant(name, n, workdir) as dropped:
-                        # Warm up (caches, NAPI), and size the runs to about a second each:
-                        # a linear rule walk can be a hundred times slower than XDP.
-                        warm = 20_000
-                        count = min(packets, max(warm, int(warm / flood.send(warm) * seconds_per_run)))
-                        for _ in range(trials):
-                            before, jiffies = dropped(), _busy_jiffies()
-                            seconds = flood.send(count)
-                            got = dropped() - before
-                            cpu = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
-                            pps = got / seconds
-                            if best is None or pps > best["pps"]:
-                                best = {"pps": pps, "dropped": got, "sent": count, "seconds": seconds,
-                                        "cpu_s_per_mpkt": cpu / max(got, 1) * 1e6}
-                    rows.append({"variant": name, "rules": n, **best})
+                        rows.append({"variant": name, "rules": n,
+                                     **flood.best_of(dropped, packets, trials, seconds_per_run)})
+            if blocklist_size:
+                blocklist = _blocklist_flood(flood, blocklist_size, packets, trials, workdir, progress,
+                                             seconds_per_run)
         finally:
             flood.close()
     for n in rule_counts:
-        base = next(r for r in rows if r["variant"] == "xdp-drop" and r["rules"] == n)
-        for r in rows:
-            if r["rules"] == n:
-                r["pps_ratio"] = r["pps"] / base["pps"]
-                r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"]
-    return {"rows": rows, "packets": packets, "trials": trials, "seconds_per_run": seconds_per_run}
+        _ratios([r for r in rows if r["rules"] == n])
+    return {"rows": rows, "packets": packets, "trials": trials, "seconds_per_run": seconds_per_run,
+            **({"blocklist": blocklist} if blocklist else {})}
+
+
+def _blocklist_flood(flood: Flood, size: int, packets: int, trials: int, workdir: str,
+                     progress: Callable[[str], None], seconds_per_run: float) -> dict:
+    ruleset = rulesets.blocklist_ruleset(random.Random(size), size)
+    v4 = sorted(e for e in ruleset.cidr_sets["blocklist"].elements if e[0] == 4)
+    # Each frame from an address of the list (an element's own, or one inside its network),
+    # leaving out those the kernel drops as martians before iptables' INPUT could count them.
+    sources = [a for a in (net | (1 if plen < 32 else 0) for _, net, plen in v4)
+               if a >> 24 not in (0, 127) and a >> 24 < 224]
+    random.Random(1).shuffle(sources)
+    n_sources = flood.use_sources(sources)
+    rows = []
+    for name in BLOCKLIST_VARIANTS:
+        progress(f"flood from a blocklist of {size}: {name}")
+        with flood.blocklist_variant(name, ruleset, v4, workdir) as dropped:
+            rows.append({"variant": name, **flood.best_of(dropped, packets, trials, seconds_per_run,
+                                                          "xdp_flood_sources")})
+    _ratios(rows)
+    return {"size": size, "ipv4_elements": len(v4), "sources": n_sources, "rows": rows}
+
+
+def _ratios(rows: list[dict]) -> None:
+    """Each row's rate and CPU as ratios to the trivial XDP_DROP's among them."""
+    base = next(r for r in rows if r["variant"] == "xdp-drop")
+    for r in rows:
+        r["pps_ratio"] = r["pps"] / base["pps"]
+        r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"]
