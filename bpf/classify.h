@@ -65,9 +65,10 @@ struct {
 } src6 SEC(".maps"), dst6 SEC(".maps");
 
 /*
- * The elements of every CIDR set, both copies, keyed by (slot * 2 + version,
- * prefix); the value is the element's prefix length. Shared by the two
- * directions of a generation and changed in place by `bpfwall set`.
+ * The networks of every CIDR set, both copies, keyed by (slot * 2 + the low
+ * bit of its version, prefix); the value is the element's prefix length.
+ * Shared by the two directions of a generation and changed in place by
+ * `bpfwall set`.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -85,7 +86,33 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } set6 SEC(".maps");
 
-/* Which copy of each set is current: one write switches a whole change in. */
+/*
+ * The single addresses of every CIDR set, hashed: one lookup instead of a
+ * trie walk for what most of a blocklist is, and one entry an address where
+ * the tries keep two copies (see struct bpfwall_host_span). max_entries is
+ * set by the loader (the sets' addresses and room); an address that finds
+ * no room goes into the trie.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_host4_key);
+	__type(value, struct bpfwall_host_span);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} host4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct bpfwall_host6_key);
+	__type(value, struct bpfwall_host_span);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} host6 SEC(".maps");
+
+/*
+ * The version of each set in force (its trie copy: the low bit): one write
+ * switches a whole change in.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BPFWALL_MAX_SETS);
@@ -199,24 +226,40 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
  */
 __noinline int in_set(const struct packet *pkt, __u32 dst, __u32 slot)
 {
-	__u32 *version;
+	struct bpfwall_host_span *span;
+	__u32 *version, v;
 
 	if (!pkt)
 		return 0;
 	version = bpf_map_lookup_elem(&set_version, &slot);
 	if (!version)
 		return 0;
+	/*
+	 * The version is read once: the address itself (a hash) and the
+	 * prefixes covering it (the trie's copy of that version) answer for
+	 * the same state of the set.
+	 */
+	v = *version;
 	if (pkt->is_ipv6) {
+		struct bpfwall_host6_key h6 = {.slot = slot};
 		struct bpfwall_set6_key k6 = {.prefixlen = 32 + 128,
-					      .key_slot = slot * 2 + (*version & 1)};
+					      .key_slot = slot * 2 + (v & 1)};
 
-		__builtin_memcpy(k6.addr, dst ? pkt->daddr : pkt->saddr, 16);
+		__builtin_memcpy(h6.addr, dst ? pkt->daddr : pkt->saddr, 16);
+		span = bpf_map_lookup_elem(&host6, &h6);
+		if (span && span->since <= v && v < span->until)
+			return 1;
+		__builtin_memcpy(k6.addr, h6.addr, 16);
 		return bpf_map_lookup_elem(&set6, &k6) != 0;
 	} else {
-		struct bpfwall_set4_key k4 = {.prefixlen = 32 + 32,
-					      .key_slot = slot * 2 + (*version & 1)};
+		struct bpfwall_host4_key h4 = {.slot = slot};
+		struct bpfwall_set4_key k4 = {.prefixlen = 32 + 32, .key_slot = slot * 2 + (v & 1)};
 
-		__builtin_memcpy(k4.addr, dst ? pkt->daddr : pkt->saddr, 4);
+		__builtin_memcpy(h4.addr, dst ? pkt->daddr : pkt->saddr, 4);
+		span = bpf_map_lookup_elem(&host4, &h4);
+		if (span && span->since <= v && v < span->until)
+			return 1;
+		__builtin_memcpy(k4.addr, h4.addr, 4);
 		return bpf_map_lookup_elem(&set4, &k4) != 0;
 	}
 }

@@ -379,6 +379,29 @@ struct bpfwall_set6_key {
 	__u8 addr[16];
 };
 
+/*
+ * Set host keys: the single addresses (/32, /128) of a set, hashed, one entry
+ * each. Their value says from which version of the set (set_version) until
+ * which one the address is in it: a change writes its addresses as of the next
+ * version, then moves the set to it, so one copy serves both versions.
+ */
+struct bpfwall_host4_key {
+	__u32 slot;
+	__u8 addr[4];
+};
+
+struct bpfwall_host6_key {
+	__u32 slot;
+	__u8 addr[16];
+};
+
+struct bpfwall_host_span {
+	__u32 since; /* the first version that holds the address */
+	__u32 until; /* the first version that does not (BPFWALL_HOST_FOREVER: none) */
+};
+
+#define BPFWALL_HOST_FOREVER 0xffffffffu
+
 struct bpfwall_counter {
 	__u64 packets;
 	__u64 bytes;

@@ -39,6 +39,7 @@ class Compiled:
     params: list[shared.RuleParam] = field(default_factory=list)  # rule_params, in order
     syn_ports: list[int] = field(default_factory=list)
     never_ban: list[Network] = field(default_factory=list)  # never_ban's literal prefixes
+    hosts: dict[int, int] = field(default_factory=dict)  # the sets' single addresses per family
 
     def bans_by_rules(self) -> bool:
         return any(r.action == "ban" for r in self.rules)
@@ -226,7 +227,19 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         # An LRU table is allocated whole: keep the unused one tiny.
         ct_max_entries=(ruleset.conntrack.get("max_entries", shared.CT_MAX_ENTRIES_DEFAULT)
                         if ruleset.uses_ct() else 64),
+        hosts=_set_hosts(ruleset),
     )
+
+
+def _set_hosts(ruleset: Ruleset) -> dict[int, int]:
+    """How many single addresses (/32, /128) the CIDR sets hold, per family: what the set
+    hash tables are sized for."""
+    out = {4: 0, 6: 0}
+    for cset in ruleset.cidr_sets.values():
+        for family, _, plen in cset.elements:
+            if plen == (32 if family == 4 else 128):
+                out[family] += 1
+    return out
 
 
 NS = 1_000_000_000

@@ -334,7 +334,9 @@ def layout(compiled: Compiled, iface_slots: dict[int, int], log_fds: dict[str, i
              "bitvector_bytes": (compiled.n_summary + compiled.n_words) * 8}
     needs = {"bitvectors": max(1, compiled.n_classes), "src6": max(1, len(compiled.tries["src6"])),
              "dst6": max(1, len(compiled.tries["dst6"])), "dir_chunks": max(256, len(compiled.dir_chunks)),
-             "iface_class": max(1, len(compiled.iface_classes)), "never_ban": max(1, len(compiled.never_ban))}
+             "iface_class": max(1, len(compiled.iface_classes)), "never_ban": max(1, len(compiled.never_ban)),
+             # the sets' single addresses (more go into the tries)
+             "host4": max(1, compiled.hosts.get(4, 0)), "host6": max(1, compiled.hosts.get(6, 0))}
     return {"fixed": fixed, "needs": needs}
 
 

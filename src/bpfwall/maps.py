@@ -52,6 +52,8 @@ BPFWALL_MAPS = (
     MapSpec("drop_sources", GENERATION_PINNED, "dropped packets by source, while top watches"),
     MapSpec("set4", GENERATION_SETS, "the IPv4 elements of every CIDR set (a cap, allocated per element)"),
     MapSpec("set6", GENERATION_SETS, "the IPv6 elements of every CIDR set (a cap, allocated per element)"),
+    MapSpec("host4", GENERATION_SETS, "the IPv4 addresses (/32) of every CIDR set, both copies, and room"),
+    MapSpec("host6", GENERATION_SETS, "the IPv6 addresses (/128) of every CIDR set, both copies, and room"),
     MapSpec("set_version", GENERATION_SETS, "per set, which copy of its elements is in force"),
     MapSpec("log_ring", SCOPE, "the packet log's ring buffer"),
     MapSpec("bans", SCOPE, "bans by rules (LRU), tiny until a rule bans"),

@@ -3,7 +3,7 @@
 Everything bpfwall leaves on a host lives in one scope per network namespace:
 
     /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{ingress,egress}/{prog,counters}   the running generation
-    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{set4,set6,set_version}   its CIDR sets (`bpfwall set`)
+    /sys/fs/bpf/bpfwall/<scope>/gen-<N>/{host4,host6,set4,set6,set_version}   its CIDR sets (`bpfwall set`)
     /sys/fs/bpf/bpfwall/<scope>/link-<ifname>                    one XDP link per interface
     /run/bpfwall/<scope>.json                                     what was applied (rules, interfaces)
 

@@ -140,6 +140,21 @@ class Set6Key(Structure):
     _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 16)]
 
 
+class Host4Key(Structure):
+    _fields_ = [("slot", c_uint32), ("addr", c_uint8 * 4)]
+
+
+class Host6Key(Structure):
+    _fields_ = [("slot", c_uint32), ("addr", c_uint8 * 16)]
+
+
+class HostSpan(Structure):
+    _fields_ = [("since", c_uint32), ("until", c_uint32)]
+
+
+HOST_FOREVER = 0xFFFFFFFF
+
+
 MAX_IFACES = 8  # counter blocks: 0 for other interfaces, 1.. for the protected ones
 IFINDEX_SLOTS = 4096
 LOG_RING_BYTES = 1 << 20
@@ -292,6 +307,9 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_drop_source": DropSource,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
+    "bpfwall_host4_key": Host4Key,
+    "bpfwall_host6_key": Host6Key,
+    "bpfwall_host_span": HostSpan,
     "bpfwall_rule_param": RuleParam,
     "bpfwall_source": Source,
     "bpfwall_bucket_key": BucketKey,

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from bpfwall import libbpf, setmaps
 from bpfwall.cidrset import CidrSet, parse_element
 from bpfwall.config import loads
+from bpfwall.generation import empty
 from bpfwall.setmaps import Fix, SetTables
 from tests.dataplane.conftest import loaded
 from tests.profile import examples
@@ -17,7 +18,7 @@ from tests.profile import examples
 RULES = """\
 version: 1
 sets:
-  s: {type: cidr, elements: [10.1.0.0/16, "fd42:200::/64"]}
+  s: {type: cidr, elements: [10.1.0.0/16, 10.1.0.9, "fd42:200::/64"]}
 rules:
   - {name: r, src: "@s", action: drop}
 """
@@ -27,18 +28,10 @@ def el(text: str):
     return parse_element(text)[0]
 
 
-def copies(tables: SetTables, slot: int) -> tuple[set, set]:
-    """(current, spare) contents."""
-    current = tables.version(slot)
-    out = []
-    for version in (current, 1 - current):
-        saved = tables.version
-        tables.version = lambda _slot, v=version: v  # read the copy of that version
-        try:
-            out.append(set(tables.elements(slot)))
-        finally:
-            tables.version = saved
-    return out[0], out[1]
+def at(tables: SetTables, slot: int, offset: int = 0) -> set:
+    """The set's elements at the version in force plus offset: -1 is what a packet that
+    read the version before the last change sees; +1 what the next change starts from."""
+    return set(tables.elements(slot, (tables.version(slot) + offset) & setmaps.VERSION_MASK))
 
 
 @pytest.fixture
@@ -49,17 +42,19 @@ def tables():
 
 def test_change_flips_and_the_next_change_levels(tables):
     fixes: list[Fix] = []
-    tables.change(0, [el("10.2.0.1")], [el("10.1.0.0/16")], fixes.append)
-    current, spare = copies(tables, 0)
+    tables.change(0, [el("10.2.0.1")], [el("10.1.0.0/16"), el("10.1.0.9")], fixes.append)
+    current = at(tables, 0)
     assert current == {el("10.2.0.1"), el("fd42:200::/64")}
-    assert spare == {el("10.1.0.0/16"), el("fd42:200::/64")}  # a packet still in it sees the old set
+    # a packet that read the version before sees the old set
+    assert at(tables, 0, -1) == {el("10.1.0.0/16"), el("10.1.0.9"), el("fd42:200::/64")}
     tables.level(0, fixes[-1])
-    assert copies(tables, 0) == (current, current)
+    assert at(tables, 0) == at(tables, 0, +1) == current
+    assert tables.span(0, el("10.1.0.9")) is None, "an address that left the set is deleted"
 
 
 def test_a_change_killed_before_its_flip_is_undone_by_the_next(tables, monkeypatch):
     fixes: list[Fix] = []
-    before = copies(tables, 0)[0]
+    before = at(tables, 0)
     real = libbpf.map_update
 
     def killed(fd, key, value, flags=0):
@@ -69,11 +64,13 @@ def test_a_change_killed_before_its_flip_is_undone_by_the_next(tables, monkeypat
 
     monkeypatch.setattr(libbpf, "map_update", killed)
     with pytest.raises(KeyboardInterrupt):
-        tables.change(0, [el("10.3.0.0/24")], [el("fd42:200::/64")], fixes.append)
+        tables.change(0, [el("10.3.0.0/24"), el("10.3.1.1")], [el("fd42:200::/64"), el("10.1.0.9")],
+                      fixes.append)
     monkeypatch.setattr(libbpf, "map_update", real)
-    assert copies(tables, 0)[0] == before  # nothing reached the packets
+    assert at(tables, 0) == before  # nothing reached the packets
     tables.level(0, fixes[-1])
-    assert copies(tables, 0) == (before, before)
+    assert at(tables, 0) == at(tables, 0, +1) == before
+    assert tables.span(0, el("10.3.1.1")) is None, "an address added for a version that never came is gone"
 
 
 def test_fix_round_trips_through_json():
@@ -83,8 +80,7 @@ def test_fix_round_trips_through_json():
 
 
 def test_fill_makes_both_copies_equal(tables):
-    current, spare = copies(tables, 0)
-    assert current == spare == set(CidrSet("s", {el("10.1.0.0/16"), el("fd42:200::/64")}).elements)
+    assert at(tables, 0) == at(tables, 0, +1) == {el("10.1.0.0/16"), el("10.1.0.9"), el("fd42:200::/64")}
     assert setmaps.TRIES == {4: "set4", 6: "set6"}
 
 
@@ -100,9 +96,38 @@ def test_fill_writes_every_element_in_both_copies(tables, raw):
         plen = plen % (bits + 1)
         net = (value >> (128 - bits)) >> (bits - plen) << (bits - plen)
         elements.add((family, net, plen))
-    current, spare = copies(tables, 0)
-    for key_slot in (0, 1):  # empty both copies: the fixture (or the last example) filled them
-        setmaps._delete(tables.fds, key_slot, current | spare)
+    for name in (*setmaps.TRIES.values(), *setmaps.HOSTS.values()):  # the fixture (or the last example) filled them
+        empty(tables.fds[name])
     setmaps.fill(tables.fds, {"s": CidrSet("s", elements)}, {"s": 0})
-    assert copies(tables, 0) == (elements, elements)
+    assert at(tables, 0) == at(tables, 0, +1) == elements
+
+
+def test_addresses_beyond_the_hash_go_into_the_trie_and_still_match():
+    """The host tables are sized at load for the sets' addresses (one here, so a little
+    room): a change that brings more puts the rest in the trie, and packets, contains()
+    and the listing find every one wherever it went, and lose it again."""
+    from scapy.all import IP, UDP, Ether, IPv6
+
+    from bpfwall import shared
+
+    many = [el(f"10.3.{i // 256}.{i % 256}") for i in range(300)] + [el(f"fd42:200:0:1::3:{i:x}") for i in range(300)]
+    base = {el("10.1.0.0/16"), el("10.1.0.9"), el("fd42:200::/64")}
+    with loaded(loads(RULES, "t.yaml")) as gen, SetTables(None, gen.set_fds()) as tables:
+        assert libbpf.map_info(tables.fds["host4"]).max_entries < 300, "the test needs more than fits"
+        fixes: list[Fix] = []
+        tables.change(0, many, [], fixes.append)
+        tables.level(0, fixes[-1])
+        assert at(tables, 0) == at(tables, 0, +1) == set(many) | base
+        assert all(tables.contains(0, e) for e in many)
+
+        def verdict(src: str) -> int:
+            ip = IPv6(src=src, dst="fd42:200::1") if ":" in src else IP(src=src, dst="10.200.0.1")
+            return gen.test_run(bytes(Ether() / ip / UDP(dport=53)))[0]
+
+        assert verdict("10.3.1.43") == verdict("10.3.0.0") == verdict("fd42:200:0:1::3:12b") == shared.XDP_DROP
+        assert verdict("10.4.0.1") == shared.XDP_PASS
+        tables.change(0, [], many, fixes.append)
+        tables.level(0, fixes[-1])
+        assert at(tables, 0) == at(tables, 0, +1) == base
+        assert verdict("10.3.1.43") == verdict("fd42:200:0:1::3:12b") == shared.XDP_PASS
 
