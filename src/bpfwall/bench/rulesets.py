@@ -140,3 +140,24 @@ def ipset_blocklist(v4: list[tuple[int, int, int]]) -> str:
     return (f"create bwbench hash:net family inet maxelem {max(65536, 2 * len(v4))}\n"
             + "".join(f"add bwbench {format_element(e)}\n" for e in v4))
 
+
+def nft_with_blocklist(n: int, elements: set[tuple[int, int, int]]) -> str:
+    """The memory benchmark's rule set for nftables at an input hook: the blocklist as two
+    interval sets (IPv4, IPv6) dropped first, then the n service rules as one
+    concatenated map, as an nft user writes them."""
+    from ..cidrset import format_element
+
+    services = nft_rules(n + 1, "inet", as_map=True).splitlines()  # n service rules and the flood rule
+    lines = ["table inet bwbench {"]
+    for name, family, kind in (("bl", 4, "ipv4_addr"), ("bl6", 6, "ipv6_addr")):
+        members = sorted(e for e in elements if e[0] == family)
+        lines += [f"  set {name} {{", f"    type {kind}; flags interval; auto-merge;"]
+        if members:
+            lines.append("    elements = { " + ",\n".join(format_element(e) for e in members) + " }")
+        lines.append("  }")
+    body = services[1:-1]  # inside the table: the map, then the chain
+    chain = body.index("  chain c {")
+    lines += body[:chain + 2] + ["    ip saddr @bl drop", "    ip6 saddr @bl6 drop"] + body[chain + 2:]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+

@@ -23,6 +23,11 @@ def show(results: dict, out: Console) -> None:
         if mem:
             out.print(f"maps of {mem['rules']} rules + a set of {mem['set_size']} prefixes: "
                       f"{mem['total_bytes'] / 2**20:.1f} MiB ({mem['classes']} classes)")
+            kernel = mem.get("kernel_bytes")
+            if kernel:
+                out.print(f"kernel memory grown by the same rules and set: bpfwall "
+                          f"{kernel['bpfwall'] / 2**20:.1f} MiB, nftables {kernel['nft'] / 2**20:.1f} MiB "
+                          "(slab and vmalloc)")
     if "flood" in results:
         t = Table("firewall", "rules", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
                   title=f"Flood across veth (runs of ~{results['flood']['seconds_per_run']} s, at most "
