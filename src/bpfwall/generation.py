@@ -390,7 +390,7 @@ def write_array(fd: int, data: bytes, value_size: int) -> None:
     if not n:
         return
     info = libbpf.map_info(fd)
-    elem = (info.value_size + 7) // 8 * 8  # the kernel keeps each value 8-byte aligned
+    elem = _slot_bytes(info)
     if not info.map_flags & libbpf.BPF_F_MMAPABLE:
         keys = index_keys(n)
         values = (c_uint8 * len(data)).from_buffer_copy(data)
@@ -406,6 +406,11 @@ def write_array(fd: int, data: bytes, value_size: int) -> None:
         values[: len(data)] = data
 
 
+def _slot_bytes(info: libbpf.MapInfo) -> int:
+    """The bytes an array keeps a value in: the kernel aligns each to 8."""
+    return (info.value_size + 7) // 8 * 8
+
+
 def _mapped(fd: int, size: int) -> mmap.mmap:
     return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 
@@ -415,13 +420,13 @@ def empty(fd: int, ncpus: int | None = None) -> None:
     ncpus = ncpus or libbpf.num_possible_cpus()
     info = libbpf.map_info(fd)
     if info.map_flags & libbpf.BPF_F_MMAPABLE:
-        size = (info.value_size + 7) // 8 * 8 * info.max_entries
+        size = _slot_bytes(info) * info.max_entries
         with _mapped(fd, size) as values:
             values[:] = bytes(size)
         return
     if info.type in _ARRAYS:
         n = info.max_entries
-        value_size = (info.value_size + 7) // 8 * 8 * ncpus if info.type in _PER_CPU else info.value_size
+        value_size = _slot_bytes(info) * ncpus if info.type in _PER_CPU else info.value_size
         keys = index_keys(n)
         values = (c_uint8 * (value_size * n))()
         libbpf.map_update_batch_raw(fd, keys, values, 4, value_size, n)

@@ -77,6 +77,11 @@ def is_host(e: Element) -> bool:
     return e[2] == WIDTH[e[0]] * 8
 
 
+def held(span: shared.HostSpan | None, version: int) -> bool:
+    """Whether a hash entry's address is in the set at version (what in_set() asks)."""
+    return span is not None and span.since <= version < span.until
+
+
 def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -> None:
     """Loads every set at version 0 (a fresh generation): its addresses into the hash
     tables while they have room, the rest into both trie copies.
@@ -107,17 +112,27 @@ def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -
         libbpf.map_update(fds["set_version"], c_uint32(slot), c_uint32(0))
 
 
+def _key_words(nets: list[int], family: int, lead: int) -> array:
+    """Packed keys of `lead` u32 words (left 0, for the caller) followed by each address in
+    network order. Built a column at a time: slicing arrays is C's work, where a struct per
+    element took seconds for a million."""
+    n = len(nets)
+    per_addr = WIDTH[family] // 4
+    stride = lead + per_addr
+    addrs = array("I")
+    addrs.frombytes(b"".join(net.to_bytes(WIDTH[family], "big") for net in nets))
+    words = array("I", bytes(4 * stride * n))
+    for j in range(per_addr):
+        words[lead + j :: stride] = addrs[j::per_addr]
+    return words
+
+
 def _write_hosts_batch(fd: int, slot: int, family: int, hosts: list[int]) -> None:
     """Addresses (ints) into a host table in one batch, in the set from version 0 on."""
     n = len(hosts)
-    per_addr = WIDTH[family] // 4
-    stride = 1 + per_addr  # u32 words a key: slot, address
-    addrs = array("I")
-    addrs.frombytes(b"".join(net.to_bytes(WIDTH[family], "big") for net in hosts))
-    words = array("I", bytes(4 * stride * n))
+    stride = 1 + WIDTH[family] // 4  # u32 words a key: slot, address
+    words = _key_words(hosts, family, 1)
     words[0::stride] = array("I", [slot]) * n
-    for j in range(per_addr):
-        words[1 + j :: stride] = addrs[j::per_addr]
     keys = ctypes.create_string_buffer(words.tobytes(), 4 * stride * n)
     values = ctypes.create_string_buffer(bytes(shared.HostSpan(0, FOREVER)) * n, ctypes.sizeof(shared.HostSpan) * n)
     try:
@@ -128,24 +143,16 @@ def _write_hosts_batch(fd: int, slot: int, family: int, hosts: list[int]) -> Non
 
 def _sorted_keys(elements: Iterable[Element], family: int) -> tuple[array, ctypes.Array, int]:
     """The trie keys of a family's elements in address order, as u32 words (the key slot
-    left 0), their values (the prefix length), and how many. Built a column at a time:
-    sorting plain ints and slicing arrays is C's work, where a tuple sort and a struct per
-    element took seconds for a million."""
-    width = WIDTH[family]
+    left 0), their values (the prefix length), and how many. Sorted as plain ints: a tuple
+    sort took seconds for a million."""
     shift = 8  # an element as one int: network << 8 | prefix length, which sorts by address
     ordered = sorted(net << shift | plen for fam, net, plen in elements if fam == family)
     n = len(ordered)
     if not n:
         return array("I"), (c_uint32 * 0)(), 0
     plens = array("I", [x & 0xFF for x in ordered])
-    addrs = array("I")
-    addrs.frombytes(b"".join((x >> shift).to_bytes(width, "big") for x in ordered))
-    per_addr = width // 4
-    stride = 2 + per_addr
-    words = array("I", bytes(4 * stride * n))
-    words[0::stride] = array("I", [32 + p for p in plens])
-    for j in range(per_addr):
-        words[2 + j :: stride] = addrs[j::per_addr]
+    words = _key_words([x >> shift for x in ordered], family, 2)
+    words[0 :: 2 + WIDTH[family] // 4] = array("I", [32 + p for p in plens])
     return words, (c_uint32 * n).from_buffer_copy(plens.tobytes()), n
 
 
@@ -237,12 +244,14 @@ class SetTables:
             raise RuntimeFailure(f"cannot write set elements: {exc}") from None
         return True
 
+    def _drop_host(self, slot: int, e: Element) -> None:
+        libbpf.map_delete(self.fds[HOSTS[e[0]]], _host_key(slot, e))
+
     def contains(self, slot: int, e: Element, version: int | None = None) -> bool:
         """Whether e itself (not only a prefix covering it) is an element of the set
         (version: the one in force, if the caller has read it already)."""
         v = self.version(slot) if version is None else version
-        span = self.span(slot, e)
-        if span is not None and span.since <= v < span.until:
+        if held(self.span(slot, e), v):
             return True
         value = c_uint32()
         found = libbpf.map_lookup(self.fds[TRIES[e[0]]], _key(slot * 2 + (v & 1), e), value)
@@ -266,13 +275,13 @@ class SetTables:
             if span is None:
                 trie_adds.append(e)
             elif not moved and span.since == fix.version:  # written for a version that never came
-                libbpf.map_delete(self.fds[HOSTS[e[0]]], _host_key(slot, e))
+                self._drop_host(slot, e)
         for e in removes:
             span = self.span(slot, e)
             if span is None:
                 trie_removes.append(e)
             elif moved and span.until <= current:  # gone from the set: no packet reads it now
-                libbpf.map_delete(self.fds[HOSTS[e[0]]], _host_key(slot, e))
+                self._drop_host(slot, e)
             elif not moved and span.until == fix.version:
                 self._set_span(slot, e, span.since, FOREVER)
         if moved:  # the old copy gets the change
@@ -317,8 +326,7 @@ class SetTables:
                 continue
             key, nxt, span = None, HOST_KEYS[family](), shared.HostSpan()
             while libbpf.map_next_key(self.fds[name], key, nxt):
-                if (nxt.slot == slot and libbpf.map_lookup(self.fds[name], nxt, span)
-                        and span.since <= v < span.until):
+                if nxt.slot == slot and libbpf.map_lookup(self.fds[name], nxt, span) and held(span, v):
                     yield (family, int.from_bytes(bytes(nxt.addr), "big"), WIDTH[family] * 8)
                 key, nxt = nxt, HOST_KEYS[family]()
         key_slot = slot * 2 + (v & 1)
@@ -342,8 +350,7 @@ class PinnedSet:
         width = WIDTH[family]
         e = (family, int.from_bytes(addr[:width], "big"), width * 8)
         v = self.tables.version(self.slot)
-        span = self.tables.span(self.slot, e)
-        if span is not None and span.since <= v < span.until:
+        if held(self.tables.span(self.slot, e), v):
             return True
         value = c_uint32()
         return libbpf.map_lookup(self.tables.fds[TRIES[family]], _key(self.slot * 2 + (v & 1), e), value)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from .. import cidrset, transaction
+from .. import transaction
 from ..errors import RuntimeFailure
 from ..lab import Lab
 from ..scope import Scope
@@ -142,11 +142,8 @@ def _set_rows(lab: Lab, size: int, workdir: str, ns: list[str]) -> list[dict]:
     # nftables: the same set as an interval set, loaded from a file as an operator would.
     nft_file = os.path.join(workdir, "set.nft")
     with open(nft_file, "w") as f:
-        f.write("table inet bwbench {\n  set blocklist {\n    type ipv4_addr; flags interval; auto-merge;\n"
-                "    elements = {\n")
-        f.write(",\n".join(cidrset.format_element(e) for e in sorted(elements)))
-        f.write("\n    }\n  }\n  chain c {\n    type filter hook input priority 0;\n"
-                "    ip saddr @blocklist drop\n  }\n}\n")
+        f.write(f"table inet bwbench {{\n{rulesets.nft_interval_set('blocklist', 4, elements)}\n"
+                "  chain c {\n    type filter hook input priority 0;\n    ip saddr @blocklist drop\n  }\n}\n")
     rows.append({"tool": "nft", "operation": f"apply a set of {label}",
                  "seconds": _timed(ns + ["nft", "-f", nft_file])})
     rows.append({"tool": "nft", "operation": f"add one element to {label}",

@@ -47,23 +47,24 @@ def flood_rules(n: int) -> str:
 
 
 def nft_rules(n: int, hook: str, device: str = "", changed: int | None = None, flood: bool = True,
-              as_map: bool = False) -> str:
+              as_map: bool = False, sets: tuple[str, ...] = (), first: tuple[str, ...] = ()) -> str:
     """The same rules for nftables: hook 'netdev' (ingress of device) or 'inet' (input).
     as_map: the service rules as an nft expert writes them for speed, one lookup in a
     concatenated interval map of (source . port) to verdict, instead of a rule each (which
-    `nft replace rule` needs, for the control-plane benchmark)."""
+    `nft replace rule` needs, for the control-plane benchmark). sets: more declarations in
+    the table (nft_interval_set()); first: statements before the service rules."""
     family = "netdev" if hook == "netdev" else "inet"
     chain = (f"type filter hook ingress device {device} priority 0; policy accept;" if hook == "netdev"
              else "type filter hook input priority 0; policy accept;")
     services = list(_services(n - flood, changed))
-    lines = [f"table {family} bwbench {{"]
+    lines = [f"table {family} bwbench {{", *sets]
     if as_map:
         lines += ["  map services {", "    type ipv4_addr . inet_service : verdict; flags interval;"]
         if services:
             lines.append("    elements = { " + ", ".join(f"{net} . {port} : accept" for _, net, port in services)
                          + " }")
         lines.append("  }")
-    lines += ["  chain c {", f"    {chain}"]
+    lines += ["  chain c {", f"    {chain}", *(f"    {statement}" for statement in first)]
     if as_map:
         lines.append("    ip saddr . tcp dport vmap @services")
     else:
@@ -122,13 +123,21 @@ def netset_text(elements: set[tuple[int, int, int]]) -> str:
     return "# bpfwall benchmark blocklist\n" + "\n".join(format_element(e) for e in elements) + "\n"
 
 
-def nft_blocklist(v4: list[tuple[int, int, int]], device: str) -> str:
-    """A blocklist for nftables as its users write one: an interval set (auto-merge takes the
-    addresses inside networks of the list) at the netdev ingress hook, one lookup a packet."""
+def nft_interval_set(name: str, family: int, elements) -> str:
+    """A set of addresses and networks for nftables, as its users write a blocklist: an
+    interval set (auto-merge takes the addresses inside networks of the list)."""
     from ..cidrset import format_element
 
-    return ("table netdev bwbench {\n  set bl {\n    type ipv4_addr; flags interval; auto-merge;\n"
-            "    elements = {\n" + ",\n".join(format_element(e) for e in v4) + "\n    }\n  }\n"
+    members = sorted(e for e in elements if e[0] == family)
+    kind = "ipv4_addr" if family == 4 else "ipv6_addr"
+    body = ("    elements = {\n" + ",\n".join(format_element(e) for e in members) + "\n    }\n") if members else ""
+    return f"  set {name} {{\n    type {kind}; flags interval; auto-merge;\n{body}  }}"
+
+
+def nft_blocklist(v4: list[tuple[int, int, int]], device: str) -> str:
+    """The blocklist flood's rule set for nftables: the list's IPv4 elements as an interval
+    set at the netdev ingress hook, one lookup a packet, counted."""
+    return (f"table netdev bwbench {{\n{nft_interval_set('bl', 4, v4)}\n"
             f"  chain c {{\n    type filter hook ingress device {device} priority 0; policy accept;\n"
             "    ip saddr @bl counter drop\n  }\n}\n")
 
@@ -143,21 +152,8 @@ def ipset_blocklist(v4: list[tuple[int, int, int]]) -> str:
 
 def nft_with_blocklist(n: int, elements: set[tuple[int, int, int]]) -> str:
     """The memory benchmark's rule set for nftables at an input hook: the blocklist as two
-    interval sets (IPv4, IPv6) dropped first, then the n service rules as one
-    concatenated map, as an nft user writes them."""
-    from ..cidrset import format_element
-
-    services = nft_rules(n + 1, "inet", as_map=True).splitlines()  # n service rules and the flood rule
-    lines = ["table inet bwbench {"]
-    for name, family, kind in (("bl", 4, "ipv4_addr"), ("bl6", 6, "ipv6_addr")):
-        members = sorted(e for e in elements if e[0] == family)
-        lines += [f"  set {name} {{", f"    type {kind}; flags interval; auto-merge;"]
-        if members:
-            lines.append("    elements = { " + ",\n".join(format_element(e) for e in members) + " }")
-        lines.append("  }")
-    body = services[1:-1]  # inside the table: the map, then the chain
-    chain = body.index("  chain c {")
-    lines += body[:chain + 2] + ["    ip saddr @bl drop", "    ip6 saddr @bl6 drop"] + body[chain + 2:]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
+    interval sets (IPv4, IPv6) dropped first, then the n service rules as one concatenated
+    map, as an nft user writes them."""
+    return nft_rules(n + 1, "inet", as_map=True,  # n service rules and the flood rule
+                     sets=(nft_interval_set("bl", 4, elements), nft_interval_set("bl6", 6, elements)),
+                     first=("ip saddr @bl drop", "ip6 saddr @bl6 drop"))
