@@ -87,38 +87,45 @@ struct {
 } set6 SEC(".maps");
 
 /*
- * The single addresses of every CIDR set, hashed: one lookup instead of a
- * trie walk for what most of a blocklist is, and one entry an address where
- * the tries keep two copies (see struct bpfwall_host_span). max_entries is
- * set by the loader (the sets' addresses and room); an address that finds
- * no room goes into the trie.
+ * The single addresses of every CIDR set (struct bpfwall_host4_entry): one
+ * entry an address where the tries keep two copies, found in one or two cache
+ * lines, and written by the loader as one copy in memory. max_entries is set
+ * by the loader: twice the sets' addresses and room, so that searches stay
+ * short, plus BPFWALL_HOST_PROBES. An address that finds no place within
+ * BPFWALL_HOST_PROBES of its home goes into the trie.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
-	__type(key, struct bpfwall_host4_key);
-	__type(value, struct bpfwall_host_span);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct bpfwall_host4_entry);
 } host4 SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 1);
-	__type(key, struct bpfwall_host6_key);
-	__type(value, struct bpfwall_host_span);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, struct bpfwall_host6_entry);
 } host6 SEC(".maps");
 
 /*
- * The version of each set in force (its trie copy: the low bit): one write
+ * The state of each set (struct bpfwall_set_state): one write of its version
  * switches a whole change in.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, BPFWALL_MAX_SETS);
 	__type(key, __u32);
-	__type(value, __u32);
+	__type(value, struct bpfwall_set_state);
 } set_version SEC(".maps");
+
+/* The kernel's own map struct, read through BTF (CO-RE): a host table's size
+ * is the loader's choice, so the search takes it from the table. */
+struct bpf_map {
+	__u32 max_entries;
+} __attribute__((preserve_access_index));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -219,47 +226,94 @@ static __always_inline const __u64 *bitvector_of_addr(const struct packet *pkt, 
 	return bpf_map_lookup_elem(&bitvectors, cls);
 }
 
+/* The first slot to search for an address of hash h: its high bits scaled to
+ * the table's home slots (every slot but the last BPFWALL_HOST_PROBES). */
+static __always_inline __u32 host_home(__u32 h, __u32 entries)
+{
+	if (entries <= BPFWALL_HOST_PROBES)
+		return 0;
+	return ((__u64)h * (entries - BPFWALL_HOST_PROBES)) >> 32;
+}
+
+/* Whether the IPv4 host table holds addr for the set tagged tag at version v. */
+static __always_inline int host4_holds(__u32 tag, __u32 seed, __u32 addr, __u32 v)
+{
+	__u32 h = (seed ^ tag * BPFWALL_HOST_SLOT ^ addr) * BPFWALL_HOST_MIX;
+	__u32 at = host_home(h, ((struct bpf_map *)&host4)->max_entries);
+	struct bpfwall_host4_entry *e;
+
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, at++) {
+		e = bpf_map_lookup_elem(&host4, &at);
+		if (!e || !e->tag)
+			return 0;
+		/* A match that does not hold at v may be one being rewritten:
+		 * the search goes on, as addresses are in the table once. */
+		if (e->tag == tag && e->addr == addr && e->since <= v && v < e->until)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int host6_holds(__u32 tag, __u32 seed, const __u32 *addr, __u32 v)
+{
+	__u32 h = seed ^ tag * BPFWALL_HOST_SLOT;
+	struct bpfwall_host6_entry *e;
+	__u32 at;
+
+	h = (h ^ addr[0]) * BPFWALL_HOST_MIX;
+	h = (h ^ addr[1]) * BPFWALL_HOST_MIX;
+	h = (h ^ addr[2]) * BPFWALL_HOST_MIX;
+	h = (h ^ addr[3]) * BPFWALL_HOST_MIX;
+	at = host_home(h, ((struct bpf_map *)&host6)->max_entries);
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, at++) {
+		e = bpf_map_lookup_elem(&host6, &at);
+		if (!e || !e->tag)
+			return 0;
+		if (e->tag == tag && e->addr[0] == addr[0] && e->addr[1] == addr[1] &&
+		    e->addr[2] == addr[2] && e->addr[3] == addr[3] && e->since <= v && v < e->until)
+			return 1;
+	}
+	return 0;
+}
+
 /*
  * Whether the packet's source (dst 0) or destination (dst 1) address is in
- * the current copy of the set of slot. A global function: inlined eight times
- * its keys would push classify()'s stack past what the verifier allows.
+ * the set of slot. A global function: inlined eight times its keys would push
+ * classify()'s stack past what the verifier allows.
  */
 __noinline int in_set(const struct packet *pkt, __u32 dst, __u32 slot)
 {
-	struct bpfwall_host_span *span;
-	__u32 *version, v;
+	struct bpfwall_set_state *state;
+	__u32 v;
 
 	if (!pkt)
 		return 0;
-	version = bpf_map_lookup_elem(&set_version, &slot);
-	if (!version)
+	state = bpf_map_lookup_elem(&set_version, &slot);
+	if (!state)
 		return 0;
 	/*
-	 * The version is read once: the address itself (a hash) and the
-	 * prefixes covering it (the trie's copy of that version) answer for
-	 * the same state of the set.
+	 * The version is read once: the address itself (the host table) and
+	 * the prefixes covering it (the trie's copy of that version) answer
+	 * for the same state of the set. The trie key holds the address for
+	 * both searches.
 	 */
-	v = *version;
+	v = state->version;
 	if (pkt->is_ipv6) {
-		struct bpfwall_host6_key h6 = {.slot = slot};
 		struct bpfwall_set6_key k6 = {.prefixlen = 32 + 128,
 					      .key_slot = slot * 2 + (v & 1)};
 
-		__builtin_memcpy(h6.addr, dst ? pkt->daddr : pkt->saddr, 16);
-		span = bpf_map_lookup_elem(&host6, &h6);
-		if (span && span->since <= v && v < span->until)
+		__builtin_memcpy(k6.addr, dst ? pkt->daddr : pkt->saddr, 16);
+		if (host6_holds(slot + 1, state->seed, (const __u32 *)k6.addr, v))
 			return 1;
-		__builtin_memcpy(k6.addr, h6.addr, 16);
 		return bpf_map_lookup_elem(&set6, &k6) != 0;
 	} else {
-		struct bpfwall_host4_key h4 = {.slot = slot};
 		struct bpfwall_set4_key k4 = {.prefixlen = 32 + 32, .key_slot = slot * 2 + (v & 1)};
 
-		__builtin_memcpy(h4.addr, dst ? pkt->daddr : pkt->saddr, 4);
-		span = bpf_map_lookup_elem(&host4, &h4);
-		if (span && span->since <= v && v < span->until)
+		__builtin_memcpy(k4.addr, dst ? pkt->daddr : pkt->saddr, 4);
+		if (host4_holds(slot + 1, state->seed, *(const __u32 *)k4.addr, v))
 			return 1;
-		__builtin_memcpy(k4.addr, h4.addr, 4);
 		return bpf_map_lookup_elem(&set4, &k4) != 0;
 	}
 }

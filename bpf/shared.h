@@ -380,25 +380,43 @@ struct bpfwall_set6_key {
 };
 
 /*
- * Set host keys: the single addresses (/32, /128) of a set, hashed, one entry
- * each. Their value says from which version of the set (set_version) until
- * which one the address is in it: a change writes its addresses as of the next
- * version, then moves the set to it, so one copy serves both versions.
+ * Set host tables: the single addresses (/32, /128) of every set, one entry
+ * each, in an array searched by linear probing from a slot the address hashes
+ * to (with its set's seed), at most BPFWALL_HOST_PROBES entries on; the array
+ * has that many entries past its last home slot, so a search never wraps. An
+ * entry's span says from which version of its set (set_state) until which one
+ * the address is in it: a change writes its addresses as of the next version,
+ * then moves the set to it, so one entry serves both versions. A dead entry
+ * (since == until) keeps its place, so later entries stay reachable; a new
+ * address may take it over.
  */
-struct bpfwall_host4_key {
-	__u32 slot;
-	__u8 addr[4];
-};
+#define BPFWALL_HOST_PROBES 32
 
-struct bpfwall_host6_key {
-	__u32 slot;
-	__u8 addr[16];
-};
-
-struct bpfwall_host_span {
+struct bpfwall_host4_entry {
+	__u32 tag;   /* the set's slot + 1; 0: never used, the end of a search */
+	__u32 addr;  /* network order */
 	__u32 since; /* the first version that holds the address */
 	__u32 until; /* the first version that does not (BPFWALL_HOST_FOREVER: none) */
 };
+
+struct bpfwall_host6_entry {
+	__u32 tag;
+	__u32 addr[4];
+	__u32 since;
+	__u32 until;
+};
+
+/* A set's state: the version in force (the low bit picks its trie copy) and
+ * the seed its addresses hash with, chosen when it is filled. */
+struct bpfwall_set_state {
+	__u32 version;
+	__u32 seed;
+};
+
+/* The hash of an address word into h (twice the golden ratio's bits): the
+ * host tables take a home slot from its high bits, by multiplication. */
+#define BPFWALL_HOST_MIX  0x9e3779b1u
+#define BPFWALL_HOST_SLOT 0x01000193u
 
 #define BPFWALL_HOST_FOREVER 0xffffffffu
 

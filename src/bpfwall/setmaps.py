@@ -1,29 +1,29 @@
 """The CIDR set tables of a generation: filled by apply, changed in place by `bpfwall set`.
 
 A set's networks live in the tries (set4, set6) in two copies, keyed slot * 2 + the low bit
-of the set's version; its single addresses (/32, /128), most of a blocklist, in hash tables
-(host4, host6), one entry each, whose value names the versions that hold the address (from
-`since` until `until`). set_version[slot] is the version in force. A change writes the
-tries' spare copy and the addresses as of the next version, then moves set_version on: one
-array write, the moment every packet after it sees the whole change and no packet sees part
-of it. A packet reads the version once and asks both tables about that version.
+of the set's version; its single addresses (/32, /128), most of a blocklist, in the host
+tables (host4, host6: see hosttable), one entry each, which names the versions that hold the
+address (from `since` until `until`). set_version[slot] is the set's state: the version in
+force and the seed its addresses hash with. A change writes the tries' spare copy and the
+addresses as of the next version, then moves the version on: one array write, the moment
+every packet after it sees the whole change and no packet sees part of it. A packet reads
+the version once and asks both tables about that version.
 
 The old trie copy (the spare after the move) is brought level with the new one by the *next*
 change, not right after it: a packet that read the version just before may still be walking
 the old copy, and writing it then would show that packet a mix. The next change is a command
-later, long after any such packet; it also deletes the addresses that left the set. What
-levelling needs is recorded before the move (a Fix), so a command killed at any step leaves
-the next one able to finish or undo it.
+later, long after any such packet; it also kills the host entries of addresses that left the
+set. What levelling needs is recorded before the move (a Fix), so a command killed at any
+step leaves the next one able to finish or undo it.
 
-The hash tables are sized at load for the sets' addresses with a sixteenth to spare; an
-address that finds no room goes into the tries instead, so a set grows as far as the tries'
-cap either way.
+The host tables are sized at load for the sets' addresses with room to spare; an address
+that finds no place near its home goes into the tries instead, so a set grows as far as the
+tries' cap either way.
 """
 
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from . import libbpf, shared
 from .cidrset import CidrSet, Element, format_element, lpm_keys, parse_element
 from .errors import RuntimeFailure
+from .hosttable import HostTable, address_words, new_seed
 
 TRIES = {4: "set4", 6: "set6"}
 HOSTS = {4: "host4", 6: "host6"}
@@ -66,7 +67,6 @@ class Fix:
 
 
 KEYS = {4: shared.Set4Key, 6: shared.Set6Key}
-HOST_KEYS = {4: shared.Host4Key, 6: shared.Host6Key}
 WIDTH = {4: 4, 6: 16}
 FOREVER = shared.HOST_FOREVER
 VERSION_MASK = 0xFFFFFFFF
@@ -77,31 +77,41 @@ def is_host(e: Element) -> bool:
     return e[2] == WIDTH[e[0]] * 8
 
 
-def held(span: shared.HostSpan | None, version: int) -> bool:
-    """Whether a hash entry's address is in the set at version (what in_set() asks)."""
-    return span is not None and span.since <= version < span.until
+Span = tuple[int, int]  # a host entry's (since, until)
+
+
+def held(span: Span | None, version: int) -> bool:
+    """Whether a host entry's address is in the set at version (what in_set() asks)."""
+    return span is not None and span[0] <= version < span[1]
 
 
 def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -> None:
-    """Loads every set at version 0 (a fresh generation): its addresses into the hash
-    tables while they have room, the rest into both trie copies.
+    """Loads every set at version 0 into empty tables (a fresh generation's): its addresses
+    into the host tables where they find a place, the rest into both trie copies.
 
     The trie elements go in in address order: the kernel's trie then inserts each next to
     the last one it touched, five times faster for a million prefixes than in a set's
     order. The second copy's keys are the first's with the slot field changed."""
-    room = {family: libbpf.map_info(fds[table]).max_entries if table in fds else 0
-            for family, table in HOSTS.items()}
+    seeds = {name: new_seed() for name in sets}
+    spilled: dict[str, list[Element]] = {name: [] for name in sets}
+    for family, table in HOSTS.items():
+        bits = WIDTH[family] * 8
+        hosts = {name: sorted(net for fam, net, plen in cset.elements if fam == family and plen == bits)
+                 for name, cset in sets.items()}
+        if table in fds:
+            groups = [(slots[name] + 1, seeds[name], _key_words(nets, family, 0)) for name, nets in hosts.items()]
+            with HostTable(fds[table], family) as hosted:
+                left = dict(zip(hosts, hosted.fill(groups), strict=True))
+        else:
+            left = {name: range(len(nets)) for name, nets in hosts.items()}
+        for name, positions in left.items():
+            spilled[name] += [(family, hosts[name][j], bits) for j in positions]
     for name, cset in sets.items():
         slot = slots[name]
         for family, table in TRIES.items():
             bits = WIDTH[family] * 8
-            hosts = sorted(net for fam, net, plen in cset.elements if fam == family and plen == bits)
-            hashed = hosts[: room[family]]
-            room[family] -= len(hashed)
-            if hashed:
-                _write_hosts_batch(fds[HOSTS[family]], slot, family, hashed)
             in_trie = [e for e in cset.elements if e[0] == family and e[2] != bits]
-            in_trie += [(family, net, bits) for net in hosts[len(hashed):]]
+            in_trie += [e for e in spilled[name] if e[0] == family]
             words, values, n = _sorted_keys(in_trie, family)
             if not n:
                 continue
@@ -109,7 +119,7 @@ def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -
             for copy in (0, 1):
                 words[1::stride] = array("I", [slot * 2 + copy]) * n
                 _write_keys(fds[table], words.tobytes(), values, n)
-        libbpf.map_update(fds["set_version"], c_uint32(slot), c_uint32(0))
+        libbpf.map_update(fds["set_version"], c_uint32(slot), shared.SetState(0, seeds[name]))
 
 
 def _key_words(nets: list[int], family: int, lead: int) -> array:
@@ -125,20 +135,6 @@ def _key_words(nets: list[int], family: int, lead: int) -> array:
     for j in range(per_addr):
         words[lead + j :: stride] = addrs[j::per_addr]
     return words
-
-
-def _write_hosts_batch(fd: int, slot: int, family: int, hosts: list[int]) -> None:
-    """Addresses (ints) into a host table in one batch, in the set from version 0 on."""
-    n = len(hosts)
-    stride = 1 + WIDTH[family] // 4  # u32 words a key: slot, address
-    words = _key_words(hosts, family, 1)
-    words[0::stride] = array("I", [slot]) * n
-    keys = ctypes.create_string_buffer(words.tobytes(), 4 * stride * n)
-    values = ctypes.create_string_buffer(bytes(shared.HostSpan(0, FOREVER)) * n, ctypes.sizeof(shared.HostSpan) * n)
-    try:
-        libbpf.map_update_batch_raw(fd, keys, values, 4 * stride, ctypes.sizeof(shared.HostSpan), n)
-    except libbpf.BpfError as exc:
-        raise RuntimeFailure(f"cannot write set elements: {exc}") from None
 
 
 def _sorted_keys(elements: Iterable[Element], family: int) -> tuple[array, ctypes.Array, int]:
@@ -179,11 +175,6 @@ def _delete_trie(fds: dict[str, int], key_slot: int, elements: Iterable[Element]
         libbpf.map_delete(fds[TRIES[e[0]]], _key(key_slot, e))
 
 
-def _host_key(slot: int, e: Element) -> ctypes.Structure:
-    family, net, _ = e
-    return HOST_KEYS[family](slot, (ctypes.c_uint8 * WIDTH[family])(*net.to_bytes(WIDTH[family], "big")))
-
-
 def _key(key_slot: int, e: Element) -> ctypes.Structure:
     family, net, plen = e
     raw = net.to_bytes(WIDTH[family], "big")
@@ -196,23 +187,30 @@ class SetTables:
     def __init__(self, directory: str | None, fds: dict[str, int] | None = None) -> None:
         """The tables pinned in directory, or (directory None) copies of the fds given."""
         self.fds: dict[str, int] = {}
-        if directory is None:
-            self.fds = {name: os.dup(fd) for name, fd in (fds or {}).items()}
-            return
+        self.hosts: dict[int, HostTable] = {}
         try:
-            for name in ("set4", "set6", "set_version", *HOSTS.values()):
-                path = os.path.join(directory, name)
-                if name in HOSTS.values() and not os.path.exists(path):
-                    continue  # a generation loaded before sets had host tables: all in the tries
-                self.fds[name] = libbpf.obj_get(path)
+            if directory is None:
+                self.fds = {name: os.dup(fd) for name, fd in (fds or {}).items()}
+            else:
+                for name in ("set4", "set6", "set_version", *HOSTS.values()):
+                    self.fds[name] = libbpf.obj_get(os.path.join(directory, name))
+            if libbpf.map_info(self.fds["set_version"]).value_size != ctypes.sizeof(shared.SetState):
+                raise RuntimeFailure("the set tables in force were made by an older bpfwall: "
+                                     "run `bpfwall apply` again to replace them")
+            self.hosts = {family: HostTable(self.fds[name], family) for family, name in HOSTS.items()}
         except libbpf.BpfError as exc:
             self.close()
             raise RuntimeFailure(f"the set tables in {directory} are unreadable: {exc}") from None
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
+        for table in self.hosts.values():
+            table.close()
         for fd in self.fds.values():
             os.close(fd)
-        self.fds = {}
+        self.fds, self.hosts = {}, {}
 
     def __enter__(self) -> SetTables:
         return self
@@ -220,32 +218,38 @@ class SetTables:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def state(self, slot: int) -> shared.SetState:
+        value = shared.SetState()
+        libbpf.map_lookup(self.fds["set_version"], c_uint32(slot), value)
+        return value
+
     def version(self, slot: int) -> int:
         """The set's version in force (its trie copy: the low bit)."""
-        value = c_uint32()
-        libbpf.map_lookup(self.fds["set_version"], c_uint32(slot), value)
-        return value.value
+        return self.state(slot).version
 
-    def span(self, slot: int, e: Element) -> shared.HostSpan | None:
-        """The versions whose set holds address e by its hash entry (None: it has none)."""
-        table = HOSTS[e[0]]
-        if not is_host(e) or table not in self.fds:
+    def _entry(self, slot: int, e: Element) -> int | None:
+        """The host entry of address e (dead or alive), if it has one."""
+        if not is_host(e):
             return None
-        span = shared.HostSpan()
-        return span if libbpf.map_lookup(self.fds[table], _host_key(slot, e), span) else None
+        return self.hosts[e[0]].find(slot + 1, self.state(slot).seed, address_words(e[0], e[1]))
+
+    def span(self, slot: int, e: Element) -> Span | None:
+        """The versions whose set holds address e by its host entry (None: it has none, or
+        a killed one)."""
+        i = self._entry(slot, e)
+        if i is None:
+            return None
+        span = self.hosts[e[0]].span(i)
+        return span if span[0] != span[1] else None
 
     def _set_span(self, slot: int, e: Element, since: int, until: int) -> bool:
-        """Writes e's hash entry; False when the hash has no room for a new one."""
-        try:
-            libbpf.map_update(self.fds[HOSTS[e[0]]], _host_key(slot, e), shared.HostSpan(since, until))
-        except libbpf.BpfError as exc:
-            if exc.errno == errno.E2BIG:
-                return False
-            raise RuntimeFailure(f"cannot write set elements: {exc}") from None
-        return True
+        """Writes e's host entry; False when its chain has no place for a new one."""
+        return self.hosts[e[0]].put(slot + 1, self.state(slot).seed, address_words(e[0], e[1]), since, until)
 
     def _drop_host(self, slot: int, e: Element) -> None:
-        libbpf.map_delete(self.fds[HOSTS[e[0]]], _host_key(slot, e))
+        i = self._entry(slot, e)
+        if i is not None:
+            self.hosts[e[0]].kill(i)
 
     def contains(self, slot: int, e: Element, version: int | None = None) -> bool:
         """Whether e itself (not only a prefix covering it) is an element of the set
@@ -274,16 +278,16 @@ class SetTables:
             span = self.span(slot, e)
             if span is None:
                 trie_adds.append(e)
-            elif not moved and span.since == fix.version:  # written for a version that never came
+            elif not moved and span[0] == fix.version:  # written for a version that never came
                 self._drop_host(slot, e)
         for e in removes:
             span = self.span(slot, e)
             if span is None:
                 trie_removes.append(e)
-            elif moved and span.until <= current:  # gone from the set: no packet reads it now
+            elif moved and span[1] <= current:  # gone from the set: no packet reads it now
                 self._drop_host(slot, e)
-            elif not moved and span.until == fix.version:
-                self._set_span(slot, e, span.since, FOREVER)
+            elif not moved and span[1] == fix.version:
+                self._set_span(slot, e, span[0], FOREVER)
         if moved:  # the old copy gets the change
             _write_trie(self.fds, spare_key, trie_adds)
             _delete_trie(self.fds, spare_key, trie_removes)
@@ -298,22 +302,23 @@ class SetTables:
 
         record(fix) must store the fix durably; it is called before anything changes.
         """
-        new = (self.version(slot) + 1) & VERSION_MASK
+        state = self.state(slot)
+        new = (state.version + 1) & VERSION_MASK
         record(Fix(version=new, flipped=(add, remove), unflipped=(remove, add)))
         trie_adds, trie_removes = [], []
         for e in add:
-            if not (is_host(e) and HOSTS[e[0]] in self.fds and self._set_span(slot, e, new, FOREVER)):
+            if not (is_host(e) and self._set_span(slot, e, new, FOREVER)):
                 trie_adds.append(e)  # a network, or no room in the hash
         for e in remove:
             span = self.span(slot, e)
             if span is None:
                 trie_removes.append(e)
             else:
-                self._set_span(slot, e, span.since, new)
+                self._set_span(slot, e, span[0], new)
         spare_key = slot * 2 + (new & 1)
         _write_trie(self.fds, spare_key, trie_adds)
         _delete_trie(self.fds, spare_key, trie_removes)
-        libbpf.map_update(self.fds["set_version"], c_uint32(slot), c_uint32(new))
+        libbpf.map_update(self.fds["set_version"], c_uint32(slot), shared.SetState(new, state.seed))
 
     def view(self, slot: int) -> PinnedSet:
         return PinnedSet(self, slot)
@@ -321,14 +326,10 @@ class SetTables:
     def elements(self, slot: int, version: int | None = None) -> Iterator[Element]:
         """The set's elements at version (by default the one in force)."""
         v = self.version(slot) if version is None else version
-        for family, name in HOSTS.items():
-            if name not in self.fds:
-                continue
-            key, nxt, span = None, HOST_KEYS[family](), shared.HostSpan()
-            while libbpf.map_next_key(self.fds[name], key, nxt):
-                if nxt.slot == slot and libbpf.map_lookup(self.fds[name], nxt, span) and held(span, v):
-                    yield (family, int.from_bytes(bytes(nxt.addr), "big"), WIDTH[family] * 8)
-                key, nxt = nxt, HOST_KEYS[family]()
+        for family, table in self.hosts.items():
+            for words, since, until in table.entries_of(slot + 1):
+                if held((since, until), v):
+                    yield (family, int.from_bytes(array("I", words).tobytes(), "big"), WIDTH[family] * 8)
         key_slot = slot * 2 + (v & 1)
         for family, name in TRIES.items():
             fd = self.fds[name]

@@ -140,18 +140,21 @@ class Set6Key(Structure):
     _fields_ = [("prefixlen", c_uint32), ("key_slot", c_uint32), ("addr", c_uint8 * 16)]
 
 
-class Host4Key(Structure):
-    _fields_ = [("slot", c_uint32), ("addr", c_uint8 * 4)]
+class Host4Entry(Structure):
+    _fields_ = [("tag", c_uint32), ("addr", c_uint32), ("since", c_uint32), ("until", c_uint32)]
 
 
-class Host6Key(Structure):
-    _fields_ = [("slot", c_uint32), ("addr", c_uint8 * 16)]
+class Host6Entry(Structure):
+    _fields_ = [("tag", c_uint32), ("addr", c_uint32 * 4), ("since", c_uint32), ("until", c_uint32)]
 
 
-class HostSpan(Structure):
-    _fields_ = [("since", c_uint32), ("until", c_uint32)]
+class SetState(Structure):
+    _fields_ = [("version", c_uint32), ("seed", c_uint32)]
 
 
+HOST_PROBES = 32
+HOST_MIX = 0x9E3779B1
+HOST_SLOT = 0x01000193
 HOST_FOREVER = 0xFFFFFFFF
 
 
@@ -307,9 +310,9 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_drop_source": DropSource,
     "bpfwall_set4_key": Set4Key,
     "bpfwall_set6_key": Set6Key,
-    "bpfwall_host4_key": Host4Key,
-    "bpfwall_host6_key": Host6Key,
-    "bpfwall_host_span": HostSpan,
+    "bpfwall_host4_entry": Host4Entry,
+    "bpfwall_host6_entry": Host6Entry,
+    "bpfwall_set_state": SetState,
     "bpfwall_rule_param": RuleParam,
     "bpfwall_source": Source,
     "bpfwall_bucket_key": BucketKey,
