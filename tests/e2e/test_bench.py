@@ -22,6 +22,13 @@ def test_bench_quick_writes_table_json_and_charts(tmp_path):
     blocklist = data["flood"]["blocklist"]
     assert {r["variant"] for r in blocklist["rows"]} == {"xdp-drop", "bpfwall", "nft-netdev", "iptables-ipset"}
     assert all(r["dropped"] > 0 for r in blocklist["rows"]), "every firewall dropped the blocklist's flood"
+    hosts = blocklist["hosts"]
+    if "skipped" in hosts:  # xdp-tools missing, or xdp-filter in use here: said, not hidden
+        assert "xdp-filter" in hosts["skipped"] and "xdp-filter: not measured" in res.stdout
+    else:
+        assert {r["variant"] for r in hosts["rows"]} == {"xdp-drop", "bpfwall", "xdp-filter"}
+        assert all(r["dropped"] > 0 for r in hosts["rows"]), "xdp-filter and bpfwall dropped the flood"
+        assert (tmp_path / "flood-hosts.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {r["tool"] for r in data["latency"]["rows"]} == {"bpfwall", "nft", "iptables"}
     for name in ("per_packet.png", "flood.png", "flood-blocklist.png", "latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

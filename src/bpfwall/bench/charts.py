@@ -61,21 +61,16 @@ def draw(results: dict, out_dir: str) -> list[str]:
         files.append(_save(fig, out_dir, "flood.png"))
         blocklist = results["flood"].get("blocklist")
         if blocklist:
-            rows = blocklist["rows"]
-            fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-            names = [r["variant"] for r in rows]
-            ax1.bar(names, [r["pps"] / 1e6 for r in rows])
-            ax2.bar(names, [r["cpu_s_per_mpkt"] for r in rows])
-            for ax, label in ((ax1, "Mpps dropped"), (ax2, "CPU seconds per million packets")):
-                ax.set_ylabel(label)
-                ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-            ax1.set_title("Drop rate (higher is better)")
-            ax2.set_yscale("log")
-            ax2.set_title("CPU cost (lower is better; log scale)")
-            fig.suptitle(f"A flood from {blocklist['sources']} addresses of a blocklist of {blocklist['size']}, "
-                         f"each dropped by the peer's own set ({when})", fontsize=10)
-            fig.tight_layout()
-            files.append(_save(fig, out_dir, "flood-blocklist.png"))
+            files.append(_set_flood_chart(
+                blocklist["rows"], out_dir, "flood-blocklist.png",
+                f"A flood from {blocklist['sources']} addresses of a blocklist of {blocklist['size']}, "
+                f"each dropped by the peer's own set ({when})"))
+            hosts = blocklist.get("hosts", {})
+            if hosts.get("rows"):
+                files.append(_set_flood_chart(
+                    hosts["rows"], out_dir, "flood-hosts.png",
+                    f"A flood from a blocklist of {hosts['size']} single addresses; xdp-filter holds at most "
+                    f"{hosts['limit']:,} ({when})"))
 
     if "latency" in results:
         rows = results["latency"]["rows"]
@@ -91,6 +86,25 @@ def draw(results: dict, out_dir: str) -> list[str]:
         fig.tight_layout()
         files.append(_save(fig, out_dir, "latency.png"))
     return files
+
+
+def _set_flood_chart(rows: list[dict], out_dir: str, name: str, title: str) -> str:
+    """Drop rate and CPU cost of each firewall in a flood from a set's addresses."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [r["variant"] for r in rows]
+    ax1.bar(names, [r["pps"] / 1e6 for r in rows])
+    ax2.bar(names, [r["cpu_s_per_mpkt"] for r in rows])
+    for ax, label in ((ax1, "Mpps dropped"), (ax2, "CPU seconds per million packets")):
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    ax1.set_title("Drop rate (higher is better)")
+    ax2.set_yscale("log")
+    ax2.set_title("CPU cost (lower is better; log scale)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_dir, name)
 
 
 def _save(fig, out_dir: str, name: str) -> str:

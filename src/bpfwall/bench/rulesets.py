@@ -104,15 +104,20 @@ def blocklist_elements(rnd: random.Random, size: int, ipv6_share: float = 0.1) -
 
 
 def blocklist_ruleset(rnd: random.Random, size: int) -> Ruleset:
-    """Drop what is in the blocklist, then a few services; policy accept."""
+    """Drop what is in a random blocklist of size elements, then a few services."""
+    return ruleset_dropping(blocklist_elements(rnd, size))
+
+
+def ruleset_dropping(elements: set[tuple[int, int, int]]) -> Ruleset:
+    """Drop what is in the blocklist of these elements, then a few services; policy drop."""
     rules = [
         Rule(name="blocklist", action="drop", src=(), src_sets=("blocklist",)),
         Rule(name="web", action="accept", protos=frozenset({6}), dport=((80, 80), (443, 443))),
         Rule(name="ssh", action="accept", protos=frozenset({6}), dport=((22, 22),)),
     ]
-    cset = CidrSet("blocklist", blocklist_elements(rnd, size))
+    cset = CidrSet("blocklist", set(elements))
     return Ruleset(rules=rules, policy={"ingress": "drop", "egress": "accept"},
-                   sets={"blocklist": {"type": "cidr", "size": size, "slot": 0}},
+                   sets={"blocklist": {"type": "cidr", "size": len(cset), "slot": 0}},
                    cidr_sets={"blocklist": cset})
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import time
 from array import array
@@ -35,6 +36,11 @@ VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "nft-input", "iptables-input")
 # The blocklist flood: each peer with the list as its own set, as its experts configure it.
 BLOCKLIST_VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "iptables-ipset")
 FLOOD_SOURCES = 1 << 20  # lab.bpf.c's flood_sources
+# xdp-filter (Debian's xdp-tools): its address table has room for 10,000 and no more, so it
+# is measured on a blocklist of that many single addresses, its best case, beside bpfwall.
+XDP_FILTER_ADDRESSES = 10_000
+XDP_FILTER_PINS = "/sys/fs/bpf/xdp-filter"
+HOSTS_VARIANTS = ("xdp-drop", "bpfwall", "xdp-filter")
 
 
 def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
@@ -44,6 +50,27 @@ def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
     if res.returncode != 0:
         raise RuntimeFailure(f"{' '.join(cmd)}: {res.stderr.strip()}")
     return res.stdout
+
+
+XDP_FILTER_SRC = 1  # xdp-filter's MAP_FLAG_SRC: the address is denied as a source
+
+
+def _xdp_filter(lab: Lab, *args: str) -> None:
+    """xdp-filter in the server namespace, with this host's bpffs (its pins): nsenter enters
+    the network namespace only, where `ip netns exec` would remount /sys."""
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{lab.server_ns}", "xdp-filter", *args],
+                         capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeFailure(f"xdp-filter {' '.join(args)}: {(res.stderr or res.stdout).strip()}")
+
+
+def xdp_filter_unavailable() -> str | None:
+    """Why xdp-filter cannot be measured here, or None."""
+    if not shutil.which("xdp-filter"):
+        return "xdp-filter is not installed (Debian package xdp-tools)"
+    if os.path.exists(XDP_FILTER_PINS):
+        return f"xdp-filter is in use on this host ({XDP_FILTER_PINS} exists); it is left alone"
+    return None
 
 
 def _mac(ns: str, dev: str) -> str:
@@ -141,6 +168,9 @@ class Flood:
                                             _ns(lab, "nft", "list", "chain", "netdev", "bwbench", "c")).group(1))
             finally:
                 _ns(lab, "nft", "delete", "table", "netdev", "bwbench")
+        elif name == "xdp-filter":
+            with self._xdp_filter(v4) as read:
+                yield read
         elif name == "iptables-ipset":
             _ns(lab, "ipset", "restore", stdin=rulesets.ipset_blocklist(v4))
             try:
@@ -156,6 +186,38 @@ class Flood:
                 _ns(lab, "ipset", "destroy", "bwbench")
         else:
             raise ValueError(name)
+
+    @contextlib.contextmanager
+    def _xdp_filter(self, v4: list[tuple[int, int, int]]) -> Iterator[Callable[[], int]]:
+        """xdp-filter loaded on the server end (natively, through libxdp's dispatcher) with
+        a deny list of v4's addresses, written into its own table as `xdp-filter ip --mode
+        src` does one at a time; yields its XDP_DROP count's reader."""
+        lab = self.lab
+        _xdp_filter(lab, "load", "--mode", "native", "--policy", "allow", "--features", "ipv4", lab.server_if)
+        try:
+            fd = libbpf.obj_get(os.path.join(XDP_FILTER_PINS, "filter_ipv4"))
+            try:
+                n = len(v4)
+                keys = array("I")
+                keys.frombytes(b"".join(net.to_bytes(4, "big") for _, net, _ in v4))
+                values = (ctypes.c_uint64 * n)(*([XDP_FILTER_SRC] * n))
+                libbpf.map_update_batch_raw(fd, (ctypes.c_uint32 * n).from_buffer(keys), values, 4, 8, n)
+            finally:
+                os.close(fd)
+            stats = libbpf.obj_get(os.path.join(XDP_FILTER_PINS, "xdp_stats_map"))
+            ncpu = libbpf.num_possible_cpus()
+
+            def read() -> int:  # per CPU (packets, bytes) of the XDP_DROP action
+                values = (ctypes.c_uint64 * (2 * ncpu))()
+                libbpf.map_lookup(stats, ctypes.c_uint32(1), values)
+                return sum(values[0::2])
+
+            try:
+                yield read
+            finally:
+                os.close(stats)
+        finally:
+            _xdp_filter(lab, "unload", lab.server_if)
 
     @contextlib.contextmanager
     def variant(self, name: str, n_rules: int, workdir: str) -> Iterator[Callable[[], int]]:
@@ -265,7 +327,29 @@ def _blocklist_flood(flood: Flood, size: int, packets: int, trials: int, workdir
             rows.append({"variant": name, **flood.best_of(dropped, packets, trials, seconds_per_run,
                                                           "xdp_flood_sources")})
     _ratios(rows)
-    return {"size": size, "ipv4_elements": len(v4), "sources": n_sources, "rows": rows}
+    return {"size": size, "ipv4_elements": len(v4), "sources": n_sources, "rows": rows,
+            "hosts": _hosts_flood(flood, sources, packets, trials, workdir, progress, seconds_per_run)}
+
+
+def _hosts_flood(flood: Flood, sources: list[int], packets: int, trials: int, workdir: str,
+                 progress: Callable[[str], None], seconds_per_run: float) -> dict:
+    """xdp-filter against bpfwall on a blocklist of single addresses as large as
+    xdp-filter's table allows, the flood coming from those addresses."""
+    skipped = xdp_filter_unavailable()
+    if skipped:
+        progress(f"flood from {XDP_FILTER_ADDRESSES} addresses: skipped, {skipped}")
+        return {"skipped": skipped}
+    hosts = [(4, a, 32) for a in sources[:XDP_FILTER_ADDRESSES]]
+    ruleset = rulesets.ruleset_dropping(set(hosts))
+    n_sources = flood.use_sources(sources[:XDP_FILTER_ADDRESSES])
+    rows = []
+    for name in HOSTS_VARIANTS:
+        progress(f"flood from a blocklist of {len(hosts)} addresses: {name}")
+        with flood.blocklist_variant(name, ruleset, hosts, workdir) as dropped:
+            rows.append({"variant": name, **flood.best_of(dropped, packets, trials, seconds_per_run,
+                                                          "xdp_flood_sources")})
+    _ratios(rows)
+    return {"size": len(hosts), "sources": n_sources, "limit": XDP_FILTER_ADDRESSES, "rows": rows}
 
 
 def _ratios(rows: list[dict]) -> None:
@@ -273,4 +357,5 @@ def _ratios(rows: list[dict]) -> None:
     base = next(r for r in rows if r["variant"] == "xdp-drop")
     for r in rows:
         r["pps_ratio"] = r["pps"] / base["pps"]
-        r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"]
+        # A short run's CPU can round to no jiffy at all: then there is no ratio to give.
+        r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"] if base["cpu_s_per_mpkt"] else None
