@@ -200,8 +200,11 @@ class Flood:
                 n = len(v4)
                 keys = array("I")
                 keys.frombytes(b"".join(net.to_bytes(4, "big") for _, net, _ in v4))
-                values = (ctypes.c_uint64 * n)(*([XDP_FILTER_SRC] * n))
-                libbpf.map_update_batch_raw(fd, (ctypes.c_uint32 * n).from_buffer(keys), values, 4, 8, n)
+                # A per-CPU table (each CPU counts its own hits): a value for every CPU.
+                per_cpu = libbpf.map_info(fd).type == libbpf.BPF_MAP_TYPE_PERCPU_HASH
+                per_key = libbpf.num_possible_cpus() if per_cpu else 1
+                values = (ctypes.c_uint64 * (n * per_key))(*([XDP_FILTER_SRC] * (n * per_key)))
+                libbpf.map_update_batch_raw(fd, (ctypes.c_uint32 * n).from_buffer(keys), values, 4, 8 * per_key, n)
             finally:
                 os.close(fd)
             stats = libbpf.obj_get(os.path.join(XDP_FILTER_PINS, "xdp_stats_map"))
