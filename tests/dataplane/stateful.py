@@ -39,12 +39,18 @@ class Pair:
         """Runs frame as traffic through one program; returns (kernel, reference), each as
         (verdict, deciding rule index or None)."""
         gen = self.gens[direction]
+        # Limits and the reject budget read one time in both: the clock read once here,
+        # given to the reference and set as the kernel's test clock. Each reading the
+        # clock itself, a moment apart, a token that came due between the two readings
+        # had one answer a reject and the other drop it over budget.
+        now = now_ns()
+        gen.set_clock(now)
         before = gen.counters(blocks=1)
         verdict, _, _ = gen.test_run(frame)
         after = gen.counters(blocks=1)
         n = len(self.ruleset.direction(direction))
         hit = [i for i in range(n) if after[i][0] != before[i][0]]
-        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now_ns())
+        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now)
         return (verdict, hit[0] if hit else None), (want.verdict, want.rule)
 
 
