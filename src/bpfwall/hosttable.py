@@ -26,6 +26,10 @@ from . import libbpf, shared
 from .errors import RuntimeFailure
 
 ENTRY = {4: shared.Host4Entry, 6: shared.Host6Entry}
+# A dead span is (FOREVER, FOREVER), in unused entries too: the stores that turn it into a
+# new entry's (since, FOREVER) show a packet, in whatever order it sees them, either span,
+# and neither holds at the version in force. With (0, 0) for dead, (0, FOREVER) was possible.
+EMPTY = {4: (0, 0, 0xFFFFFFFF, 0xFFFFFFFF), 6: (0, 0, 0, 0, 0, 0xFFFFFFFF, 0xFFFFFFFF, 0)}
 ADDR_WORDS = {4: 1, 6: 4}
 PROBES = shared.HOST_PROBES
 FOREVER = shared.HOST_FOREVER
@@ -115,7 +119,7 @@ class HostTable:
 
     def kill(self, i: int) -> None:
         """The entry holds at no version; it keeps its place in its chain."""
-        self.set_span(i, 0, 0)
+        self.set_span(i, FOREVER, FOREVER)
 
     def put(self, tag: int, seed: int, words: Sequence[int], since: int, until: int) -> bool:
         """The address's span written, in a new entry if it has none: the first never used
@@ -159,7 +163,7 @@ class HostTable:
             keys += [(h * homes >> 32) << 32 | first + j for j, h in enumerate(hashes)]
             flat += [(g, j, tag) for j in range(n)]
         keys.sort()
-        image = array("I", bytes(4 * stride * self.entries))
+        image = array("I", EMPTY[self.family]) * self.entries
         overflow: list[list[int]] = [[] for _ in groups]
         nxt = 0
         for key in keys:
@@ -172,7 +176,7 @@ class HostTable:
             base = at * stride
             image[base] = tag
             image[base + 1 : base + 1 + aw] = groups[g][2][j * aw : (j + 1) * aw]
-            image[base + 2 + aw] = FOREVER  # since 0
+            image[base + 1 + aw] = 0  # since version 0, until FOREVER
             nxt = at + 1
         self.words[:] = image
         return overflow

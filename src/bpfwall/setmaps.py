@@ -98,12 +98,9 @@ def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -
         bits = WIDTH[family] * 8
         hosts = {name: sorted(net for fam, net, plen in cset.elements if fam == family and plen == bits)
                  for name, cset in sets.items()}
-        if table in fds:
-            groups = [(slots[name] + 1, seeds[name], _key_words(nets, family, 0)) for name, nets in hosts.items()]
-            with HostTable(fds[table], family) as hosted:
-                left = dict(zip(hosts, hosted.fill(groups), strict=True))
-        else:
-            left = {name: range(len(nets)) for name, nets in hosts.items()}
+        groups = [(slots[name] + 1, seeds[name], _key_words(nets, family, 0)) for name, nets in hosts.items()]
+        with HostTable(fds[table], family) as hosted:
+            left = dict(zip(hosts, hosted.fill(groups), strict=True))
         for name, positions in left.items():
             spilled[name] += [(family, hosts[name][j], bits) for j in positions]
     for name, cset in sets.items():

@@ -37,22 +37,16 @@ def show(results: dict, out: Console) -> None:
         out.print(t)
         blocklist = results["flood"].get("blocklist")
         if blocklist:
-            t = Table("firewall", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
-                      title=f"Flood from {blocklist['sources']} addresses of a blocklist of {blocklist['size']} "
-                            f"({blocklist['ipv4_elements']} IPv4), each peer dropping by its own set")
-            for r in blocklist["rows"]:
-                t.add_row(r["variant"], *_flood_cells(r))
-            out.print(t)
+            out.print(_set_flood_table(
+                blocklist["rows"], f"Flood from {blocklist['sources']} addresses of a blocklist of "
+                f"{blocklist['size']} ({blocklist['ipv4_elements']} IPv4), each peer dropping by its own set"))
             hosts = blocklist.get("hosts", {})
             if "skipped" in hosts:
                 out.print(f"xdp-filter: not measured: {hosts['skipped']}")
             elif hosts:
-                t = Table("firewall", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP",
-                          title=f"Flood from a blocklist of {hosts['size']} single addresses "
-                                f"(xdp-filter's table holds at most {hosts['limit']:,})")
-                for r in hosts["rows"]:
-                    t.add_row(r["variant"], *_flood_cells(r))
-                out.print(t)
+                out.print(_set_flood_table(
+                    hosts["rows"], f"Flood from a blocklist of {hosts['size']} single addresses "
+                    f"(xdp-filter's table holds at most {hosts['limit']:,})"))
     if "latency" in results:
         t = Table("tool", "operation", "ms", title="Control plane (wall time of a new process unless noted)")
         for r in results["latency"]["rows"]:
@@ -66,3 +60,10 @@ def _flood_cells(r: dict) -> tuple[str, str, str, str]:
     """A flood row's rate and CPU, each with its ratio to XDP_DROP's ("-": none measured)."""
     cpu_ratio = "-" if r["cpu_ratio"] is None else f"{r['cpu_ratio']:.2f}"
     return f"{r['pps'] / 1e6:.2f}", f"{r['pps_ratio']:.2f}", f"{r['cpu_s_per_mpkt']:.3f}", cpu_ratio
+
+
+def _set_flood_table(rows: list[dict], title: str) -> Table:
+    t = Table("firewall", "Mpps dropped", "x XDP_DROP", "CPU s / Mpkt", "x XDP_DROP", title=title)
+    for r in rows:
+        t.add_row(r["variant"], *_flood_cells(r))
+    return t

@@ -142,6 +142,13 @@ class Flood:
                         "cpu_s_per_mpkt": cpu / max(got, 1) * 1e6}
         return best
 
+    def from_sources(self, name: str, ruleset: Ruleset, v4: list[tuple[int, int, int]], workdir: str,
+                     packets: int, trials: int, seconds_per_run: float, progress: Callable[[str], None]) -> dict:
+        """The row of peer `name` (see blocklist_variant) in a flood from the sources in use."""
+        progress(name)
+        with self.blocklist_variant(name, ruleset, v4, workdir) as dropped:
+            return {"variant": name, **self.best_of(dropped, packets, trials, seconds_per_run, "xdp_flood_sources")}
+
     @contextlib.contextmanager
     def blocklist_variant(self, name: str, ruleset: Ruleset, v4: list[tuple[int, int, int]],
                           workdir: str) -> Iterator[Callable[[], int]]:
@@ -323,12 +330,9 @@ def _blocklist_flood(flood: Flood, size: int, packets: int, trials: int, workdir
                if a >> 24 not in (0, 127) and a >> 24 < 224]
     random.Random(1).shuffle(sources)
     n_sources = flood.use_sources(sources)
-    rows = []
-    for name in BLOCKLIST_VARIANTS:
-        progress(f"flood from a blocklist of {size}: {name}")
-        with flood.blocklist_variant(name, ruleset, v4, workdir) as dropped:
-            rows.append({"variant": name, **flood.best_of(dropped, packets, trials, seconds_per_run,
-                                                          "xdp_flood_sources")})
+    rows = [flood.from_sources(name, ruleset, v4, workdir, packets, trials, seconds_per_run,
+                               lambda name: progress(f"flood from a blocklist of {size}: {name}"))
+            for name in BLOCKLIST_VARIANTS]
     _ratios(rows)
     return {"size": size, "ipv4_elements": len(v4), "sources": n_sources, "rows": rows,
             "hosts": _hosts_flood(flood, sources, packets, trials, workdir, progress, seconds_per_run)}
@@ -345,12 +349,9 @@ def _hosts_flood(flood: Flood, sources: list[int], packets: int, trials: int, wo
     hosts = [(4, a, 32) for a in sources[:XDP_FILTER_ADDRESSES]]
     ruleset = rulesets.ruleset_dropping(set(hosts))
     n_sources = flood.use_sources(sources[:XDP_FILTER_ADDRESSES])
-    rows = []
-    for name in HOSTS_VARIANTS:
-        progress(f"flood from a blocklist of {len(hosts)} addresses: {name}")
-        with flood.blocklist_variant(name, ruleset, hosts, workdir) as dropped:
-            rows.append({"variant": name, **flood.best_of(dropped, packets, trials, seconds_per_run,
-                                                          "xdp_flood_sources")})
+    rows = [flood.from_sources(name, ruleset, hosts, workdir, packets, trials, seconds_per_run,
+                               lambda name: progress(f"flood from a blocklist of {len(hosts)} addresses: {name}"))
+            for name in HOSTS_VARIANTS]
     _ratios(rows)
     return {"size": len(hosts), "sources": n_sources, "limit": XDP_FILTER_ADDRESSES, "rows": rows}
 
