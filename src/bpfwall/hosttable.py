@@ -150,32 +150,37 @@ class HostTable:
         Placed in order of home slot, each at the first slot after the last one taken: the
         layout that inserting them one by one gives, in one sweep and one copy."""
         aw, stride, homes = self.aw, self.stride, self.homes
-        keys: list[int] = []  # home << 32 | element number: one int sort orders them
-        flat: list[tuple[int, int, int]] = []  # (group, position in it, tag)
+        # One int a address, sorted: home << 32 | set << 24 | its position in the set.
+        keys: list[int] = []
         for g, (tag, seed, words) in enumerate(groups):
             n = len(words) // aw
+            if n > 1 << 24:
+                raise ValueError("more than 2**24 addresses in one set")
             if aw == 1:  # address_hash() inline: a million calls cost a second
                 mix = seed ^ (tag * shared.HOST_SLOT & M32)
                 hashes = [(mix ^ w) * shared.HOST_MIX & M32 for w in words]
             else:
                 hashes = [address_hash(tag, seed, words[j * aw : (j + 1) * aw]) for j in range(n)]
-            first = len(flat)
-            keys += [(h * homes >> 32) << 32 | first + j for j, h in enumerate(hashes)]
-            flat += [(g, j, tag) for j in range(n)]
+            keys += [(h * homes >> 32) << 32 | g << 24 | j for j, h in enumerate(hashes)]
         keys.sort()
         image = array("I", EMPTY[self.family]) * self.entries
         overflow: list[list[int]] = [[] for _ in groups]
+        tags = [tag for tag, _, _ in groups]
+        columns = [words for _, _, words in groups]
         nxt = 0
         for key in keys:
-            home, k = key >> 32, key & M32
-            g, j, tag = flat[k]
-            at = max(home, nxt)
+            home = key >> 32
+            at = home if home > nxt else nxt
             if at - home >= PROBES:
-                overflow[g].append(j)
+                overflow[key >> 24 & 0xFF].append(key & 0xFFFFFF)
                 continue
+            g, j = key >> 24 & 0xFF, key & 0xFFFFFF
             base = at * stride
-            image[base] = tag
-            image[base + 1 : base + 1 + aw] = groups[g][2][j * aw : (j + 1) * aw]
+            image[base] = tags[g]
+            if aw == 1:
+                image[base + 1] = columns[g][j]
+            else:
+                image[base + 1 : base + 1 + aw] = columns[g][j * aw : (j + 1) * aw]
             image[base + 1 + aw] = 0  # since version 0, until FOREVER
             nxt = at + 1
         self.words[:] = image
