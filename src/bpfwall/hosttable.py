@@ -28,7 +28,7 @@ from .errors import RuntimeFailure
 ENTRY = {4: shared.Host4Entry, 6: shared.Host6Entry}
 # A dead span is (FOREVER, FOREVER), in unused entries too: the stores that turn it into a
 # new entry's (since, FOREVER) show a packet, in whatever order it sees them, either span,
-# and neither holds at the version in force. With (0, 0) for dead, (0, FOREVER) was possible.
+# and neither holds at the version in force, where (0, 0) could show (0, FOREVER).
 EMPTY = {4: (0, 0, 0xFFFFFFFF, 0xFFFFFFFF), 6: (0, 0, 0, 0, 0, 0xFFFFFFFF, 0xFFFFFFFF, 0)}
 ADDR_WORDS = {4: 1, 6: 4}
 PROBES = shared.HOST_PROBES
