@@ -65,8 +65,9 @@ struct {
 } src6 SEC(".maps"), dst6 SEC(".maps");
 
 /*
- * The networks of every CIDR set, both copies, keyed by (slot * 2 + the low
- * bit of its version, prefix); the value is the element's prefix length.
+ * The IPv6 networks of every CIDR set, and the elements that found no place
+ * in the host tables, both copies, keyed by (slot * 2 + the low bit of its
+ * version, prefix); the value is the element's prefix length.
  * Shared by the two directions of a generation and changed in place by
  * `bpfwall set`.
  */
@@ -87,12 +88,12 @@ struct {
 } set6 SEC(".maps");
 
 /*
- * The single addresses of every CIDR set (struct bpfwall_host4_entry): one
- * entry an address where the tries keep two copies, found in one or two cache
- * lines, and written by the loader as one copy in memory. max_entries is set
- * by the loader: twice the sets' addresses and room, so that searches stay
- * short, plus BPFWALL_HOST_PROBES. An address that finds no place within
- * BPFWALL_HOST_PROBES of its home goes into the trie.
+ * The single addresses and IPv4 networks of every CIDR set (struct
+ * bpfwall_host4_entry): one entry an element where the tries keep two copies,
+ * found in one or two cache lines, and written by the loader as one copy in
+ * memory. max_entries is set by the loader: twice the sets' elements and room,
+ * so that searches stay short, plus BPFWALL_HOST_PROBES. An element that
+ * finds no place within BPFWALL_HOST_PROBES of its home goes into the trie.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -120,6 +121,31 @@ struct {
 	__type(key, __u32);
 	__type(value, struct bpfwall_set_state);
 } set_version SEC(".maps");
+
+/*
+ * in_set()'s search, off its stack: the trie keys, and the element each host
+ * table search looks for. in_set() runs three frames deep (a program,
+ * classify(), in_set()) with 32 bytes left of the verifier's 512; kept in
+ * registers across the table lookups, these would be spilled to the stack.
+ */
+struct set_search {
+	struct bpfwall_set4_key k4;
+	struct bpfwall_set6_key k6;
+	__u32 at;			      /* the host table slot being read (a lookup key) */
+	__u32 tag;			      /* BPFWALL_HOST_TAG of the element searched for */
+	__u32 addr[4];			      /* its address, or IPv4 network (network order) */
+	__u32 seed, version, lengths4, tries; /* the set's state, read once */
+	__u32 slot;			      /* the set's (a lookup key) */
+	__u32 is_ipv6;
+	__u32 found; /* what search_network() found */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct set_search);
+} set_search_scratch SEC(".maps");
 
 /* The kernel's own map struct, read through BTF (CO-RE): a host table's size
  * is the loader's choice, so the search takes it from the table. */
@@ -235,87 +261,146 @@ static __always_inline __u32 host_home(__u32 h, __u32 entries)
 	return ((__u64)h * (entries - BPFWALL_HOST_PROBES)) >> 32;
 }
 
-/* Whether the IPv4 host table holds addr for the set tagged tag at version v. */
-static __always_inline int host4_holds(__u32 tag, __u32 seed, __u32 addr, __u32 v)
+/* Whether the IPv4 host table holds the element (q->tag, q->addr[0]) at
+ * q->version. */
+static __always_inline int host4_search(struct set_search *q)
 {
-	__u32 h = (seed ^ tag * BPFWALL_HOST_SLOT ^ addr) * BPFWALL_HOST_MIX;
-	__u32 at = host_home(h, ((struct bpf_map *)&host4)->max_entries);
+	__u32 h = (q->seed ^ q->tag * BPFWALL_HOST_SLOT ^ q->addr[0]) * BPFWALL_HOST_MIX;
 	struct bpfwall_host4_entry *e;
 
+	q->at = host_home(h, ((struct bpf_map *)&host4)->max_entries);
 #pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, at++) {
-		e = bpf_map_lookup_elem(&host4, &at);
+	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, q->at++) {
+		e = bpf_map_lookup_elem(&host4, &q->at);
 		if (!e || !e->tag)
 			return 0;
-		/* A match that does not hold at v may be one being rewritten:
-		 * the search goes on, as addresses are in the table once. */
-		if (e->tag == tag && e->addr == addr && e->since <= v && v < e->until)
+		/* A match that does not hold at the version may be one being
+		 * rewritten: the search goes on, as elements are in the table
+		 * once. */
+		if (e->tag == q->tag && e->addr == q->addr[0] && e->since <= q->version &&
+		    q->version < e->until)
 			return 1;
 	}
 	return 0;
 }
 
-static __always_inline int host6_holds(__u32 tag, __u32 seed, const __u32 *addr, __u32 v)
+static __always_inline int host6_search(struct set_search *q)
 {
-	__u32 h = seed ^ tag * BPFWALL_HOST_SLOT;
+	__u32 h = q->seed ^ q->tag * BPFWALL_HOST_SLOT;
 	struct bpfwall_host6_entry *e;
-	__u32 at;
 
-	h = (h ^ addr[0]) * BPFWALL_HOST_MIX;
-	h = (h ^ addr[1]) * BPFWALL_HOST_MIX;
-	h = (h ^ addr[2]) * BPFWALL_HOST_MIX;
-	h = (h ^ addr[3]) * BPFWALL_HOST_MIX;
-	at = host_home(h, ((struct bpf_map *)&host6)->max_entries);
+	h = (h ^ q->addr[0]) * BPFWALL_HOST_MIX;
+	h = (h ^ q->addr[1]) * BPFWALL_HOST_MIX;
+	h = (h ^ q->addr[2]) * BPFWALL_HOST_MIX;
+	h = (h ^ q->addr[3]) * BPFWALL_HOST_MIX;
+	q->at = host_home(h, ((struct bpf_map *)&host6)->max_entries);
 #pragma clang loop unroll(disable)
-	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, at++) {
-		e = bpf_map_lookup_elem(&host6, &at);
+	for (__u32 i = 0; i < BPFWALL_HOST_PROBES; i++, q->at++) {
+		e = bpf_map_lookup_elem(&host6, &q->at);
 		if (!e || !e->tag)
 			return 0;
-		if (e->tag == tag && e->addr[0] == addr[0] && e->addr[1] == addr[1] &&
-		    e->addr[2] == addr[2] && e->addr[3] == addr[3] && e->since <= v && v < e->until)
+		if (e->tag == q->tag && e->addr[0] == q->addr[0] && e->addr[1] == q->addr[1] &&
+		    e->addr[2] == q->addr[2] && e->addr[3] == q->addr[3] &&
+		    e->since <= q->version && q->version < e->until)
 			return 1;
 	}
 	return 0;
+}
+
+static __always_inline __u32 popcount32(__u32 x)
+{
+	x = x - ((x >> 1) & 0x55555555);
+	x = (x & 0x33333333) + ((x >> 2) & 0x33333333);
+	x = (x + (x >> 4)) & 0x0f0f0f0f;
+	return (x * 0x01010101) >> 24;
+}
+
+struct network_search {
+	struct set_search *q;
+};
+
+/* bpf_loop() callback: the packet's IPv4 network at one more of the set's
+ * prefix lengths (the lowest left in q->lengths4), searched for. */
+static long search_network(__u64 index, void *data)
+{
+	struct set_search *q = ((struct network_search *)data)->q;
+	__u32 bit, plen;
+
+	if (!q || !q->lengths4)
+		return 1;
+	bit = q->lengths4 & -q->lengths4;
+	q->lengths4 ^= bit;
+	plen = lowest_bit(bit);
+	if (plen > 31)
+		return 1;
+	q->tag = BPFWALL_HOST_TAG(q->slot, plen);
+	__builtin_memcpy(q->addr, q->k4.addr, 4);
+	q->addr[0] &= __builtin_bswap32(plen ? ~0u << (32 - plen) : 0);
+	q->found = host4_search(q);
+	return q->found;
 }
 
 /*
  * Whether the packet's source (dst 0) or destination (dst 1) address is in
- * the set of slot. A global function: inlined eight times its keys would push
- * classify()'s stack past what the verifier allows.
+ * the set of slot: the address itself in the host table, then (IPv4) its
+ * network at each prefix length the set has there, then the trie. A global
+ * function: inlined eight times its keys would push classify()'s stack past
+ * what the verifier allows.
  */
 __noinline int in_set(const struct packet *pkt, __u32 dst, __u32 slot)
 {
 	struct bpfwall_set_state *state;
-	__u32 v;
+	struct set_search *q;
+	__u32 zero = 0;
 
 	if (!pkt)
 		return 0;
-	state = bpf_map_lookup_elem(&set_version, &slot);
+	q = bpf_map_lookup_elem(&set_search_scratch, &zero);
+	if (!q)
+		return 0;
+	q->slot = slot;
+	q->is_ipv6 = pkt->is_ipv6;
+	if (q->is_ipv6)
+		__builtin_memcpy(q->k6.addr, dst ? pkt->daddr : pkt->saddr, 16);
+	else
+		__builtin_memcpy(q->k4.addr, dst ? pkt->daddr : pkt->saddr, 4);
+	state = bpf_map_lookup_elem(&set_version, &q->slot);
 	if (!state)
 		return 0;
 	/*
-	 * The version is read once: the address itself (the host table) and
-	 * the prefixes covering it (the trie's copy of that version) answer
-	 * for the same state of the set. The trie key holds the address for
-	 * both searches.
+	 * The state is read once: every search answers for the same version
+	 * of the set (the host entries' spans, the trie's copy).
 	 */
-	v = state->version;
-	if (pkt->is_ipv6) {
-		struct bpfwall_set6_key k6 = {.prefixlen = 32 + 128,
-					      .key_slot = slot * 2 + (v & 1)};
-
-		__builtin_memcpy(k6.addr, dst ? pkt->daddr : pkt->saddr, 16);
-		if (host6_holds(slot + 1, state->seed, (const __u32 *)k6.addr, v))
+	q->version = state->version;
+	q->seed = state->seed;
+	q->lengths4 = state->lengths4;
+	q->tries = state->tries;
+	if (q->is_ipv6) {
+		q->k6.prefixlen = 32 + 128;
+		q->k6.key_slot = q->slot * 2 + (q->version & 1);
+		__builtin_memcpy(q->addr, q->k6.addr, 16);
+		q->tag = BPFWALL_HOST_TAG(q->slot, 128);
+		if (host6_search(q))
 			return 1;
-		return bpf_map_lookup_elem(&set6, &k6) != 0;
-	} else {
-		struct bpfwall_set4_key k4 = {.prefixlen = 32 + 32, .key_slot = slot * 2 + (v & 1)};
-
-		__builtin_memcpy(k4.addr, dst ? pkt->daddr : pkt->saddr, 4);
-		if (host4_holds(slot + 1, state->seed, *(const __u32 *)k4.addr, v))
-			return 1;
-		return bpf_map_lookup_elem(&set4, &k4) != 0;
+		return (q->tries & BPFWALL_SET_TRIE6) && bpf_map_lookup_elem(&set6, &q->k6) != 0;
 	}
+	q->k4.prefixlen = 32 + 32;
+	q->k4.key_slot = q->slot * 2 + (q->version & 1);
+	__builtin_memcpy(q->addr, q->k4.addr, 4);
+	q->tag = BPFWALL_HOST_TAG(q->slot, 32);
+	if (host4_search(q))
+		return 1;
+	/* bpf_loop: the verifier checks one search for every prefix length,
+	 * where a loop of searches it would walk search by search. */
+	if (q->lengths4) {
+		struct network_search ctx = {.q = q};
+
+		q->found = 0;
+		bpf_loop(popcount32(q->lengths4), search_network, &ctx, 0);
+		if (q->found)
+			return 1;
+	}
+	return (q->tries & BPFWALL_SET_TRIE4) && bpf_map_lookup_elem(&set4, &q->k4) != 0;
 }
 
 /* Bitmask of the field's sets (bit j: refs[j]) that hold addr; n is a

@@ -380,20 +380,25 @@ struct bpfwall_set6_key {
 };
 
 /*
- * Set host tables: the single addresses (/32, /128) of every set, one entry
- * each, in an array searched by linear probing from a slot the address hashes
- * to (with its set's seed), at most BPFWALL_HOST_PROBES entries on; the array
- * has that many entries past its last home slot, so a search never wraps. An
- * entry's span says from which version of its set (set_state) until which one
- * the address is in it: a change writes its addresses as of the next version,
- * then moves the set to it, so one entry serves both versions. A dead entry
- * (since == until) keeps its place, so later entries stay reachable; a new
- * address may take it over.
+ * Set host tables: the single addresses (/32, /128) of every set, and its IPv4
+ * networks, one entry each, in an array searched by linear probing from a
+ * slot the element hashes to (with its set's seed), at most
+ * BPFWALL_HOST_PROBES entries on; the array has that many entries past its
+ * last home slot, so a search never wraps. An entry's tag names its set and
+ * prefix length; its span says from which version of its set (set_state)
+ * until which one the element is in it: a change writes its elements as of
+ * the next version, then moves the set to it, so one entry serves both
+ * versions. A dead entry (since == until) keeps its place, so later entries
+ * stay reachable; a new element may take it over.
  */
 #define BPFWALL_HOST_PROBES 32
 
+/* An entry's tag: the set's slot + 1 (0: never used, the end of a search)
+ * and the element's prefix length. */
+#define BPFWALL_HOST_TAG(slot, plen) (((slot) + 1) | ((plen) << 8))
+
 struct bpfwall_host4_entry {
-	__u32 tag;   /* the set's slot + 1; 0: never used, the end of a search */
+	__u32 tag;   /* BPFWALL_HOST_TAG */
 	__u32 addr;  /* network order */
 	__u32 since; /* the first version that holds the address */
 	__u32 until; /* the first version that does not (BPFWALL_HOST_FOREVER: none) */
@@ -406,12 +411,21 @@ struct bpfwall_host6_entry {
 	__u32 until;
 };
 
-/* A set's state: the version in force (the low bit picks its trie copy) and
- * the seed its addresses hash with, chosen when it is filled. */
+/* A set's state: the version in force (the low bit picks its trie copy), the
+ * seed its elements hash with (chosen when it is filled), the prefix lengths
+ * of the IPv4 networks its host table may hold (bit n: /n), and which tries
+ * may hold its elements. Lengths and tries are added before a version that
+ * needs them and dropped only by a fill, so a packet never skips a search
+ * that its version needs. */
 struct bpfwall_set_state {
 	__u32 version;
 	__u32 seed;
+	__u32 lengths4;
+	__u32 tries; /* BPFWALL_SET_TRIE4 | BPFWALL_SET_TRIE6 */
 };
+
+#define BPFWALL_SET_TRIE4 1
+#define BPFWALL_SET_TRIE6 2
 
 /* The hash of an address word into h (twice the golden ratio's bits): the
  * host tables take a home slot from its high bits, by multiplication. */

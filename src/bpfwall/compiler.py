@@ -232,12 +232,12 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
 
 
 def _set_hosts(ruleset: Ruleset) -> dict[int, int]:
-    """How many single addresses (/32, /128) the CIDR sets hold, per family: what the set
-    hash tables are sized for."""
+    """How many elements of the CIDR sets go into the host tables, per family (every IPv4
+    one, IPv6 single addresses): what those tables are sized for."""
     out = {4: 0, 6: 0}
     for cset in ruleset.cidr_sets.values():
         for family, _, plen in cset.elements:
-            if plen == (32 if family == 4 else 128):
+            if family == 4 or plen == 128:
                 out[family] += 1
     return out
 

@@ -1,8 +1,10 @@
 """A set host table (host4, host6): the single addresses of every CIDR set in one array,
 each found by linear probing from the slot its hash names (in_set()'s host4_holds()).
 
-An entry is (tag: the set's slot + 1, address, since, until): the address is in its set
-from version `since` until version `until`. A search starts at the address's home slot and
+An entry is (tag: the set's slot and the element's prefix length, address, since, until):
+the element is in its set from version `since` until version `until`. The tables hold each
+set's single addresses (/32, /128) and its IPv4 networks; a packet's search is one per
+prefix length the set has. A search starts at the address's home slot and
 stops at an entry never used (tag 0), at most shared.HOST_PROBES entries on; the array has
 that many entries past the last home, so no search wraps. An entry is never emptied once
 used, only killed (since == until), so that the entries after it stay reachable; a new
@@ -143,25 +145,26 @@ class HostTable:
         return False
 
     def fill(self, groups: list[tuple[int, int, array]]) -> list[list[int]]:
-        """Sets' addresses into an empty table, in force from version 0: per set its tag,
-        seed and addresses (address_words() of each, one after another). Returns, per set,
-        the positions of those that found no place (for the trie).
+        """Sets' elements into an empty table, in force from version 0, in groups of one
+        tag (set and prefix length): its tag, its set's seed, and the networks
+        (address_words() of each, one after another). Returns, per group, the positions of
+        those that found no place (for the trie).
 
         Placed in order of home slot, each at the first slot after the last one taken: the
         layout that inserting them one by one gives, in one sweep and one copy."""
         aw, stride, homes = self.aw, self.stride, self.homes
-        # One int a address, sorted: home << 32 | set << 24 | its position in the set.
+        # One int an element, sorted: home << 40 | group << 24 | its position in the group.
         keys: list[int] = []
         for g, (tag, seed, words) in enumerate(groups):
             n = len(words) // aw
-            if n > 1 << 24:
-                raise ValueError("more than 2**24 addresses in one set")
+            if n > 1 << 24 or g >= 1 << 16:
+                raise ValueError("more than 2**24 elements in a group, or 2**16 groups")
             if aw == 1:  # address_hash() inline: a million calls cost a second
                 mix = seed ^ (tag * shared.HOST_SLOT & M32)
                 hashes = [(mix ^ w) * shared.HOST_MIX & M32 for w in words]
             else:
                 hashes = [address_hash(tag, seed, words[j * aw : (j + 1) * aw]) for j in range(n)]
-            keys += [(h * homes >> 32) << 32 | g << 24 | j for j, h in enumerate(hashes)]
+            keys += [(h * homes >> 32) << 40 | g << 24 | j for j, h in enumerate(hashes)]
         keys.sort()
         image = array("I", EMPTY[self.family]) * self.entries
         overflow: list[list[int]] = [[] for _ in groups]
@@ -169,12 +172,12 @@ class HostTable:
         columns = [words for _, _, words in groups]
         nxt = 0
         for key in keys:
-            home = key >> 32
+            home = key >> 40
             at = home if home > nxt else nxt
             if at - home >= PROBES:
-                overflow[key >> 24 & 0xFF].append(key & 0xFFFFFF)
+                overflow[key >> 24 & 0xFFFF].append(key & 0xFFFFFF)
                 continue
-            g, j = key >> 24 & 0xFF, key & 0xFFFFFF
+            g, j = key >> 24 & 0xFFFF, key & 0xFFFFFF
             base = at * stride
             image[base] = tags[g]
             if aw == 1:
@@ -186,12 +189,12 @@ class HostTable:
         self.words[:] = image
         return overflow
 
-    def entries_of(self, tag: int) -> Iterator[tuple[tuple[int, ...], int, int]]:
-        """(words, since, until) of every entry of the set tagged `tag`."""
+    def entries_of(self, slot: int) -> Iterator[tuple[int, tuple[int, ...], int, int]]:
+        """(prefix length, words, since, until) of every entry of the set in slot."""
         snapshot = array("I", self.words.tobytes())
-        stride, aw = self.stride, self.aw
+        stride, aw, low = self.stride, self.aw, shared.host_tag(slot, 0)
         for i, t in enumerate(snapshot[0::stride]):
-            if t == tag:
+            if t & 0xFF == low:
                 base = i * stride
-                yield tuple(snapshot[base + 1 : base + 1 + aw]), snapshot[base + 1 + aw], snapshot[base + 2 + aw]
-
+                yield (t >> 8, tuple(snapshot[base + 1 : base + 1 + aw]), snapshot[base + 1 + aw],
+                       snapshot[base + 2 + aw])

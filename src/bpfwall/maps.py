@@ -37,6 +37,7 @@ BPFWALL_MAPS = (
     MapSpec("iface_class", GENERATION, "the interfaces the rules name"),
     MapSpec("rule_allow", GENERATION, "per CPU, one bit per rule"),
     MapSpec("lpm_scratch", GENERATION, "per CPU, one trie key"),
+    MapSpec("set_search_scratch", GENERATION, "per CPU, a set search's keys and state"),
     MapSpec("rule_action", GENERATION, "one per rule"),
     MapSpec("rule_params", GENERATION, "one per rule with a limit or a ban"),
     MapSpec("limit_tat", GENERATION, "one bucket per limited rule, and the reject budget's"),

@@ -1,23 +1,25 @@
 """The CIDR set tables of a generation: filled by apply, changed in place by `bpfwall set`.
 
-A set's networks live in the tries (set4, set6) in two copies, keyed slot * 2 + the low bit
-of the set's version; its single addresses (/32, /128), most of a blocklist, in the host
-tables (host4, host6: see hosttable), one entry each, which names the versions that hold the
-address (from `since` until `until`). set_version[slot] is the set's state: the version in
-force and the seed its addresses hash with. A change writes the tries' spare copy and the
-addresses as of the next version, then moves the version on: one array write, the moment
-every packet after it sees the whole change and no packet sees part of it. A packet reads
-the version once and asks both tables about that version.
+A set's single addresses (/32, /128) and IPv4 networks, most of any blocklist, live in the
+host tables (host4, host6: see hosttable), one entry each, which names the versions that hold
+the element (from `since` until `until`); its IPv6 networks, and what finds no place in the
+host tables, in the tries (set4, set6) in two copies, keyed slot * 2 + the low bit of the
+set's version. set_version[slot] is the set's state: the version in force, the seed its
+elements hash with, the IPv4 prefix lengths its host entries have and whether its tries are
+in use. A change writes the tries' spare copy and the host entries as of the next version,
+then moves the version on: one array write, the moment every packet after it sees the whole
+change and no packet sees part of it. A packet reads the state once and asks every table
+about that version.
 
 The old trie copy (the spare after the move) is brought level with the new one by the *next*
 change, not right after it: a packet that read the version just before may still be walking
 the old copy, and writing it then would show that packet a mix. The next change is a command
-later, long after any such packet; it also kills the host entries of addresses that left the
+later, long after any such packet; it also kills the host entries of elements that left the
 set. What levelling needs is recorded before the move (a Fix), so a command killed at any
 step leaves the next one able to finish or undo it.
 
-The host tables are sized at load for the sets' addresses with room to spare; an address
-that finds no place near its home goes into the tries instead, so a set grows as far as the
+The host tables are sized at load for the sets' elements with room to spare; an element that
+finds no place near its home goes into the tries instead, so a set grows as far as the
 tries' cap either way.
 """
 
@@ -72,9 +74,10 @@ FOREVER = shared.HOST_FOREVER
 VERSION_MASK = 0xFFFFFFFF
 
 
-def is_host(e: Element) -> bool:
-    """A single address: the hash tables' kind of element."""
-    return e[2] == WIDTH[e[0]] * 8
+def hosted(e: Element) -> bool:
+    """An element of the host tables' kind: an IPv4 address or network, an IPv6 address.
+    (IPv6 networks stay in the trie: a search per prefix length would be up to 128.)"""
+    return e[0] == 4 or e[2] == 128
 
 
 Span = tuple[int, int]  # a host entry's (since, until)
@@ -87,28 +90,31 @@ def held(span: Span | None, version: int) -> bool:
 
 def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -> None:
     """Loads every set at version 0 into empty tables (a fresh generation's): its addresses
-    into the host tables where they find a place, the rest into both trie copies.
+    and IPv4 networks into the host tables where they find a place, the rest into both trie
+    copies.
 
     The trie elements go in in address order: the kernel's trie then inserts each next to
     the last one it touched, five times faster for a million prefixes than in a set's
     order. The second copy's keys are the first's with the slot field changed."""
     seeds = {name: new_seed() for name in sets}
-    # One pass over each set (a million elements): its addresses and networks by family.
-    hosts: dict[str, dict[int, list[int]]] = {}
+    # One pass over each set (a million elements): the host tables' elements by family and
+    # prefix length, the rest for the tries.
+    hosts: dict[str, dict[tuple[int, int], list[int]]] = {}
     nets: dict[str, dict[int, list[Element]]] = {}
     for name, cset in sets.items():
-        hosts[name], nets[name] = {4: [], 6: []}, {4: [], 6: []}
+        hosts[name], nets[name] = {}, {4: [], 6: []}
         for e in cset.elements:
-            if e[2] == WIDTH[e[0]] * 8:
-                hosts[name][e[0]].append(e[1])
+            if hosted(e):
+                hosts[name].setdefault((e[0], e[2]), []).append(e[1])
             else:
                 nets[name][e[0]].append(e)
     for family, table in HOSTS.items():
-        groups = [(slots[name] + 1, seeds[name], _key_words(hosts[name][family], family, 0)) for name in sets]
-        with HostTable(fds[table], family) as hosted:
-            left = hosted.fill(groups)
-        for name, positions in zip(sets, left, strict=True):  # no place: into the trie
-            nets[name][family] += [(family, hosts[name][family][j], WIDTH[family] * 8) for j in positions]
+        groups = [(name, plen) for name in sets for fam, plen in hosts[name] if fam == family]
+        with HostTable(fds[table], family) as hosted_in:
+            left = hosted_in.fill([(shared.host_tag(slots[name], plen), seeds[name],
+                                    _key_words(hosts[name][family, plen], family, 0)) for name, plen in groups])
+        for (name, plen), positions in zip(groups, left, strict=True):  # no place: into the trie
+            nets[name][family] += [(family, hosts[name][family, plen][j], plen) for j in positions]
     for name in sets:
         slot = slots[name]
         for family, table in TRIES.items():
@@ -119,7 +125,12 @@ def fill(fds: dict[str, int], sets: dict[str, CidrSet], slots: dict[str, int]) -
             for copy in (0, 1):
                 words[1::stride] = array("I", [slot * 2 + copy]) * n
                 _write_keys(fds[table], words.tobytes(), values, n)
-        libbpf.map_update(fds["set_version"], c_uint32(slot), shared.SetState(0, seeds[name]))
+        lengths4 = 0
+        for family, plen in hosts[name]:
+            if family == 4 and plen < 32:
+                lengths4 |= 1 << plen
+        tries = (shared.SET_TRIE4 if nets[name][4] else 0) | (shared.SET_TRIE6 if nets[name][6] else 0)
+        libbpf.map_update(fds["set_version"], c_uint32(slot), shared.SetState(0, seeds[name], lengths4, tries))
 
 
 def _key_words(nets: list[int], family: int, lead: int) -> array:
@@ -229,9 +240,9 @@ class SetTables:
 
     def _entry(self, slot: int, e: Element) -> int | None:
         """The host entry of address e (dead or alive), if it has one."""
-        if not is_host(e):
+        if not hosted(e):
             return None
-        return self.hosts[e[0]].find(slot + 1, self.state(slot).seed, address_words(e[0], e[1]))
+        return self.hosts[e[0]].find(shared.host_tag(slot, e[2]), self.state(slot).seed, address_words(e[0], e[1]))
 
     def span(self, slot: int, e: Element) -> Span | None:
         """The versions whose set holds address e by its host entry (None: it has none, or
@@ -244,7 +255,8 @@ class SetTables:
 
     def _set_span(self, slot: int, e: Element, since: int, until: int) -> bool:
         """Writes e's host entry; False when its chain has no place for a new one."""
-        return self.hosts[e[0]].put(slot + 1, self.state(slot).seed, address_words(e[0], e[1]), since, until)
+        return self.hosts[e[0]].put(shared.host_tag(slot, e[2]), self.state(slot).seed, address_words(e[0], e[1]),
+                                    since, until)
 
     def _drop_host(self, slot: int, e: Element) -> None:
         i = self._entry(slot, e)
@@ -306,9 +318,14 @@ class SetTables:
         new = (state.version + 1) & VERSION_MASK
         record(Fix(version=new, flipped=(add, remove), unflipped=(remove, add)))
         trie_adds, trie_removes = [], []
+        lengths4, tries = state.lengths4, state.tries
         for e in add:
-            if not (is_host(e) and self._set_span(slot, e, new, FOREVER)):
-                trie_adds.append(e)  # a network, or no room in the hash
+            if hosted(e) and self._set_span(slot, e, new, FOREVER):
+                if e[0] == 4 and e[2] < 32:
+                    lengths4 |= 1 << e[2]
+            else:
+                tries |= shared.SET_TRIE4 if e[0] == 4 else shared.SET_TRIE6
+                trie_adds.append(e)  # an IPv6 network, or no place in the host table
         for e in remove:
             span = self.span(slot, e)
             if span is None:
@@ -318,7 +335,12 @@ class SetTables:
         spare_key = slot * 2 + (new & 1)
         _write_trie(self.fds, spare_key, trie_adds)
         _delete_trie(self.fds, spare_key, trie_removes)
-        libbpf.map_update(self.fds["set_version"], c_uint32(slot), shared.SetState(new, state.seed))
+        if (lengths4, tries) != (state.lengths4, state.tries):
+            # The searches the new version needs, in force before it: a packet reads the
+            # state in one lookup, but a write of it may reach the packet half done.
+            libbpf.map_update(self.fds["set_version"], c_uint32(slot),
+                              shared.SetState(state.version, state.seed, lengths4, tries))
+        libbpf.map_update(self.fds["set_version"], c_uint32(slot), shared.SetState(new, state.seed, lengths4, tries))
 
     def view(self, slot: int) -> PinnedSet:
         return PinnedSet(self, slot)
@@ -327,9 +349,9 @@ class SetTables:
         """The set's elements at version (by default the one in force)."""
         v = self.version(slot) if version is None else version
         for family, table in self.hosts.items():
-            for words, since, until in table.entries_of(slot + 1):
+            for plen, words, since, until in table.entries_of(slot):
                 if held((since, until), v):
-                    yield (family, int.from_bytes(array("I", words).tobytes(), "big"), WIDTH[family] * 8)
+                    yield (family, int.from_bytes(array("I", words).tobytes(), "big"), plen)
         key_slot = slot * 2 + (v & 1)
         for family, name in TRIES.items():
             fd = self.fds[name]
@@ -348,10 +370,15 @@ class PinnedSet:
         self.tables, self.slot = tables, slot
 
     def contains(self, family: int, addr: bytes) -> bool:
-        width = WIDTH[family]
-        e = (family, int.from_bytes(addr[:width], "big"), width * 8)
-        v = self.tables.version(self.slot)
-        if held(self.tables.span(self.slot, e), v):
+        """Whether an element holds addr, searched as in_set() does: the address, its IPv4
+        network at each length the set has, then the trie."""
+        bits = WIDTH[family] * 8
+        a = int.from_bytes(addr[: WIDTH[family]], "big")
+        state = self.tables.state(self.slot)
+        v = state.version
+        lengths = [bits] + ([p for p in range(31, -1, -1) if state.lengths4 >> p & 1] if family == 4 else [])
+        if any(held(self.tables.span(self.slot, (family, a >> (bits - p) << (bits - p), p)), v) for p in lengths):
             return True
         value = c_uint32()
-        return libbpf.map_lookup(self.tables.fds[TRIES[family]], _key(self.slot * 2 + (v & 1), e), value)
+        key = _key(self.slot * 2 + (v & 1), (family, a, bits))
+        return libbpf.map_lookup(self.tables.fds[TRIES[family]], key, value)

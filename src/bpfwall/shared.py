@@ -149,7 +149,16 @@ class Host6Entry(Structure):
 
 
 class SetState(Structure):
-    _fields_ = [("version", c_uint32), ("seed", c_uint32)]
+    _fields_ = [("version", c_uint32), ("seed", c_uint32), ("lengths4", c_uint32), ("tries", c_uint32)]
+
+
+SET_TRIE4 = 1
+SET_TRIE6 = 2
+
+
+def host_tag(slot: int, plen: int) -> int:
+    """BPFWALL_HOST_TAG: a host entry's set and prefix length."""
+    return (slot + 1) | plen << 8
 
 
 HOST_PROBES = 32
