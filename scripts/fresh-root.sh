@@ -28,9 +28,13 @@ command -v mmdebstrap >/dev/null || {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >/dev/null
 }
 mkdir -p "$cache/apt-$suite" "$cache/pip"
-if [ ! -s "$base" ]; then
+if [ ! -f "$base" ] || [ ! -s "$base" ]; then
   echo "fresh-root: making the $suite minbase root (once; cached in $base)"
-  mmdebstrap --quiet --variant=minbase "$suite" "$base.part" "$mirror"
+  # A half-made base (or a directory where one should be) is made again.
+  rm -rf --one-file-system "$base" "$base.part"
+  # --format: mmdebstrap takes the format from the name's extension, and ".part" has none it
+  # knows, so without it the "tarball" was a directory and every later run failed to unpack it.
+  mmdebstrap --quiet --variant=minbase --format=tar "$suite" "$base.part" "$mirror"
   mv "$base.part" "$base"
 fi
 
