@@ -40,6 +40,7 @@ FLOOD_SOURCES = 1 << 20  # lab.bpf.c's flood_sources
 # is measured on a blocklist of that many single addresses, its best case, beside bpfwall.
 XDP_FILTER_ADDRESSES = 10_000
 XDP_FILTER_PINS = "/sys/fs/bpf/xdp-filter"
+LIBXDP_PINS = "/sys/fs/bpf/xdp"  # libxdp's own, for its dispatchers
 HOSTS_VARIANTS = ("xdp-drop", "bpfwall", "xdp-filter")
 
 
@@ -200,6 +201,7 @@ class Flood:
         a deny list of v4's addresses, written into its own table as `xdp-filter ip --mode
         src` does one at a time; yields its XDP_DROP count's reader."""
         lab = self.lab
+        libxdp_had_pins = os.path.exists(LIBXDP_PINS)
         _xdp_filter(lab, "load", "--mode", "native", "--policy", "allow", "--features", "ipv4", lab.server_if)
         try:
             fd = libbpf.obj_get(os.path.join(XDP_FILTER_PINS, "filter_ipv4"))
@@ -228,6 +230,9 @@ class Flood:
                 os.close(stats)
         finally:
             _xdp_filter(lab, "unload", lab.server_if)
+            if not libxdp_had_pins:  # the directory libxdp made for its dispatcher: gone if empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(LIBXDP_PINS)
 
     @contextlib.contextmanager
     def variant(self, name: str, n_rules: int, workdir: str) -> Iterator[Callable[[], int]]:
