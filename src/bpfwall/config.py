@@ -154,6 +154,8 @@ class _Problems:
 def _dotted(path: yamlsrc.Path) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and (part != part.strip() or not part.isprintable()):
+            part = repr(part)  # a key with invisible characters (' version'), shown as it is
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return f"{out}: " if out else ""
 
