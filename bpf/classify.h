@@ -182,19 +182,23 @@ struct {
 	__type(value, struct bpfwall_lpm6_key);
 } lpm_scratch SEC(".maps");
 
-/*
- * Index of the lowest set bit of a non-zero word. BPF has no count-trailing-
- * zeros, and branches here would multiply the verifier's states in the search
- * loop, so: popcount (SWAR) of the bits below the lowest set one.
- */
-static __always_inline __u64 lowest_bit(__u64 x)
+/* The number of set bits of a word (SWAR): BPF has no popcount. */
+static __always_inline __u64 popcount(__u64 y)
 {
-	__u64 y = (x & -x) - 1;
-
 	y = y - ((y >> 1) & 0x5555555555555555ULL);
 	y = (y & 0x3333333333333333ULL) + ((y >> 2) & 0x3333333333333333ULL);
 	y = (y + (y >> 4)) & 0x0f0f0f0f0f0f0f0fULL;
 	return (y * 0x0101010101010101ULL) >> 56;
+}
+
+/*
+ * Index of the lowest set bit of a non-zero word. BPF has no count-trailing-
+ * zeros, and branches here would multiply the verifier's states in the search
+ * loop, so: popcount of the bits below the lowest set one.
+ */
+static __always_inline __u64 lowest_bit(__u64 x)
+{
+	return popcount((x & -x) - 1);
 }
 
 static __always_inline const __u64 *bitvector_of_slot(__u32 slot)
@@ -307,14 +311,6 @@ static __always_inline int host6_search(struct set_search *q)
 	return 0;
 }
 
-static __always_inline __u32 popcount32(__u32 x)
-{
-	x = x - ((x >> 1) & 0x55555555);
-	x = (x & 0x33333333) + ((x >> 2) & 0x33333333);
-	x = (x + (x >> 4)) & 0x0f0f0f0f;
-	return (x * 0x01010101) >> 24;
-}
-
 struct network_search {
 	struct set_search *q;
 };
@@ -396,7 +392,7 @@ __noinline int in_set(const struct packet *pkt, __u32 dst, __u32 slot)
 		struct network_search ctx = {.q = q};
 
 		q->found = 0;
-		bpf_loop(popcount32(q->lengths4), search_network, &ctx, 0);
+		bpf_loop(popcount(q->lengths4), search_network, &ctx, 0);
 		if (q->found)
 			return 1;
 	}

@@ -20,12 +20,11 @@ from .errors import RuntimeFailure
 from .hosttable import entries_for
 from .maps import BPFWALL_MAPS, CT_MAPS, GENERATION, PINNED_MAPS, SCOPE_MAPS, SET_MAPS, names
 from .ruleset import Network
+from .setmaps import HOSTS
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
-# The set host tables: their capacity counts addresses, their size entries (entries_for).
-HOST_TABLES = ("host4", "host6")
 
 
 def object_path() -> str:
@@ -80,7 +79,8 @@ class Generation:
                 obj.set_max_entries(name, n)
             capacity = {name: spare(n) for name, n in want["needs"].items()}
             for name, n in capacity.items():
-                obj.set_max_entries(name, entries_for(n) if name in HOST_TABLES else n)
+                # A host table's capacity counts elements; its array has more slots (entries_for).
+                obj.set_max_entries(name, entries_for(n) if name in HOSTS.values() else n)
             obj.set_variable(".rodata", "cfg", bytes(compiled.config))
             obj.set_value_size("bitvectors", want["fixed"]["bitvector_bytes"])
             obj.set_value_size("rule_allow", want["fixed"]["bitvector_bytes"])

@@ -238,36 +238,36 @@ class SetTables:
         """The set's version in force (its trie copy: the low bit)."""
         return self.state(slot).version
 
-    def _entry(self, slot: int, e: Element) -> int | None:
-        """The host entry of address e (dead or alive), if it has one."""
+    def _entry(self, slot: int, e: Element, seed: int) -> int | None:
+        """The host entry of element e (dead or alive), if it has one (seed: the set's)."""
         if not hosted(e):
             return None
-        return self.hosts[e[0]].find(shared.host_tag(slot, e[2]), self.state(slot).seed, address_words(e[0], e[1]))
+        return self.hosts[e[0]].find(shared.host_tag(slot, e[2]), seed, address_words(e[0], e[1]))
 
-    def span(self, slot: int, e: Element) -> Span | None:
-        """The versions whose set holds address e by its host entry (None: it has none, or
-        a killed one)."""
-        i = self._entry(slot, e)
+    def span(self, slot: int, e: Element, seed: int | None = None) -> Span | None:
+        """The versions whose set holds element e by its host entry (None: it has none, or
+        a killed one). seed: the set's, if the caller has read its state already."""
+        i = self._entry(slot, e, self.state(slot).seed if seed is None else seed)
         if i is None:
             return None
         span = self.hosts[e[0]].span(i)
         return span if span[0] != span[1] else None
 
-    def _set_span(self, slot: int, e: Element, since: int, until: int) -> bool:
+    def _set_span(self, slot: int, e: Element, seed: int, since: int, until: int) -> bool:
         """Writes e's host entry; False when its chain has no place for a new one."""
-        return self.hosts[e[0]].put(shared.host_tag(slot, e[2]), self.state(slot).seed, address_words(e[0], e[1]),
-                                    since, until)
+        return self.hosts[e[0]].put(shared.host_tag(slot, e[2]), seed, address_words(e[0], e[1]), since, until)
 
-    def _drop_host(self, slot: int, e: Element) -> None:
-        i = self._entry(slot, e)
+    def _drop_host(self, slot: int, e: Element, seed: int) -> None:
+        i = self._entry(slot, e, seed)
         if i is not None:
             self.hosts[e[0]].kill(i)
 
-    def contains(self, slot: int, e: Element, version: int | None = None) -> bool:
+    def contains(self, slot: int, e: Element, state: shared.SetState | None = None) -> bool:
         """Whether e itself (not only a prefix covering it) is an element of the set
-        (version: the one in force, if the caller has read it already)."""
-        v = self.version(slot) if version is None else version
-        if held(self.span(slot, e), v):
+        (state: the set's, if the caller has read it already)."""
+        state = self.state(slot) if state is None else state
+        v = state.version
+        if held(self.span(slot, e, state.seed), v):
             return True
         value = c_uint32()
         found = libbpf.map_lookup(self.fds[TRIES[e[0]]], _key(slot * 2 + (v & 1), e), value)
@@ -281,25 +281,26 @@ class SetTables:
         change's addresses made final (those that left the set are deleted)."""
         if fix is None:
             return
-        current = self.version(slot)
+        state = self.state(slot)
+        current, seed = state.version, state.seed
         spare_key = slot * 2 + 1 - (current & 1)
         adds, removes = fix.flipped  # the change itself
         moved = current == fix.version
         trie_adds, trie_removes = [], []
         for e in adds:
-            span = self.span(slot, e)
+            span = self.span(slot, e, seed)
             if span is None:
                 trie_adds.append(e)
             elif not moved and span[0] == fix.version:  # written for a version that never came
-                self._drop_host(slot, e)
+                self._drop_host(slot, e, seed)
         for e in removes:
-            span = self.span(slot, e)
+            span = self.span(slot, e, seed)
             if span is None:
                 trie_removes.append(e)
             elif moved and span[1] <= current:  # gone from the set: no packet reads it now
-                self._drop_host(slot, e)
+                self._drop_host(slot, e, seed)
             elif not moved and span[1] == fix.version:
-                self._set_span(slot, e, span[0], FOREVER)
+                self._set_span(slot, e, seed, span[0], FOREVER)
         if moved:  # the old copy gets the change
             _write_trie(self.fds, spare_key, trie_adds)
             _delete_trie(self.fds, spare_key, trie_removes)
@@ -320,18 +321,18 @@ class SetTables:
         trie_adds, trie_removes = [], []
         lengths4, tries = state.lengths4, state.tries
         for e in add:
-            if hosted(e) and self._set_span(slot, e, new, FOREVER):
+            if hosted(e) and self._set_span(slot, e, state.seed, new, FOREVER):
                 if e[0] == 4 and e[2] < 32:
                     lengths4 |= 1 << e[2]
             else:
                 tries |= shared.SET_TRIE4 if e[0] == 4 else shared.SET_TRIE6
                 trie_adds.append(e)  # an IPv6 network, or no place in the host table
         for e in remove:
-            span = self.span(slot, e)
+            span = self.span(slot, e, state.seed)
             if span is None:
                 trie_removes.append(e)
             else:
-                self._set_span(slot, e, span[0], new)
+                self._set_span(slot, e, state.seed, span[0], new)
         spare_key = slot * 2 + (new & 1)
         _write_trie(self.fds, spare_key, trie_adds)
         _delete_trie(self.fds, spare_key, trie_removes)
@@ -377,7 +378,8 @@ class PinnedSet:
         state = self.tables.state(self.slot)
         v = state.version
         lengths = [bits] + ([p for p in range(31, -1, -1) if state.lengths4 >> p & 1] if family == 4 else [])
-        if any(held(self.tables.span(self.slot, (family, a >> (bits - p) << (bits - p), p)), v) for p in lengths):
+        if any(held(self.tables.span(self.slot, (family, a >> (bits - p) << (bits - p), p), state.seed), v)
+               for p in lengths):
             return True
         value = c_uint32()
         key = _key(self.slot * 2 + (v & 1), (family, a, bits))

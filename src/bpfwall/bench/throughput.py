@@ -56,7 +56,7 @@ def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
 XDP_FILTER_SRC = 1  # xdp-filter's MAP_FLAG_SRC: the address is denied as a source
 
 
-def _xdp_filter(lab: Lab, *args: str) -> None:
+def _xdp_filter_cmd(lab: Lab, *args: str) -> None:
     """xdp-filter in the server namespace, with this host's bpffs (its pins): nsenter enters
     the network namespace only, where `ip netns exec` would remount /sys."""
     res = subprocess.run(["nsenter", f"--net=/run/netns/{lab.server_ns}", "xdp-filter", *args],
@@ -177,7 +177,7 @@ class Flood:
             finally:
                 _ns(lab, "nft", "delete", "table", "netdev", "bwbench")
         elif name == "xdp-filter":
-            with self._xdp_filter(v4) as read:
+            with self._xdp_filter_dropping(v4) as read:
                 yield read
         elif name == "iptables-ipset":
             _ns(lab, "ipset", "restore", stdin=rulesets.ipset_blocklist(v4))
@@ -196,13 +196,13 @@ class Flood:
             raise ValueError(name)
 
     @contextlib.contextmanager
-    def _xdp_filter(self, v4: list[tuple[int, int, int]]) -> Iterator[Callable[[], int]]:
+    def _xdp_filter_dropping(self, v4: list[tuple[int, int, int]]) -> Iterator[Callable[[], int]]:
         """xdp-filter loaded on the server end (natively, through libxdp's dispatcher) with
         a deny list of v4's addresses, written into its own table as `xdp-filter ip --mode
         src` does one at a time; yields its XDP_DROP count's reader."""
         lab = self.lab
         libxdp_had_pins = os.path.exists(LIBXDP_PINS)
-        _xdp_filter(lab, "load", "--mode", "native", "--policy", "allow", "--features", "ipv4", lab.server_if)
+        _xdp_filter_cmd(lab, "load", "--mode", "native", "--policy", "allow", "--features", "ipv4", lab.server_if)
         try:
             fd = libbpf.obj_get(os.path.join(XDP_FILTER_PINS, "filter_ipv4"))
             try:
@@ -229,7 +229,7 @@ class Flood:
             finally:
                 os.close(stats)
         finally:
-            _xdp_filter(lab, "unload", lab.server_if)
+            _xdp_filter_cmd(lab, "unload", lab.server_if)
             if not libxdp_had_pins:  # the directory libxdp made for its dispatcher: gone if empty
                 with contextlib.suppress(OSError):
                     os.rmdir(LIBXDP_PINS)
