@@ -97,8 +97,8 @@ def set_change(scope: Scope, name: str, elements: list[Element], add: bool) -> t
 
         with SetTables(scope.gen_dir(state.generation)) as tables:
             tables.level(slot, Fix.from_json(meta.get("fix")))
-            state = tables.state(slot)
-            present = {e for e in elements if tables.contains(slot, e, state)}
+            set_state = tables.state(slot)
+            present = {e for e in elements if tables.contains(slot, e, set_state)}
             if add:
                 todo = list(dict.fromkeys(e for e in elements if e not in present))
                 tables.change(slot, todo, [], record)
