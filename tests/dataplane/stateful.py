@@ -24,6 +24,8 @@ class Pair:
             raise
         setmaps.fill(sets, ruleset.cidr_sets, ruleset.set_slots())
         self.ref = reference.Conntrack(ruleset.conntrack.get("timeouts"))
+        # The kernel always keeps the reject answers' budget (and any limit): so does the model.
+        self.guard = reference.Guard()
 
     def close(self) -> None:
         for g in self.gens.values():
@@ -50,7 +52,7 @@ class Pair:
         after = gen.counters(blocks=1)
         n = len(self.ruleset.direction(direction))
         hit = [i for i in range(n) if after[i][0] != before[i][0]]
-        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now)
+        want = reference.decide(self.ruleset, frame, "lo", direction, self.ref, now, guard=self.guard)
         return (verdict, hit[0] if hit else None), (want.verdict, want.rule)
 
 
