@@ -40,13 +40,13 @@ class Plan:
     @classmethod
     def full(cls) -> Plan:
         return cls(rule_counts=[1, 10, 100, 1000, 10000], set_sizes=[1000, 100_000, 1_000_000],
-                   repeat=200_000, trials=5, flood_rules=[1, 1000], flood_packets=2_000_000, flood_trials=3,
+                   repeat=200_000, trials=5, flood_rules=[1, 1000], flood_packets=100_000_000, flood_trials=3,
                    latency_rules=10000, latency_set=1_000_000, flood_blocklist=1_000_000)
 
     @classmethod
     def quick(cls) -> Plan:
         return cls(rule_counts=[1, 10, 1000], set_sizes=[1000, 100_000], repeat=50_000, trials=3,
-                   flood_rules=[1, 1000], flood_packets=300_000, flood_trials=1, latency_rules=1000,
+                   flood_rules=[1, 1000], flood_packets=5_000_000, flood_trials=1, latency_rules=1000,
                    latency_set=10_000, flood_blocklist=10_000)
 
 

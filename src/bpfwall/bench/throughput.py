@@ -124,13 +124,23 @@ class Flood:
         libbpf.map_update(self.obj.map_fd("flood_source_count"), ctypes.c_uint32(0), ctypes.c_uint32(n))
         return n
 
+    def run_length(self, packets: int, seconds_per_run: float, program: str = "xdp_flood") -> int:
+        """How many packets (at most `packets`) a run of about seconds_per_run sends. Each send
+        has a fixed cost of its own (the test run's setup and teardown, some 30 ms here),
+        so the rate is read from a send long enough that it does not dominate; a short
+        run would charge it to the fastest firewall most."""
+        count = 20_000
+        while True:
+            seconds = self.send(count, program)  # also warms caches and NAPI
+            if seconds >= 0.2 or count >= packets:
+                break
+            count = min(packets, count * 4)
+        return min(packets, max(count, int(count / seconds * seconds_per_run)))
+
     def best_of(self, dropped: Callable[[], int], packets: int, trials: int, seconds_per_run: float,
                 program: str = "xdp_flood") -> dict:
         """The best of `trials` runs of about seconds_per_run each (at most `packets`)."""
-        # Warm up (caches, NAPI), and size the runs to about a second each: a linear rule
-        # walk can be a hundred times slower than XDP.
-        warm = 20_000
-        count = min(packets, max(warm, int(warm / self.send(warm, program) * seconds_per_run)))
+        count = self.run_length(packets, seconds_per_run, program)
         best: dict = {}
         for _ in range(trials):
             before, jiffies = dropped(), _busy_jiffies()
