@@ -187,20 +187,39 @@ static __always_inline int is_pure_syn(const struct packet *pkt)
  * and the search runs again. Each limited rule can be refused once, so
  * n_params searches at most; the refused rules are let back in after.
  */
-static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifindex, __u32 quiet)
+static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifindex, __u32 src_hits,
+						 __u32 quiet)
 {
-	__u32 rule = classify(pkt, ifindex);
+	__u32 rule = classify(pkt, ifindex, src_hits);
 	__u32 i;
 
 	for (i = 0; i < BPFWALL_MAX_PARAMS && i < cfg.n_params; i++) {
 		if (rule >= BPFWALL_MAX_RULES || limit_passes(pkt, rule, quiet))
 			break;
 		refuse_rule(rule);
-		rule = classify(pkt, ifindex);
+		rule = classify(pkt, ifindex, src_hits);
 	}
 	if (i)
 		allow_all_rules();
 	return rule;
+}
+
+/*
+ * The first of the leading blocklist rules (cfg.n_blocklists: rules that drop
+ * by source set alone) whose sets hold the source, or BPFWALL_NO_RULE. No
+ * other rule comes before them and nothing but the source decides them, so
+ * their packets skip the connection table and the other fields: a flood from
+ * a blocklist costs one set search, as in a filter that does nothing else.
+ */
+static __always_inline __u32 blocklist_rule(__u32 src_hits)
+{
+	__u32 j;
+
+	for (j = 0; j < BPFWALL_MAX_FIELD_SETS && j < cfg.n_blocklists; j++) {
+		if (src_hits & cfg.blocklist_sets[j])
+			return j;
+	}
+	return BPFWALL_NO_RULE;
 }
 
 /*
@@ -212,7 +231,8 @@ static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifinde
 static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 {
 	struct ct_lookup lk = {};
-	__u32 rule, action, slot;
+	__u32 src_hits = SETS_NOT_SEARCHED;
+	__u32 rule = BPFWALL_NO_RULE, action, slot;
 	__u64 now = 0;
 
 	if (!pkt)
@@ -223,17 +243,25 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 		count_drop(pkt, BPFWALL_ACT_DROP, quiet);
 		return BPFWALL_ACT_DROP;
 	}
-	if (cfg.ct_enabled) {
-		/* Timeouts are seconds: the coarse clock (a tick's precision)
-		 * is enough and, in a VM, a fifth of the per-packet cost cheaper. */
-		now = bpf_ktime_get_coarse_ns();
-		pkt->ct_state = ct_state_of(pkt, &lk, now);
-		if (pkt->ct_state == BPFWALL_CT_INVALID && cfg.syn_rate && cookie_ack(pkt))
-			pkt->ct_state = BPFWALL_CT_NEW; /* the kernel checks the cookie */
-		if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
-			ct_stat(BPFWALL_CTS_INVALID);
+	if (cfg.n_blocklists) {
+		src_hits = sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
+		rule = blocklist_rule(src_hits);
 	}
-	rule = cfg.n_params ? first_passing_rule(pkt, ifindex, quiet) : classify(pkt, ifindex);
+	if (rule == BPFWALL_NO_RULE) {
+		if (cfg.ct_enabled) {
+			/* Timeouts are seconds: the coarse clock (a tick's
+			 * precision) is enough and, in a VM, a fifth of the
+			 * per-packet cost cheaper. */
+			now = bpf_ktime_get_coarse_ns();
+			pkt->ct_state = ct_state_of(pkt, &lk, now);
+			if (pkt->ct_state == BPFWALL_CT_INVALID && cfg.syn_rate && cookie_ack(pkt))
+				pkt->ct_state = BPFWALL_CT_NEW; /* the kernel checks the cookie */
+			if (pkt->ct_state == BPFWALL_CT_INVALID && !quiet)
+				ct_stat(BPFWALL_CTS_INVALID);
+		}
+		rule = cfg.n_params ? first_passing_rule(pkt, ifindex, src_hits, quiet)
+				    : classify(pkt, ifindex, src_hits);
+	}
 	if (rule < BPFWALL_MAX_RULES) {
 		__u32 *a = bpf_map_lookup_elem(&rule_action, &rule);
 

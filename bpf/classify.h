@@ -484,6 +484,9 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 
 #define ADDR_FIELDS ((1 << BPFWALL_F_SRC) | (1 << BPFWALL_F_DST))
 
+/* classify()'s src_hits when the source's sets are not searched yet. */
+#define SETS_NOT_SEARCHED 0xffffffffu
+
 #define LOOKUP_FIELD(dst, expr)                 \
 	do {                                    \
 		(dst) = (expr);                 \
@@ -493,10 +496,11 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 
 /*
  * Index of the first rule that matches pkt and that rule_allow lets through,
- * or BPFWALL_NO_RULE. A global function: the verifier checks it once, not
- * once per parser outcome.
+ * or BPFWALL_NO_RULE. src_hits: sets_holding() of the source, where the
+ * caller has it already, or SETS_NOT_SEARCHED. A global function: the
+ * verifier checks it once, not once per parser outcome.
  */
-__noinline int classify(const struct packet *pkt, __u32 ifindex)
+__noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
 {
 	const __u32 fields = cfg.fields;
 	const __u32 n_words = cfg.n_words;
@@ -556,7 +560,9 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex)
 		return BPFWALL_NO_RULE;
 	if (fields & (1 << BPFWALL_F_SRC)) {
 		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src6, 0));
-		v.src_sets = sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
+		v.src_sets = src_hits != SETS_NOT_SEARCHED
+				 ? src_hits
+				 : sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
 	}
 	if (fields & (1 << BPFWALL_F_DST)) {
 		LOOKUP_FIELD(v.dst, bitvector_of_addr(pkt, pkt->daddr, &dst6, 2));

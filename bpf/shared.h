@@ -359,6 +359,11 @@ struct bpfwall_config {
 	__u32 never_ban_slots[BPFWALL_MAX_NEVER_BAN_SETS];
 	struct bpfwall_set_ref src_sets[BPFWALL_MAX_FIELD_SETS];
 	struct bpfwall_set_ref dst_sets[BPFWALL_MAX_FIELD_SETS];
+	/* Blocklists (ingress): the leading n_blocklists rules drop by source set
+	 * alone; blocklist_sets[j] is rule j's sets as bits of src_sets. A packet
+	 * from one is judged before the connection table and the other fields. */
+	__u32 n_blocklists;
+	__u32 blocklist_sets[BPFWALL_MAX_FIELD_SETS];
 };
 
 struct bpfwall_lpm6_key {

@@ -105,9 +105,9 @@ def rules(draw, name: str, set_names: tuple[str, ...] = ()) -> Rule:
 
 
 @st.composite
-def rulesets(draw, max_rules: int = 8) -> Ruleset:
+def rulesets(draw, max_rules: int = 8, min_sets: int = 0) -> Ruleset:
     n = draw(st.integers(0, max_rules))
-    names = SET_NAMES[: draw(st.integers(0, len(SET_NAMES)))]
+    names = SET_NAMES[: draw(st.integers(min_sets, len(SET_NAMES)))]
     sets = {name: draw(cidr_sets(name)) for name in names}
     rs = [draw(rules(f"r{i}", tuple(names))) for i in range(n)]
     policy = draw(st.sampled_from(["accept", "drop"]))
@@ -116,6 +116,20 @@ def rulesets(draw, max_rules: int = 8) -> Ruleset:
                    conntrack={"max_entries": 4096, "timeouts": {}},
                    sets={n: {"type": "cidr", "size": len(sets[n]), "slot": i} for i, n in enumerate(names)},
                    cidr_sets=sets)
+
+
+@st.composite
+def blocklist_rulesets(draw, max_rules: int = 8) -> Ruleset:
+    """A rule set that opens with rules dropping by source set alone (the data plane
+    judges those first, before the connection table), then random rules."""
+    ruleset = draw(rulesets(max_rules, min_sets=1))
+    names = tuple(ruleset.cidr_sets)
+    heads = [Rule(name=f"block{i}", action="drop", src=(),
+                  src_sets=tuple(sorted(draw(st.lists(st.sampled_from(names), min_size=1, max_size=2,
+                                                      unique=True)))))
+             for i in range(draw(st.integers(1, 3)))]
+    ruleset.rules[:0] = heads
+    return ruleset
 
 
 @st.composite

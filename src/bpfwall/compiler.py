@@ -210,6 +210,11 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
     for key in ("src", "dst"):
         for j, (slot, cid) in enumerate(set_refs[key]):
             getattr(cfg, f"{key}_sets")[j] = shared.SetRef(slot, cid)
+    if direction == "ingress":
+        masks = _blocklist_masks(rules)
+        cfg.n_blocklists = len(masks)
+        for j, mask in enumerate(masks):
+            cfg.blocklist_sets[j] = mask
     timeouts = {**shared.CT_TIMEOUT_DEFAULTS, **ruleset.conntrack.get("timeouts", {})}
     for name, _ in shared.CtTimeouts._fields_:
         setattr(cfg.ct_timeouts, name, timeouts[name])
@@ -401,6 +406,28 @@ def ipv4_class(c: Compiled, field: int, addr: int) -> int:
             return value
         value = c.dir_chunks[(value & ~shared.DIR_CHUNK) * 256 + ((addr >> shift) & 255)]
     return value
+
+
+def drops_by_source_set(r: Rule) -> bool:
+    """Whether rule r drops a packet for its source's sets alone: nothing else about the
+    packet (nor its connection state, a limit or a log) can change what r does with it."""
+    return (r.action == "drop" and bool(r.src_sets) and not r.src and not r.dst_sets
+            and r.log is None and r.limit is None
+            and all(getattr(r, key) is None for key in (
+                "interfaces", "families", "protos", "dst", "sport", "dport", "tcp_flags", "icmp", "ct")))
+
+
+def _blocklist_masks(rules: list[Rule]) -> list[int]:
+    """The leading rules that drop by source set alone, each as a mask of its sets over
+    the src set references (sorted names, as _set_refs orders them). The data plane
+    searches these sets first and drops a match without looking further."""
+    names = sorted({name for r in rules for name in r.src_sets})
+    masks = []
+    for r in rules[:shared.MAX_FIELD_SETS]:
+        if not drops_by_source_set(r):
+            break
+        masks.append(sum(1 << names.index(name) for name in r.src_sets))
+    return masks
 
 
 def _set_refs(rules: list[Rule], key: str, slots: dict[str, int],

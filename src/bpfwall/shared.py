@@ -256,6 +256,8 @@ class Config(Structure):
         ("never_ban_slots", c_uint32 * MAX_NEVER_BAN_SETS),
         ("src_sets", SetRef * MAX_FIELD_SETS),
         ("dst_sets", SetRef * MAX_FIELD_SETS),
+        ("n_blocklists", c_uint32),
+        ("blocklist_sets", c_uint32 * MAX_FIELD_SETS),
     ]
 
 

@@ -18,14 +18,15 @@ from bpfwall.ruleset import Ruleset
 from tests.dataplane.conftest import load_or_reject, loaded
 from tests.dataplane.stateful import Pair
 from tests.profile import examples
-from tests.strategies import edits, flow_steps, frames, rulesets
+from tests.strategies import blocklist_rulesets, edits, flow_steps, frames, rulesets
 
 KINDS = shared.DECISIONS
 
 
 @settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                    HealthCheck.data_too_large])
-@given(rulesets(max_rules=10), st.lists(frames(), min_size=8, max_size=16))
+@given(st.one_of(rulesets(max_rules=10), blocklist_rulesets(max_rules=8)),
+       st.lists(frames(), min_size=8, max_size=16))
 def test_data_plane_agrees_with_reference(ruleset: Ruleset, batch: list[bytes]):
     with loaded(ruleset, {"lo": 1}) as gen:
         for frame in batch:
@@ -45,6 +46,18 @@ def test_data_plane_agrees_with_reference(ruleset: Ruleset, batch: list[bytes]):
 def test_stateful_sequences_agree_with_reference(ruleset: Ruleset, steps: list[tuple[str, bytes]]):
     """Both programs share one table; every verdict and deciding rule of a sequence of
     packets in both directions equals the stateful reference model's."""
+    with Pair(ruleset) as pair:
+        for i, (direction, frame) in enumerate(steps):
+            kernel, ref = pair.send(direction, frame)
+            assert kernel == ref, (i, direction, frame.hex())
+
+
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.data_too_large])
+@given(blocklist_rulesets(max_rules=6), st.lists(flow_steps(), min_size=10, max_size=30))
+def test_blocklist_rules_first_agree_with_reference(ruleset: Ruleset, steps: list[tuple[str, bytes]]):
+    """Leading rules that drop by source set alone are judged before the connection
+    table: every verdict of a stateful sequence is still the reference model's."""
     with Pair(ruleset) as pair:
         for i, (direction, frame) in enumerate(steps):
             kernel, ref = pair.send(direction, frame)

@@ -145,3 +145,40 @@ def test_classes_tell_apart_bitsets_whose_int_hashes_collide():
     ids = [classes.id_of(bits) for bits in (1, 1 << 61, 1 << 122, 0, 1, 1 << 61)]
     assert ids == [0, 1, 2, 3, 0, 1]
     assert classes.bitsets == [1, 1 << 61, 1 << 122, 0]
+
+
+def _blocklist_config(rules: list[Rule]):
+    sets = {n: {"type": "cidr", "size": 1, "slot": i} for i, n in enumerate(("a", "b", "c"))}
+    return compile_ruleset(Ruleset(rules=rules, sets=sets)).config
+
+
+def test_leading_source_set_drops_are_the_blocklist_rules():
+    """Rules that drop by source set alone, before any other rule, are judged first by the
+    data plane; each is given as its sets' bits among the src set references (sorted)."""
+    cfg = _blocklist_config([
+        Rule(name="x", action="drop", src=(), src_sets=("c",)),
+        Rule(name="y", action="drop", src=(), src_sets=("a", "b")),
+        Rule(name="z", action="accept", protos=frozenset({6}), dport=((22, 22),)),
+        Rule(name="late", action="drop", src=(), src_sets=("a",)),
+    ])
+    assert cfg.n_blocklists == 2
+    assert list(cfg.blocklist_sets)[:2] == [0b100, 0b011]
+
+
+def test_a_rule_that_looks_at_more_than_the_source_set_ends_the_blocklist_rules():
+    head = Rule(name="x", action="drop", src=(), src_sets=("a",))
+    others = [
+        Rule(name="r", action="reject", src=(), src_sets=("a",)),
+        Rule(name="l", action="drop", src=(), src_sets=("a",), log=1.0),
+        Rule(name="s", action="drop", src=(), src_sets=("a",), ct=frozenset({shared.CT_NEW})),
+        Rule(name="p", action="drop", src=(), src_sets=("a",), protos=frozenset({17})),
+        Rule(name="n", action="drop", src=(ipaddress.ip_network("10.200.0.0/16"),), src_sets=("a",)),
+        Rule(name="d", action="drop", src=(), src_sets=("a",), dst_sets=("b",)),
+        Rule(name="i", action="drop", src=(), src_sets=("a",), interfaces=("lo",)),
+    ]
+    for other in others:
+        assert _blocklist_config([other, head]).n_blocklists == 0, other.name
+        assert _blocklist_config([head, other]).n_blocklists == 1, other.name
+    egress = Rule(name="e", action="drop", direction="egress", src=(), src_sets=("a",))
+    assert compile_ruleset(Ruleset(rules=[egress], sets={"a": {"type": "cidr", "size": 1, "slot": 0}}),
+                           "egress").config.n_blocklists == 0
