@@ -188,7 +188,7 @@ static __always_inline int is_pure_syn(const struct packet *pkt)
  * n_params searches at most; the refused rules are let back in after.
  */
 static __always_inline __u32 first_passing_rule(struct packet *pkt, __u32 ifindex, __u32 src_hits,
-						 __u32 quiet)
+						__u32 quiet)
 {
 	__u32 rule = classify(pkt, ifindex, src_hits);
 	__u32 i;
