@@ -560,8 +560,13 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
 		return BPFWALL_NO_RULE;
 	if (fields & (1 << BPFWALL_F_SRC)) {
 		LOOKUP_FIELD(v.src, bitvector_of_addr(pkt, pkt->saddr, &src6, 0));
-		v.src_sets = src_hits != SETS_NOT_SEARCHED
-				 ? src_hits
+		/* Only blocklist rule sets hand hits in: for the others the
+		 * verifier sees the search alone, as before blocklists (an
+		 * unknown src_hits multiplies the paths it walks past its limit
+		 * on large rule sets). Masked to the field's sets for the same
+		 * reason. */
+		v.src_sets = cfg.n_blocklists && src_hits != SETS_NOT_SEARCHED
+				 ? src_hits & ((1u << BPFWALL_MAX_FIELD_SETS) - 1)
 				 : sets_holding(pkt, 0, cfg.src_sets, cfg.n_src_sets);
 	}
 	if (fields & (1 << BPFWALL_F_DST)) {

@@ -69,6 +69,8 @@ def large_ruleset(rnd: random.Random, n_rules: int, set_size: int) -> Ruleset:
                 kw[key] = tuple(rnd.sample(pool, rnd.randint(0, 1)))
                 kw[f"{key}_sets"] = tuple(sorted(rnd.sample(sorted(sets), rnd.randint(1, 2))))
         rules.append(Rule(**kw))
+    if rnd.random() < 0.4:  # a blocklist first: its set is searched before the rest
+        rules.insert(0, Rule(name="blocklist", src_sets=("big1",), action="drop"))
     return Ruleset(rules=rules, policy={"ingress": rnd.choice(["accept", "drop"]), "egress": "accept"},
                    sets={n: {"type": "cidr", "size": len(sets[n]), "slot": i} for i, n in enumerate(sorted(sets))},
                    cidr_sets=sets)
