@@ -9,7 +9,9 @@
  * directions and kept across generations.
  */
 #include <linux/bpf.h>
+#include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
 
 #include "shared.h"
 #include "parse.h"
@@ -20,6 +22,8 @@
 #include "log.h"
 #include "ratelimit.h"
 #include "syncookie.h"
+#include "owner.h"
+#include "sockaddr.h"
 
 /* tcx verdict (linux/pkt_cls.h): the next program, or pass. */
 #define TCX_NEXT -1
@@ -325,23 +329,44 @@ int bpfwall_ingress(struct xdp_md *ctx)
 	return act(ctx, &pkt, action, quiet);
 }
 
+/* An explained test run's decision, back to the caller in cb[] (shared.h). */
+static __always_inline void explained(struct __sk_buff *skb, int quiet, __u32 rule, __u32 decision,
+				      __u32 action)
+{
+	if (!quiet)
+		return;
+	skb->cb[3] = rule;
+	skb->cb[4] = decision << 16 | action;
+}
+
 /* A rejected packet becomes its refusal, handed to the local stack. */
 SEC("tc")
 int bpfwall_egress(struct __sk_buff *skb)
 {
+	__u32 request = run_request(skb);
+	int quiet = !!(request & BPFWALL_RUN_EXPLAIN);
 	struct packet pkt = {};
 	int parsed, action, verdict;
 
 	parsed = parse_skb(skb, &pkt);
 	if (parsed == PARSE_NOT_IP) {
-		count(skb->ifindex, BPFWALL_CNT_NOT_IP, skb->len, 0);
+		count(skb->ifindex, BPFWALL_CNT_NOT_IP, skb->len, quiet);
+		explained(skb, quiet, BPFWALL_NO_RULE, BPFWALL_BY_NOT_IP, BPFWALL_ACT_ACCEPT);
 		return TCX_NEXT;
 	}
 	if (parsed == PARSE_MALFORMED) {
-		count(skb->ifindex, BPFWALL_CNT_MALFORMED, skb->len, 0);
+		count(skb->ifindex, BPFWALL_CNT_MALFORMED, skb->len, quiet);
+		explained(skb, quiet, BPFWALL_NO_RULE, BPFWALL_BY_MALFORMED, BPFWALL_ACT_DROP);
 		return TCX_DROP;
 	}
-	action = judge(&pkt, skb->ifindex, 0);
+	note_owner(skb, request);
+	action = judge(&pkt, skb->ifindex, quiet);
+	if (quiet) {
+		explained(skb, quiet, pkt.rule,
+			  pkt.rule == BPFWALL_NO_RULE ? BPFWALL_BY_POLICY : BPFWALL_BY_RULE,
+			  action);
+		return action == BPFWALL_ACT_ACCEPT ? TCX_NEXT : TCX_DROP;
+	}
 	if (action == BPFWALL_ACT_ACCEPT)
 		return TCX_NEXT;
 	if (action != BPFWALL_ACT_REJECT || !answer_due(&pkt))
@@ -350,4 +375,89 @@ int bpfwall_egress(struct __sk_buff *skb)
 	count(skb->ifindex,
 	      verdict == TCX_REDIRECT ? BPFWALL_CNT_REJECT_SENT : BPFWALL_CNT_REJECT_FAILED, 0, 0);
 	return verdict;
+}
+
+/*
+ * A connect() or sendmsg() judged before its first packet (sockaddr.h): 1
+ * lets it go on (to bpfwall_egress), 0 refuses it: EPERM for a drop,
+ * ECONNREFUSED for a reject. A refusal counts and logs as the rule's packet
+ * (of no bytes); a connection let through is counted by its packets.
+ */
+static __always_inline int judge_sockaddr(struct bpf_sock_addr *ctx, const int v6)
+{
+	struct packet pkt = {};
+	__u32 rule, action, slot, udp;
+
+	if (!judged_here(ctx) || sockaddr_packet(ctx, &pkt, v6) < 0)
+		return 1;
+	udp = pkt.proto == IPPROTO_UDP;
+	note_current_owner();
+	rule = udp ? classify_at_connect_udp(&pkt) : classify_at_connect_tcp(&pkt);
+	if (rule < BPFWALL_MAX_RULES) {
+		__u32 *a;
+
+		if (unsure_at_connect(rule, udp))
+			return 1;
+		a = bpf_map_lookup_elem(&rule_action, &rule);
+		if (!a)
+			return 1;
+		action = *a & BPFWALL_ACTION_MASK;
+		slot = rule;
+	} else {
+		rule = BPFWALL_NO_RULE;
+		action = cfg.policy_egress;
+		slot = BPFWALL_CNT_POLICY_EGRESS;
+	}
+	if (action == BPFWALL_ACT_ACCEPT)
+		return 1;
+	if (action != BPFWALL_ACT_DROP && action != BPFWALL_ACT_REJECT)
+		return 1; /* a ban is the packet's to make */
+	count(0, slot, 0, 0);
+	if (cfg.log_enabled && rule != BPFWALL_NO_RULE)
+		log_packet(&pkt, rule, action, 0);
+	if (action == BPFWALL_ACT_REJECT)
+		bpf_set_retval(-ECONNREFUSED);
+	return 0;
+}
+
+SEC("cgroup/connect4")
+int bpfwall_connect4(struct bpf_sock_addr *ctx)
+{
+	return judge_sockaddr(ctx, 0);
+}
+
+SEC("cgroup/connect6")
+int bpfwall_connect6(struct bpf_sock_addr *ctx)
+{
+	return judge_sockaddr(ctx, 1);
+}
+
+SEC("cgroup/sendmsg4")
+int bpfwall_sendmsg4(struct bpf_sock_addr *ctx)
+{
+	return judge_sockaddr(ctx, 0);
+}
+
+SEC("cgroup/sendmsg6")
+int bpfwall_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return judge_sockaddr(ctx, 1);
+}
+
+/*
+ * The cgroup tracepoints, loaded with an egress program whose rules name
+ * cgroups: a named cgroup made after the apply (systemd starts services
+ * later) is matched from the moment it exists, one removed is forgotten.
+ * cgroup v2 does not rename cgroups.
+ */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(bpfwall_cgroup_mkdir, struct cgroup___bpfwall *cgrp, const char *path)
+{
+	return cgroup_named(cgrp, path);
+}
+
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(bpfwall_cgroup_rmdir, struct cgroup___bpfwall *cgrp, const char *path)
+{
+	return cgroup_gone(cgrp);
 }

@@ -163,7 +163,9 @@ struct {
 /*
  * The rules a search may return, laid out as a bitvector (summary words all
  * ones): a rule whose limit refused the packet is cleared for the next search
- * and set again once the packet is judged. Per CPU, so packets never share it;
+ * and set again once the packet is judged. Where egress rules name owners,
+ * bpfwall_egress first writes into it the rules the packet's owner allows
+ * (owner.h). Per CPU, so packets never share it;
  * value_size is set by the loader, and the loader fills it with ones.
  */
 struct {
@@ -453,6 +455,11 @@ __noinline __u64 sets_word(__u32 dst, __u32 hits, __u64 i)
 	return word;
 }
 
+#define OWNER_FIELDS ((1 << BPFWALL_F_CGROUP) | (1 << BPFWALL_F_USER))
+
+/* Whether classify() ANDs rule_allow: rules with limits, or with owners. */
+#define USES_RULE_ALLOW (cfg.n_params || (cfg.fields & OWNER_FIELDS))
+
 /* AND of word i over every used field. Unused fields are constants false
  * to the verifier, so their branches vanish from the JITed program. */
 static __always_inline __u64 and_word(const struct field_vectors *v, __u32 fields, __u64 i)
@@ -477,7 +484,7 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 		acc &= v->icmp[i];
 	if (fields & (1 << BPFWALL_F_CT))
 		acc &= v->ct[i];
-	if (cfg.n_params)
+	if (USES_RULE_ALLOW)
 		acc &= v->allow[i];
 	return acc;
 }
@@ -497,12 +504,14 @@ static __always_inline __u64 and_word(const struct field_vectors *v, __u32 field
 /*
  * Index of the first rule that matches pkt and that rule_allow lets through,
  * or BPFWALL_NO_RULE. src_hits: sets_holding() of the source, where the
- * caller has it already, or SETS_NOT_SEARCHED. A global function: the
- * verifier checks it once, not once per parser outcome.
+ * caller has it already, or SETS_NOT_SEARCHED. skip: fields (a constant)
+ * that are not known and are left out of the search, so that any value of
+ * them matches.
  */
-__noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
+static __always_inline int classify_fields(const struct packet *pkt, __u32 ifindex, __u32 src_hits,
+					   const __u32 skip)
 {
-	const __u32 fields = cfg.fields;
+	const __u32 fields = cfg.fields & ~skip;
 	const __u32 n_words = cfg.n_words;
 	const __u32 n_summary = cfg.n_summary;
 	struct field_vectors v = {};
@@ -510,7 +519,7 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
 
 	if (!pkt)
 		return BPFWALL_NO_RULE;
-	if (cfg.n_params) {
+	if (USES_RULE_ALLOW) {
 		__u32 zero = 0;
 
 		LOOKUP_FIELD(v.allow, bpf_map_lookup_elem(&rule_allow, &zero));
@@ -595,6 +604,13 @@ __noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
 		}
 	}
 	return BPFWALL_NO_RULE;
+}
+
+/* classify_fields() of every field. A global function: the verifier checks
+ * it once, not once per parser outcome. */
+__noinline int classify(const struct packet *pkt, __u32 ifindex, __u32 src_hits)
+{
+	return classify_fields(pkt, ifindex, src_hits, 0);
 }
 
 #endif

@@ -73,3 +73,38 @@ int bpfwall_egress(struct __sk_buff *skb)
 		bpf_tail_call_static(skb, &egress_gens, 0);
 	return TCX_NEXT;
 }
+
+/*
+ * The cgroup connect and sendmsg hooks, linked to the cgroup2 root while the
+ * rule set in force judges connections there (egress rules with owners): the
+ * same switch, so a connect() and the packets after it meet one rule set.
+ * An empty slot lets the call go on.
+ */
+#define SOCKADDR_GENS(name)                            \
+	struct {                                       \
+		__uint(type, BPF_MAP_TYPE_PROG_ARRAY); \
+		__uint(max_entries, 2);                \
+		__type(key, __u32);                    \
+		__type(value, __u32);                  \
+	} name SEC(".maps")
+
+SOCKADDR_GENS(connect4_gens);
+SOCKADDR_GENS(connect6_gens);
+SOCKADDR_GENS(sendmsg4_gens);
+SOCKADDR_GENS(sendmsg6_gens);
+
+#define SOCKADDR_DISPATCH(hook)                                     \
+	SEC("cgroup/" #hook)                                        \
+	int bpfwall_##hook(struct bpf_sock_addr *ctx)               \
+	{                                                           \
+		if (active_slot())                                  \
+			bpf_tail_call_static(ctx, &hook##_gens, 1); \
+		else                                                \
+			bpf_tail_call_static(ctx, &hook##_gens, 0); \
+		return 1;                                           \
+	}
+
+SOCKADDR_DISPATCH(connect4)
+SOCKADDR_DISPATCH(connect6)
+SOCKADDR_DISPATCH(sendmsg4)
+SOCKADDR_DISPATCH(sendmsg6)

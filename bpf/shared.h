@@ -41,7 +41,22 @@ enum bpfwall_field {
 	BPFWALL_F_TCPFLAGS = 6,
 	BPFWALL_F_ICMP = 7,
 	BPFWALL_F_CT = 8,
-	BPFWALL_N_FIELDS = 9,
+	BPFWALL_F_CGROUP = 9, /* egress: the sending socket's cgroup */
+	BPFWALL_F_USER = 10,  /* egress: the sending socket's uid */
+	BPFWALL_N_FIELDS = 11,
+};
+
+/* Levels below the cgroup2 root at which a rule may name a cgroup. */
+#define BPFWALL_CGROUP_MAX_LEVEL 31
+
+/*
+ * A cgroup's path as the cgroup tracepoints give it ("/system.slice/x"),
+ * NUL-padded to the key of cgroup_wanted: how a cgroup made after an apply
+ * is recognised.
+ */
+#define BPFWALL_CGROUP_PATH_MAX 256
+struct bpfwall_cgroup_path {
+	char path[BPFWALL_CGROUP_PATH_MAX];
 };
 
 /*
@@ -364,6 +379,45 @@ struct bpfwall_config {
 	 * from one is judged before the connection table and the other fields. */
 	__u32 n_blocklists;
 	__u32 blocklist_sets[BPFWALL_MAX_FIELD_SETS];
+	/* Owners (egress): bit L of cgroup_levels says some rule names a cgroup
+	 * L levels below the root; a socket outside every named cgroup, and a
+	 * packet without a socket, take the default classes. */
+	__u32 cgroup_levels;
+	__u32 cgroup_default_class;
+	__u32 user_default_class;
+	/* Verdicts at connect() and sendmsg() (egress rules with owners): the
+	 * class of the rules that depend on what only a packet of the
+	 * connection shows, for TCP (BPFWALL_AT_CONNECT_TCP) and UDP. */
+	__u32 connect_unsure[2];
+};
+
+/*
+ * A BPF_PROG_TEST_RUN of bpfwall_egress runs with a socket of the kernel's
+ * own, of type 0 (no real socket has one), in the caller's cgroup and owned
+ * by uid 0. Its cb[] can ask for more (real traffic cannot, its socket has
+ * a type): cb[0] = BPFWALL_RUN_MAGIC, cb[1] = the uid to judge as the
+ * socket's, cb[2] = BPFWALL_RUN_* flags. An explained run is not traffic
+ * (nothing counted, logged or tracked, no reject sent) and comes back with
+ * cb[3] = the rule (or BPFWALL_NO_RULE), cb[4] = decision << 16 | action.
+ */
+#define BPFWALL_RUN_MAGIC     0x62776f77u
+#define BPFWALL_RUN_NO_SOCKET 1u /* judge it as a packet without a socket */
+#define BPFWALL_RUN_EXPLAIN   2u
+#define BPFWALL_RUN_REQUEST   0x80000000u /* set in a request read from cb[] */
+
+#define BPFWALL_AT_CONNECT_TCP 0
+#define BPFWALL_AT_CONNECT_UDP 1
+
+/* Where the cgroup connect and sendmsg programs judge: the network
+ * namespace (its cookie; 0: nowhere) whose way out the apply protects. */
+struct bpfwall_connect_scope {
+	__u64 netns_cookie;
+};
+
+/* An address of the namespace's own, IPv4 as IPv4-mapped IPv6: a connection
+ * to it goes over loopback, which no bpfwall program judges. */
+struct bpfwall_addr16 {
+	__u8 addr[16];
 };
 
 struct bpfwall_lpm6_key {

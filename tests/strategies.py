@@ -328,3 +328,21 @@ def edits(draw, base: Ruleset, max_edits: int = 4) -> list[Ruleset]:
                           conntrack=current.conntrack, sets=current.sets, cidr_sets=current.cidr_sets)
         out.append(current)
     return out
+
+
+@st.composite
+def owner_rulesets(draw, cgroups: list[str], uids: list[int], max_rules: int = 8) -> Ruleset:
+    """A rule set whose egress rules often name a cgroup (from cgroups) or a uid."""
+    ruleset = draw(rulesets(max_rules))
+    out = []
+    for r in ruleset.rules:
+        if draw(st.booleans()):
+            kw: dict = {"direction": "egress"}
+            if draw(st.integers(0, 2)):
+                kw["cgroup"] = draw(st.sampled_from(cgroups))
+            if draw(st.booleans()):
+                kw["user"] = draw(st.sampled_from(uids))
+            r = replace(r, **kw)
+        out.append(r)
+    ruleset.rules = out
+    return ruleset

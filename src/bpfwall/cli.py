@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import names, netns, shared
+from . import names, netns, owners, shared
 from .cliutil import handle_errors, json_option, netns_option, out
 from .errors import InputError, RuntimeFailure, clip
 from .scope import Scope, State, namespace_scopes
@@ -107,7 +107,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         click.echo(f"note: {note}", err=True)
     from . import neighbours  # pyroute2: only where it is needed
 
-    for warning in neighbours.unexempt(ruleset, ns):
+    for warning in neighbours.unexempt(ruleset, ns) + owners.absent(ruleset.rules):
         click.echo(f"warning: {warning}", err=True)
     ifaces = ", ".join(
         f"{n} ({'attached' if n in report.attached else 'swapped'}, {i['mode']})"
@@ -336,7 +336,7 @@ def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
     }
     from . import neighbours
 
-    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns)
+    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns) + owners.absent(ruleset.rules)
     info["warnings"] = warnings
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
@@ -404,7 +404,8 @@ def _session_warnings(ruleset) -> list[str]:
 
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",
                 shared.F_DST: "dst", shared.F_SPORT: "sport", shared.F_DPORT: "dport",
-                shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp", shared.F_CT: "ct"}
+                shared.F_TCPFLAGS: "tcp_flags", shared.F_ICMP: "icmp", shared.F_CT: "ct",
+                shared.F_CGROUP: "cgroup", shared.F_USER: "user"}
 
 
 @main.command()
@@ -447,6 +448,10 @@ def status(ns: str | None, as_json: bool) -> None:
                   f"{a['rollback_to']} in {a['seconds_left']} s[/yellow]")
     if st.get("notice"):
         out.print(f"[yellow]{st['notice']}[/yellow]")
+    if "at_connect" in st:
+        out.print("egress rules with owners: judged at connect() and sendmsg(), and by the egress program"
+                  if st["at_connect"] else
+                  f"egress rules with owners: judged by the egress program only ({st['at_connect_why_not']})")
     from rich.table import Table
 
     t = Table("interface", "mode", "program", "egress (tcx)", "state")
@@ -555,7 +560,16 @@ def _undelivered(data: dict[str, Any]) -> str:
 @main.command()
 @netns_option
 @click.option("-i", "--interface", "iface", metavar="IFACE",
-              help="The interface the packet arrives on (required unless --file).")
+              help="The interface the packet arrives on, or leaves by (required unless --file).")
+@click.option("--direction", type=click.Choice(["ingress", "egress"]), default=None,
+              help="The packet arrives (ingress, the default) or leaves (egress; implied by --cgroup "
+                   "and --user).")
+@click.option("--cgroup", metavar="PATH", default=None,
+              help="Egress: the sending socket's cgroup, relative to the cgroup2 mount (with --user "
+                   "alone: the root cgroup).")
+@click.option("--user", "user", metavar="NAME|UID", default=None,
+              help="Egress: the sending socket's user (with --cgroup alone: root). Neither: a packet "
+                   "without a socket, as a forwarded one.")
 @click.option("-f", "--file", "path", metavar="FILE",
               help="Judge by this rule file with the reference model alone: no kernel, no root.")
 @click.option("--proto", required=True, help="tcp, udp, sctp, icmp, icmpv6 or a number.")
@@ -569,27 +583,44 @@ def _undelivered(data: dict[str, Any]) -> str:
 @click.option("--icmp-code", type=click.IntRange(0, 255), default=0)
 @json_option
 @handle_errors
-def explain(ns: str | None, iface: str | None, path: str | None, proto: str, src: str, dst: str, sport: int,
-            dport: int, flags: str, icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
+def explain(ns: str | None, iface: str | None, direction: str | None, cgroup: str | None, user: str | None,
+            path: str | None, proto: str, src: str, dst: str, sport: int, dport: int, flags: str,
+            icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
     """Run one packet through the loaded program and say which rule decides it.
 
-    The packet goes through the running bpfwall_ingress with BPF_PROG_TEST_RUN
-    (nothing is sent on the wire); the reference model's answer is shown
-    beside it, and a disagreement is an error. With --file, the reference
-    model judges the packet by that rule file (as a first packet: no
-    connection is tracked yet), which needs no root.
+    The packet goes through the running bpfwall_ingress (or, with --direction
+    egress, bpfwall_egress) with BPF_PROG_TEST_RUN (nothing is sent on the
+    wire, nothing counted); the reference model's answer is shown beside it,
+    and a disagreement is an error. An egress packet with --cgroup is run by a
+    short-lived child process in a cgroup of its own just below that one. With
+    --file, the reference model judges the packet by that rule file (as a
+    first packet: no connection is tracked yet), which needs no root.
     """
     from . import explain as explain_mod
 
+    direction = direction or ("egress" if cgroup is not None or user is not None else "ingress")
+    if direction == "ingress" and (cgroup is not None or user is not None):
+        raise InputError("--cgroup and --user name the socket an egress packet leaves from: "
+                         "use them with --direction egress")
+    uid = None
+    if user is not None:
+        uid, err = owners.resolve_user(user)
+        if err:
+            raise InputError(f"--user: {err}")
+    if cgroup is not None:
+        cgroup, err = owners.normalise_cgroup(cgroup)
+        if err:
+            raise InputError(f"--cgroup: {err}")
+    owner = explain_mod.owner_of(direction, cgroup, uid)
     frame = explain_mod.frame(proto, src, dst, sport, dport, flags, icmp_type, icmp_code)
     if path is not None:
         ruleset = _load(path)
         _compile(ruleset, path)  # what apply would refuse, explain refuses too
-        result = explain_mod.by_file(ruleset, frame, iface, path)
+        result = explain_mod.by_file(ruleset, frame, iface, path, direction, owner)
     elif iface is None:
         raise InputError("-i IFACE is required (or --file FILE to judge by a rule file)")
     else:
-        result = explain_mod.live(Scope(ns), frame, iface, src)
+        result = explain_mod.live(Scope(ns), frame, iface, src, direction, owner)
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -13,7 +13,7 @@ import ipaddress
 from array import array
 from dataclasses import dataclass, field
 
-from . import shared
+from . import owners, shared
 from .ruleset import Network, Rule, Ruleset
 
 
@@ -40,6 +40,8 @@ class Compiled:
     syn_ports: list[int] = field(default_factory=list)
     never_ban: list[Network] = field(default_factory=list)  # never_ban's literal prefixes
     hosts: dict[int, int] = field(default_factory=dict)  # the sets' single addresses per family
+    cgroup_classes: dict[str, int] = field(default_factory=dict)  # named cgroup path -> class id
+    user_classes: dict[int, int] = field(default_factory=dict)  # named uid -> class id
 
     def bans_by_rules(self) -> bool:
         return any(r.action == "ban" for r in self.rules)
@@ -169,6 +171,9 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
                                   if r.interfaces and name in r.interfaces)
             iface_classes[name] = classes.id_of(bits)
 
+    cgroup_classes, cgroup_default = _cgroup_classes(rules, classes, used)
+    user_classes, user_default = _user_classes(rules, classes, used)
+
     if not used:
         # With no field in use every AND would be all ones; the protocol field
         # (every rule matches every protocol) keeps the search to real rules.
@@ -200,7 +205,13 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         log_enabled=any(r.log for r in rules),
         n_params=len(params),
         bans_enabled=direction == "ingress" and ruleset.bans_enabled(),
+        cgroup_levels=sum({1 << owners.cgroup_level(p) for p in cgroup_classes}),
+        cgroup_default_class=cgroup_default,
+        user_default_class=user_default,
     )
+    if judges_connections(cfg):
+        for proto, unsure in enumerate(_unsure_at_connect(rules)):
+            cfg.connect_unsure[proto] = classes.id_of(unsure)
     syn_ports: list[int] = []
     never_ban: list[Network] = []
     if direction == "ingress":
@@ -232,8 +243,59 @@ def compile_ruleset(ruleset: Ruleset, direction: str = "ingress") -> Compiled:
         # An LRU table is allocated whole: keep the unused one tiny.
         ct_max_entries=(ruleset.conntrack.get("max_entries", shared.CT_MAX_ENTRIES_DEFAULT)
                         if ruleset.uses_ct() else 64),
-        hosts=_set_hosts(ruleset),
+        hosts=_set_hosts(ruleset), cgroup_classes=cgroup_classes, user_classes=user_classes,
     )
+
+
+def _cgroup_classes(rules: list[Rule], classes: _Classes, used: set[int]) -> tuple[dict[str, int], int]:
+    """(named cgroup path -> class, the class of a socket under none of them). A rule
+    matches its cgroup and every one below, so a named cgroup's class holds the rules
+    naming it or a cgroup above it, and the data plane takes the deepest named one."""
+    if all(r.cgroup is None for r in rules):
+        return {}, 0
+    used.add(shared.F_CGROUP)
+    wildcard = sum(1 << i for i, r in enumerate(rules) if r.cgroup is None)
+    out = {}
+    for path in sorted({r.cgroup for r in rules if r.cgroup is not None}):
+        bits = wildcard | sum(1 << i for i, r in enumerate(rules)
+                              if r.cgroup is not None and owners.cgroup_covers(r.cgroup, path))
+        out[path] = classes.id_of(bits)
+    return out, classes.id_of(wildcard)
+
+
+def _user_classes(rules: list[Rule], classes: _Classes, used: set[int]) -> tuple[dict[int, int], int]:
+    """(named uid -> class, the class of any other uid and of a packet without a socket)."""
+    if all(r.user is None for r in rules):
+        return {}, 0
+    used.add(shared.F_USER)
+    wildcard = sum(1 << i for i, r in enumerate(rules) if r.user is None)
+    out = {uid: classes.id_of(wildcard | sum(1 << i for i, r in enumerate(rules) if r.user == uid))
+           for uid in sorted({r.user for r in rules if r.user is not None})}
+    return out, classes.id_of(wildcard)
+
+
+def judges_connections(cfg: shared.Config) -> bool:
+    """Whether the rule set's connections are judged at connect() and sendmsg() too (see
+    bpf/sockaddr.h): egress rules that name owners, which people write to keep programs
+    from connecting."""
+    return cfg.direction == shared.DIRECTIONS["egress"] and bool(
+        cfg.fields & ((1 << shared.F_CGROUP) | (1 << shared.F_USER)))
+
+
+def needs_packet(rule: Rule, proto: str) -> bool:
+    """Whether a connection's meeting rule depends on more than connect() knows: its
+    source address or port, its interface, its TCP flags, for UDP its connection state,
+    or the traffic (a limit, a ban)."""
+    return (rule.interfaces is not None or rule.src is not None or rule.sport is not None
+            or rule.tcp_flags is not None or bool(rule.limit) or rule.action == "ban"
+            or (proto == "udp" and rule.ct is not None))
+
+
+def _unsure_at_connect(rules: list[Rule]) -> tuple[int, int]:
+    """The rules connect() cannot be sure of (needs_packet), for TCP and for UDP
+    (shared.AT_CONNECT_TCP, AT_CONNECT_UDP)."""
+    return tuple(sum(1 << i for i, r in enumerate(rules) if needs_packet(r, proto))  # type: ignore[return-value]
+                 for proto in ("tcp", "udp"))
 
 
 def _set_hosts(ruleset: Ruleset) -> dict[int, int]:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import cidrset, names, shared, yamlsrc
+from . import cidrset, names, owners, shared, yamlsrc
 from .cidrset import CidrSet
 from .errors import InputError, clip, excerpt
 from .inputs import (  # noqa: F401  (read_regular_file, digest: config's API too)
@@ -101,6 +101,8 @@ class RuleModel(_Strict):
     ban_for: Any = None
     log: Any = None
     limit: Any = None
+    cgroup: Any = None
+    user: Any = None
 
 
 class FileModel(_Strict):
@@ -480,6 +482,7 @@ class _Normaliser:
         icmp = self._icmp(rm, path, protos, families)
         ct = self._ct(rm.ct, path + ("ct",))
         log = self._log(rm.log, path + ("log",))
+        cgroup, user = self._owner(rm, path)
         if len(self.p.items) > before:
             return None
         return Rule(
@@ -487,8 +490,26 @@ class _Normaliser:
             interfaces=interfaces, families=families, protos=protos, src=src, dst=dst,
             src_sets=src_sets, dst_sets=dst_sets,
             sport=sport, dport=dport, tcp_flags=tcp_flags, icmp=icmp, ct=ct, sets=tuple(used_sets), log=log,
-            limit=limit, ban_for=ban_for,
+            limit=limit, ban_for=ban_for, cgroup=cgroup, user=user,
         )
+
+    def _owner(self, rm: RuleModel, path: yamlsrc.Path) -> tuple[str | None, int | None]:
+        """`cgroup:` and `user:`: who sent the packet, known on egress only."""
+        cgroup = user = None
+        for key in ("cgroup", "user"):
+            if getattr(rm, key) is not None and rm.direction != "egress":
+                self.p.add(path + (key,), f"{key} needs an egress rule: only a packet a local "
+                           "process sends has one")
+        if rm.cgroup is not None and rm.direction == "egress":
+            cgroup, err = owners.normalise_cgroup(rm.cgroup)
+            if err:
+                self.p.add(path + ("cgroup",), err)
+                cgroup = None
+        if rm.user is not None and rm.direction == "egress":
+            user, err = owners.resolve_user(rm.user)
+            if err:
+                self.p.add(path + ("user",), err)
+        return cgroup, user
 
     def _limit(self, value: Any, path: yamlsrc.Path) -> Limit | None:
         """`limit: 10/second`, or a mapping {rate, burst, per: source, bytes, over}."""

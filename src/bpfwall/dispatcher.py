@@ -7,6 +7,9 @@ a generation in force on every interface and in both directions is one map write
 
     /sys/fs/bpf/bpfwall/<scope>/dispatch/{ingress,egress}           the programs links point at
     /sys/fs/bpf/bpfwall/<scope>/dispatch/{active,ingress_gens,egress_gens}   the switch
+    /sys/fs/bpf/bpfwall/<scope>/dispatch/{connect4,...}, {connect4_gens,...}  the same for the
+        cgroup connect and sendmsg hooks (HOOKS), which a dispatcher made by an older bpfwall
+        lacks: the next apply makes the dispatcher anew and moves the links to it
 """
 
 from __future__ import annotations
@@ -20,9 +23,15 @@ from .errors import RuntimeFailure
 from .maps import DISPATCH_MAPS
 
 DIRECTIONS = ("ingress", "egress")
-PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
-SLOTS = {"ingress": "ingress_gens", "egress": "egress_gens"}
+# The cgroup hooks where connect() and sendmsg() are judged (bpf/sockaddr.h), by the name of
+# their programs here and in a generation, with the cgroup attach type of each.
+HOOKS = {"connect4": libbpf.BPF_CGROUP_INET4_CONNECT, "connect6": libbpf.BPF_CGROUP_INET6_CONNECT,
+         "sendmsg4": libbpf.BPF_CGROUP_UDP4_SENDMSG, "sendmsg6": libbpf.BPF_CGROUP_UDP6_SENDMSG}
+PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress",
+            **{hook: f"bpfwall_{hook}" for hook in HOOKS}}
+SLOTS = {name: f"{name}_gens" for name in (*DIRECTIONS, *HOOKS)}
 MAPS = tuple(m.name for m in DISPATCH_MAPS)
+REQUIRED = (*DIRECTIONS, "active", SLOTS["ingress"], SLOTS["egress"])
 
 
 def object_path() -> str:
@@ -45,9 +54,10 @@ class Dispatcher:
     @classmethod
     def open(cls, directory: str) -> Dispatcher | None:
         """The pinned dispatcher, or None when this scope has none (yet)."""
-        names = (*DIRECTIONS, *MAPS)
-        if not all(os.path.exists(os.path.join(directory, n)) for n in names):
+        names = (*DIRECTIONS, *HOOKS, *MAPS)
+        if not all(os.path.exists(os.path.join(directory, n)) for n in REQUIRED):
             return None
+        names = tuple(n for n in names if n in REQUIRED or os.path.exists(os.path.join(directory, n)))
         fds: dict[str, int] = {}
         try:
             for name in names:
@@ -69,7 +79,7 @@ class Dispatcher:
                 obj.load()
             except libbpf.BpfError as exc:
                 raise RuntimeFailure(f"the kernel refused the dispatcher: {exc}") from None
-            for d in DIRECTIONS:
+            for d in (*DIRECTIONS, *HOOKS):
                 libbpf.obj_pin(obj.prog_fd(PROGRAMS[d]), os.path.join(directory, d))
             for name in MAPS:
                 libbpf.obj_pin(obj.map_fd(name), os.path.join(directory, name))
@@ -85,6 +95,11 @@ class Dispatcher:
     def prog_fd(self, direction: str) -> int:
         return self.fds[direction]
 
+    @property
+    def has_hooks(self) -> bool:
+        """Whether this dispatcher has the connect and sendmsg hooks (see the module's doc)."""
+        return all(hook in self.fds and SLOTS[hook] in self.fds for hook in HOOKS)
+
     def active(self) -> int:
         """The number of the generation in force (0: none yet)."""
         value = c_uint32()
@@ -93,7 +108,12 @@ class Dispatcher:
 
     def stage(self, direction: str, generation: int, prog_fd: int | None) -> None:
         """Puts a generation's program in its slot (None empties the slot: that
-        direction then passes everything while the generation is in force)."""
+        direction then passes everything while the generation is in force).
+        direction: one of DIRECTIONS or HOOKS."""
+        if SLOTS[direction] not in self.fds:
+            if prog_fd is None:
+                return  # a dispatcher without hooks: nothing to empty
+            raise RuntimeFailure(f"this scope's dispatcher has no {direction} hook")
         fd = self.fds[SLOTS[direction]]
         if prog_fd is None:
             libbpf.map_delete(fd, slot_of(generation))
@@ -104,7 +124,7 @@ class Dispatcher:
         """Empties a generation's slots in both directions (its programs are freed)."""
         if generation == self.active():
             raise RuntimeFailure(f"generation {generation} is in force: its programs cannot be removed")
-        for direction in DIRECTIONS:
+        for direction in (*DIRECTIONS, *HOOKS):
             self.stage(direction, generation, None)
 
     def flip(self, generation: int) -> None:
@@ -114,6 +134,8 @@ class Dispatcher:
     def program_id(self, direction: str, generation: int) -> int:
         """The id of the program in a generation's slot (0: empty)."""
         value = c_uint32()
+        if SLOTS[direction] not in self.fds:
+            return 0
         with contextlib.suppress(libbpf.BpfError):
             if libbpf.map_lookup(self.fds[SLOTS[direction]], slot_of(generation), value):
                 return value.value

@@ -7,10 +7,12 @@ table and bans in force, so a disagreement is a bug in one of them.
 
 from __future__ import annotations
 
+import os
+import pickle
 from typing import Any
 
 from . import conntrack as conntrack_mod
-from . import names, netns, packets, reference, shared
+from . import names, netns, owners, packets, reference, shared
 from .errors import InputError, RuntimeFailure
 from .setmaps import SetTables
 
@@ -48,17 +50,87 @@ class _BansInForce(reference.Guard):
         return True
 
 
-def by_file(ruleset, frame: bytes, iface: str | None, path: str) -> dict[str, Any]:
+# What an egress packet comes to, by its action: the tcx verdict, and a refusal answered.
+EGRESS_VERDICTS = {"accept": "pass", "reject": "reject"}
+
+
+def egress_verdict(action: str) -> str:
+    return EGRESS_VERDICTS.get(action, "drop")
+
+
+def owner_of(direction: str, cgroup: str | None, uid: int | None) -> owners.Owner | None:
+    """The socket an explained packet comes from: on egress, the cgroup and uid given (the
+    root cgroup, uid 0, where only one is); None (no socket: a forwarded packet or the kernel's
+    own) where neither is, and always on ingress."""
+    if direction != "egress" or (cgroup is None and uid is None):
+        return None
+    return owners.Owner(cgroup or "", uid or 0)
+
+
+def by_file(ruleset, frame: bytes, iface: str | None, path: str, direction: str = "ingress",
+            owner: owners.Owner | None = None) -> dict[str, Any]:
     """The reference model alone, judging by a rule file: no kernel, no root."""
     ct = reference.Conntrack(ruleset.conntrack.get("timeouts", {})) if ruleset.uses_ct() else None
-    ref = reference.decide(ruleset, frame, iface, ct=ct, now=1, learn=False)
-    rule = ruleset.ingress()[ref.rule] if ref.rule is not None else None
-    return {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": rule.name if rule else None,
+    ref = reference.decide(ruleset, frame, iface, direction, ct=ct, now=1, learn=False, owner=owner)
+    rule = ruleset.direction(direction)[ref.rule] if ref.rule is not None else None
+    verdict = egress_verdict(ref.action) if direction == "egress" else shared.XDP_VERDICTS[ref.verdict]
+    return {"direction": direction, "verdict": verdict, "rule": rule.name if rule else None,
             "line": rule.line if rule else None, "decided_by": ref.kind, "action": ref.action,
             "file": path, "ct_state": None if ct is None else shared.CT_STATE_NAMES[ref.ct_state]}
 
 
-def live(scope, frame: bytes, iface: str, src: str) -> dict[str, Any]:
+def _judge_egress(gen, frame: bytes, ifindex: int, owner: owners.Owner | None) -> tuple[int, shared.Explain]:
+    """The egress program's answer for a packet from owner's socket. A test run's socket is in
+    the cgroup of the process that runs it, so a child process runs it from a cgroup of its own
+    just below the owner's (rules naming the owner's cgroup or one above match it alike, and a
+    cgroup whose controllers are delegated may take no process itself)."""
+    if owner is None:
+        return gen.judge_egress(frame, ifindex, None)
+    mount = owners.cgroup2_mount()
+    if mount is None:
+        raise RuntimeFailure("this host has no cgroup v2 mount: there is no cgroup to send from")
+    if owner.cgroup and owners.cgroup_id(owner.cgroup, mount) is None:
+        raise InputError(f"--cgroup: {owner.cgroup} does not exist now under {mount} (--file judges "
+                         "by the reference model alone)")
+    leaf = os.path.join(mount, owner.cgroup, f"bpfwall-explain-{os.getpid()}") if owner.cgroup else None
+    if leaf:
+        os.mkdir(leaf)
+    try:
+        return _in_child(os.path.join(leaf or mount, "cgroup.procs"),
+                         lambda: gen.judge_egress(frame, ifindex, owner.uid))
+    finally:
+        if leaf:
+            os.rmdir(leaf)
+
+
+def _in_child(procs: str, run):
+    """run() in a child process that first joins the cgroup of procs; its result, pickled back."""
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(rd)
+            with open(procs, "w", encoding="ascii") as f:
+                f.write(str(os.getpid()))
+            payload = pickle.dumps(("ok", run()))
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+            payload, code = pickle.dumps(("error", f"{type(exc).__name__}: {exc}")), 1
+        with os.fdopen(wr, "wb") as out:
+            out.write(payload)
+        os._exit(code)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    status, value = pickle.loads(data)
+    if status != "ok":
+        raise RuntimeFailure(f"the test run from the cgroup failed: {value}")
+    return value
+
+
+def live(scope, frame: bytes, iface: str, src: str, direction: str = "ingress",
+         owner: owners.Owner | None = None) -> dict[str, Any]:
     """The running program's answer, with the reference model's beside it."""
     from . import bans
 
@@ -66,11 +138,17 @@ def live(scope, frame: bytes, iface: str, src: str) -> dict[str, Any]:
     if iface not in state.interfaces:
         raise RuntimeFailure(f"{iface} is not protected by bpfwall")
     ruleset = state.rules()
+    egress = direction == "egress"
+    if egress and not ruleset.direction("egress"):
+        raise InputError("the rule set in force has no egress rules: every packet leaves")
     with netns.enter(scope.ns):
         ifindex = netns.ifindex(iface, scope.ns)
-        with scope.open_generation(state) as gen:
-            verdict, why, _ = gen.judge(frame, ifindex)
-    rules = ruleset.ingress()
+        with scope.open_generation(state, direction) as gen:
+            if egress:
+                verdict, why = _judge_egress(gen, frame, ifindex, owner)
+            else:
+                verdict, why, _ = gen.judge(frame, ifindex)
+    rules = ruleset.direction(direction)
     ct = None
     if ruleset.uses_ct():
         ct = conntrack_mod.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
@@ -78,21 +156,28 @@ def live(scope, frame: bytes, iface: str, src: str) -> dict[str, Any]:
     guard = _BansInForce(bans.is_banned(scope, src, scans)) if ruleset.bans_enabled() else None
     with SetTables(scope.gen_dir(state.generation)) as tables:
         ruleset.cidr_sets = {name: tables.view(slot) for name, slot in ruleset.set_slots().items()}
-        ref = reference.decide(ruleset, frame, iface, ct=ct, now=conntrack_mod.now_ns(), learn=False,
-                               guard=guard)
+        ref = reference.decide(ruleset, frame, iface, direction, ct=ct, now=conntrack_mod.now_ns(),
+                               learn=False, guard=guard, owner=owner)
     kernel_rule = rules[why.rule] if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
+    action = shared.ACTION_NAMES.get(why.action)
+    if egress:
+        kernel_verdict, ref_verdict = egress_verdict(action or "drop"), egress_verdict(ref.action)
+    else:
+        kernel_verdict = shared.XDP_VERDICTS.get(verdict, str(verdict))
+        ref_verdict = shared.XDP_VERDICTS[ref.verdict]
     kernel = {
-        "verdict": shared.XDP_VERDICTS.get(verdict, str(verdict)),
+        "direction": direction,
+        "verdict": kernel_verdict,
         "rule": kernel_rule.name if kernel_rule else None,
         "line": kernel_rule.line if kernel_rule else None,
         "decided_by": shared.DECISIONS.get(why.decision, str(why.decision)),
-        "action": shared.ACTION_NAMES.get(why.action),
+        "action": action,
     }
     return {
         **kernel,
         "ct_state": None if ref.ct_state is None or ct is None else shared.CT_STATE_NAMES[ref.ct_state],
         "file": ruleset.source,
-        "reference": {"verdict": shared.XDP_VERDICTS[ref.verdict], "rule": ref_rule, "decided_by": ref.kind},
-        "agree": (kernel["verdict"], kernel["rule"]) == (shared.XDP_VERDICTS[ref.verdict], ref_rule),
+        "reference": {"verdict": ref_verdict, "rule": ref_rule, "decided_by": ref.kind},
+        "agree": (kernel["verdict"], kernel["rule"]) == (ref_verdict, ref_rule),
     }

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import libbpf, netns, stats
+from . import libbpf, netns, owners, stats
 from .conntrack import read_table
 from .errors import BpfwallError, InputError, RuntimeFailure
 from .scope import Scope, namespace_scopes
@@ -44,6 +44,25 @@ def every_scope() -> list[str | None]:
 class _ScopeMetrics:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+
+    @staticmethod
+    def _owners(state) -> Iterator[Metric]:
+        """The egress rules that name a cgroup or user, and whether the cgroup exists now (a
+        rule whose cgroup is absent matches nothing until it is made): an alert's join key."""
+        info = GaugeMetricFamily("bpfwall_rule_owner_info", "An egress rule by owner: its cgroup and "
+                                 "user, and whether the cgroup exists now",
+                                 labels=["rule", "cgroup", "user", "cgroup_present"])
+        mount = None
+        for r in state.rules().direction("egress"):
+            if r.cgroup is None and r.user is None:
+                continue
+            present = ""
+            if r.cgroup is not None:
+                mount = mount or owners.cgroup2_mount()
+                present = "yes" if mount and owners.cgroup_id(r.cgroup, mount) is not None else "no"
+            user = owners.user_label(r.user) if r.user is not None else ""
+            info.add_metric([r.name, r.cgroup or "", user, present], 1)
+        yield info
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("bpfwall_up", "1 when a rule set is in force and its maps are readable")
@@ -110,6 +129,7 @@ class _ScopeMetrics:
         generation = GaugeMetricFamily("bpfwall_generation", "The generation in force (one per apply)")
         generation.add_metric([], state.generation)
         yield generation
+        yield from self._owners(state)
 
         sizes = GaugeMetricFamily("bpfwall_set_elements", "Elements of each set", labels=["set", "type"])
         types = {n: m["type"] for n, m in (state.ruleset or {}).get("sets", {}).items()}

@@ -14,8 +14,8 @@ from array import array
 from ctypes import c_uint8, c_uint32, sizeof
 from typing import Any
 
-from . import access, libbpf, shared
-from .compiler import Compiled
+from . import access, libbpf, owners, shared
+from .compiler import Compiled, judges_connections
 from .errors import RuntimeFailure
 from .hosttable import entries_for
 from .maps import BPFWALL_MAPS, CT_MAPS, GENERATION, PINNED_MAPS, SCOPE_MAPS, SET_MAPS, names
@@ -23,6 +23,13 @@ from .ruleset import Network
 from .setmaps import HOSTS
 
 PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress"}
+# The cgroup tracepoint programs an egress generation whose rules name cgroups runs beside its
+# program, each pinned as a link in the generation's directory under its name.
+CGROUP_WATCHERS = ("bpfwall_cgroup_mkdir", "bpfwall_cgroup_rmdir")
+# The cgroup connect and sendmsg programs an egress generation that judges connections
+# (compiler.judges_connections) has beside its program, for the dispatcher's hooks; each
+# pinned in the generation's directory under its hook's name.
+SOCKADDR_PROGRAMS = {hook: f"bpfwall_{hook}" for hook in ("connect4", "connect6", "sendmsg4", "sendmsg6")}
 # A cap, not an allocation: the set tries allocate per element.
 SET_CAPACITY = 1 << 24
 
@@ -44,6 +51,8 @@ class Generation:
         self.prog_fd = prog_fd
         self.map_fds = map_fds
         self._obj = obj
+        self.watch_fds: dict[str, int] = {}  # CGROUP_WATCHERS' links, while this object owns them
+        self.hook_fds: dict[str, int] = {}  # SOCKADDR_PROGRAMS by hook, when it has them
         self._ncpus = libbpf.num_possible_cpus()
         self.shape: dict[str, Any] = {}  # what load fixed (layout, capacities, shared tables)
 
@@ -73,6 +82,10 @@ class Generation:
         try:
             for direction, prog in PROGRAMS.items():
                 obj.set_autoload(prog, direction == compiled.direction)
+            for prog in CGROUP_WATCHERS:
+                obj.set_autoload(prog, bool(compiled.cgroup_classes))
+            for prog in SOCKADDR_PROGRAMS.values():
+                obj.set_autoload(prog, judges_connections(compiled.config))
             for name, fd in {**(ct_fds or {}), **(set_fds or {}), **(log_fds or {})}.items():
                 obj.reuse_map(name, fd)
             for name, n in want["fixed"]["sizes"].items():
@@ -90,11 +103,16 @@ class Generation:
                 tail = "\n".join(exc.log.strip().splitlines()[-12:])
                 raise RuntimeFailure(f"the kernel refused the data plane: {exc}\n{tail}") from None
             gen = cls(obj.prog_fd(PROGRAMS[compiled.direction]), {}, obj, compiled.direction)
+            if judges_connections(compiled.config):
+                gen.hook_fds = {hook: obj.prog_fd(prog) for hook, prog in SOCKADDR_PROGRAMS.items()}
             for name in (m.name for m in BPFWALL_MAPS):
                 gen.map_fds[name] = obj.map_fd(name)
             gen.map_fds[GENERATION_NO] = obj.map_fd(".bss")
             gen.shape = {"fixed": want["fixed"], "capacity": capacity,
                          "shared": shared_ids({n: gen.map_fds[n] for n in scope_tables(compiled)})}
+            if compiled.cgroup_classes:  # watching before _fill looks: no cgroup slips between
+                for prog in CGROUP_WATCHERS:
+                    gen.watch_fds[prog] = libbpf.raw_tracepoint_open(obj.prog_fd(prog))
             gen._fill(compiled, ifindexes or {})
             gen._write_iface_slots(iface_slots or {})
             gen.set_generation(generation)
@@ -115,6 +133,13 @@ class Generation:
         self._fill(compiled, ifindexes)
         self._write_iface_slots(iface_slots)
         self.set_generation(generation)
+
+    def judge_connections_in(self, netns_cookie: int, local: list[bytes]) -> None:
+        """Where the connect and sendmsg programs judge: the namespace of netns_cookie
+        (0: nowhere), whose own addresses (16 bytes each, IPv4 mapped) are local."""
+        for addr in local[: LOCAL_ADDRS_MAX]:
+            libbpf.map_update(self.map_fds["local_addrs"], shared.Addr16((c_uint8 * 16)(*addr)), c_uint8(1))
+        libbpf.map_update(self.map_fds["connect_scope"], c_uint32(0), shared.ConnectScope(netns_cookie))
 
     def set_generation(self, generation: int) -> None:
         libbpf.map_update(self.map_fds[GENERATION_NO], c_uint32(0), c_uint32(generation))
@@ -137,6 +162,18 @@ class Generation:
         for ifname, cid in c.iface_classes.items():
             if ifname in ifindexes:
                 libbpf.map_update(self.map_fds["iface_class"], c_uint32(ifindexes[ifname]), c_uint32(cid))
+        if c.cgroup_classes:
+            # The paths first: from here the tracepoints give a new cgroup its class, and what
+            # existed before is found by the look below (both agree on a cgroup made between).
+            for path, cid in c.cgroup_classes.items():
+                libbpf.map_update(self.map_fds["cgroup_wanted"], shared.CgroupPath.of(path), c_uint32(cid))
+            mount = owners.cgroup2_mount()
+            for path, cid in c.cgroup_classes.items():
+                ino = owners.cgroup_id(path, mount)
+                if ino is not None:
+                    libbpf.map_update(self.map_fds["cgroup_class"], ctypes.c_uint64(ino), c_uint32(cid))
+        for uid, cid in c.user_classes.items():
+            libbpf.map_update(self.map_fds["user_class"], c_uint32(uid), c_uint32(cid))
 
         if c.config.log_enabled:
             for i, st in enumerate(c.log_states()):
@@ -169,8 +206,12 @@ class Generation:
         log bookkeeping; a later apply whose layout fits opens the rest to refill them."""
         os.makedirs(directory, mode=0o700, exist_ok=True)
         libbpf.obj_pin(self.prog_fd, os.path.join(directory, "prog"))
+        for hook, fd in self.hook_fds.items():
+            libbpf.obj_pin(fd, os.path.join(directory, hook))
         for name in (*PINNED_MAPS, *GENERATION_TABLES, GENERATION_NO):
             libbpf.obj_pin(self.map_fds[name], os.path.join(directory, name))
+        for name, fd in self.watch_fds.items():  # the pins keep them running once we close
+            libbpf.obj_pin(fd, os.path.join(directory, name))
 
     @classmethod
     def open_pinned(cls, directory: str, read_only: bool = False) -> Generation:
@@ -202,22 +243,34 @@ class Generation:
             for name in names:
                 maps[name] = libbpf.obj_get(os.path.join(directory, name), read_only)
                 fds.append(maps[name])
+            hooks = {}
+            if not read_only:
+                for hook in SOCKADDR_PROGRAMS:
+                    path = os.path.join(directory, hook)
+                    if os.path.exists(path):
+                        hooks[hook] = libbpf.obj_get(path)
+                        fds.append(hooks[hook])
         except BaseException:
             for fd in fds:
                 if fd >= 0:
                     os.close(fd)
             raise
-        return cls(prog_fd, maps, direction=direction)
+        gen = cls(prog_fd, maps, direction=direction)
+        gen.hook_fds = hooks
+        return gen
 
     def close(self) -> None:
+        for fd in self.watch_fds.values():
+            os.close(fd)
+        self.watch_fds = {}
         if self._obj is not None:
             self._obj.close()
             self._obj = None
         else:
-            for fd in [self.prog_fd, *self.map_fds.values()]:
+            for fd in [self.prog_fd, *self.map_fds.values(), *self.hook_fds.values()]:
                 if fd >= 0:
                     os.close(fd)
-        self.map_fds = {}
+        self.map_fds, self.hook_fds = {}, {}
 
     def __enter__(self) -> Generation:
         return self
@@ -271,17 +324,27 @@ class Generation:
         """Test hook: limits, bans and scans read now_ns as the time (0: the real clock)."""
         libbpf.map_update(self.map_fds["test_clock"], c_uint32(0), ctypes.c_uint64(now_ns))
 
-    def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1) -> tuple[int, bytes, int]:
+    def test_run(self, packet: bytes, ifindex: int = 0, repeat: int = 1,
+                 skb_ctx: bytes = b"") -> tuple[int, bytes, int]:
         """Runs packet as traffic (it is counted): (verdict, frame out, mean ns per run).
+        skb_ctx (egress): see shared.skb_run_ctx.
 
         Ingress returns the XDP verdict; egress the tcx one (-1 next/pass, 2 drop)
         and no frame.
         """
         if self.direction == "egress":
-            verdict, ns = libbpf.test_run_skb(self.prog_fd, packet, repeat)
+            verdict, ns = libbpf.test_run_skb(self.prog_fd, packet, repeat, skb_ctx)
             return verdict, b"", ns
         verdict, _, out, ns = libbpf.test_run_xdp(self.prog_fd, packet, ifindex, repeat)
         return verdict, out, ns
+
+    def judge_egress(self, packet: bytes, ifindex: int, uid: int | None) -> tuple[int, shared.Explain]:
+        """Runs packet through bpfwall_egress marked for explanation (nothing counted, no state
+        changed) as sent by a socket of uid in the caller's cgroup, or by none (uid None).
+        Returns (tcx verdict, what decided it)."""
+        verdict, _, ctx = libbpf.test_run_skb_ctx(self.prog_fd, packet, 1,
+                                                  shared.skb_run_ctx(uid, explain=True, ifindex=ifindex))
+        return verdict, shared.explained_skb(ctx)
 
     def judge(self, packet: bytes, ifindex: int = 0, traffic: bool = False) -> tuple[int, shared.Explain, bytes]:
         """Runs packet marked for explanation: not counted, and it changes no state,
@@ -302,6 +365,7 @@ class Generation:
 # .bss map that holds the number the generation runs under.
 GENERATION_TABLES = names(GENERATION)
 GENERATION_NO = "generation_no"
+LOCAL_ADDRS_MAX = 1024  # local_addrs' size (bpf/sockaddr.h)
 # Tables _fill() writes whole (or whose entries past the rule set's own are never read):
 # refill() does not empty them first.
 OVERWRITTEN = frozenset({"class_of", "bitvectors", "dir_l1", "dir_chunks", "rule_action", "rule_allow"})
@@ -338,6 +402,8 @@ def layout(compiled: Compiled, iface_slots: dict[int, int], log_fds: dict[str, i
     needs = {"bitvectors": max(1, compiled.n_classes), "src6": max(1, len(compiled.tries["src6"])),
              "dst6": max(1, len(compiled.tries["dst6"])), "dir_chunks": max(256, len(compiled.dir_chunks)),
              "iface_class": max(1, len(compiled.iface_classes)), "never_ban": max(1, len(compiled.never_ban)),
+             "cgroup_class": max(1, len(compiled.cgroup_classes)),
+             "cgroup_wanted": max(1, len(compiled.cgroup_classes)), "user_class": max(1, len(compiled.user_classes)),
              # the sets' single addresses (more go into the tries)
              "host4": max(1, compiled.hosts.get(4, 0)), "host6": max(1, compiled.hosts.get(6, 0))}
     return {"fixed": fixed, "needs": needs}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 from typing import Any
 
 from . import netns
@@ -25,6 +26,7 @@ from .errors import RuntimeFailure
 NETDEV_FAMILY = "netdev"
 NETDEV_CMD_DEV_GET = 1
 NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
+IFF_LOOPBACK = 0x8  # include/uapi/linux/if.h
 
 
 @functools.cache
@@ -127,3 +129,18 @@ def undelivered(name: str, ns: str | None) -> int | None:
             total += int(value)
             seen = True
     return total if seen else None
+
+
+def links_and_addresses(ns: str | None) -> tuple[list[str], list[bytes]]:
+    """The namespace's interfaces other than loopback, and every address it has (16 bytes
+    each, IPv4 as IPv4-mapped IPv6)."""
+    from pyroute2 import IPRoute
+
+    with netns.enter(ns), IPRoute() as ipr:
+        names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()
+                 if not link["flags"] & IFF_LOOPBACK]
+        addrs = []
+        for msg in ipr.get_addr():
+            packed = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS")).packed
+            addrs.append(packed if len(packed) == 16 else bytes(10) + b"\xff\xff" + packed)
+    return names, addrs

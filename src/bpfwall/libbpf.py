@@ -27,6 +27,11 @@ from ctypes import (
 
 BPF_XDP = 37
 BPF_TCX_EGRESS = 47
+# enum bpf_attach_type: the cgroup hooks of connect() and of unconnected UDP sendmsg().
+BPF_CGROUP_INET4_CONNECT = 10
+BPF_CGROUP_INET6_CONNECT = 11
+BPF_CGROUP_UDP4_SENDMSG = 14
+BPF_CGROUP_UDP6_SENDMSG = 15
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 
@@ -189,6 +194,7 @@ _lookup_batch = _fn(
 _link_create = _fn("bpf_link_create", c_int, [c_int, c_int, c_int, c_void_p])
 _link_update = _fn("bpf_link_update", c_int, [c_int, c_int, c_void_p])
 _link_detach = _fn("bpf_link_detach", c_int, [c_int])
+_raw_tp_open = _fn("bpf_raw_tracepoint_open", c_int, [c_char_p, c_int])
 _RB_SAMPLE = ctypes.CFUNCTYPE(c_int, c_void_p, c_void_p, c_size_t)
 _rb_new = _fn("ring_buffer__new", c_void_p, [c_int, _RB_SAMPLE, c_void_p, c_void_p])
 _rb_poll = _fn("ring_buffer__poll", c_int, [c_void_p, c_int])
@@ -488,6 +494,11 @@ def link_update(link_fd: int, prog_fd: int) -> None:
     _check("bpf_link_update", _link_update(link_fd, prog_fd, byref(opts)))
 
 
+def raw_tracepoint_open(prog_fd: int) -> int:
+    """Attaches a tp_btf program to the tracepoint it was loaded for; the link's fd."""
+    return _check("bpf_raw_tracepoint_open", _raw_tp_open(None, prog_fd))
+
+
 def link_detach(link_fd: int) -> None:
     _check("bpf_link_detach", _link_detach(link_fd))
 
@@ -602,10 +613,23 @@ def test_run_xdp_live(prog_fd: int, packet: bytes, ifindex: int, repeat: int, ba
     _check("BPF_PROG_TEST_RUN (live frames)", _test_run(prog_fd, byref(opts)))
 
 
-def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1) -> tuple[int, int]:
-    """BPF_PROG_TEST_RUN of a tc program: returns (verdict as a signed int, mean ns per run)."""
+def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1, ctx: bytes = b"") -> tuple[int, int]:
+    """BPF_PROG_TEST_RUN of a tc program: returns (verdict as a signed int, mean ns per run).
+    ctx: the head of a struct __sk_buff to run with (the kernel takes its cb[], ifindex, mark
+    and a few more), or nothing."""
+    verdict, ns, _ = test_run_skb_ctx(prog_fd, packet, repeat, ctx)
+    return verdict, ns
+
+
+def test_run_skb_ctx(prog_fd: int, packet: bytes, repeat: int = 1, ctx: bytes = b"") -> tuple[int, int, bytes]:
+    """test_run_skb, and the struct __sk_buff head as the program left it (as long as ctx)."""
     opts, _data_in, _out = _test_run_opts(packet, repeat)
+    ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+    # The kernel writes back its whole struct __sk_buff (or fails with ENOSPC): room for it.
+    ctx_out = ctypes.create_string_buffer(max(len(ctx), 1024)) if ctx else None
+    if ctx_in is not None and ctx_out is not None:
+        opts.ctx_in, opts.ctx_size_in = ctypes.addressof(ctx_in), len(ctx)
+        opts.ctx_out, opts.ctx_size_out = ctypes.addressof(ctx_out), len(ctx_out)
     _check("BPF_PROG_TEST_RUN", _test_run(prog_fd, byref(opts)))
-    return ctypes.c_int32(opts.retval).value, opts.duration
-
-
+    head = ctx_out.raw[: len(ctx)] if ctx_out is not None else b""
+    return ctypes.c_int32(opts.retval).value, opts.duration, head

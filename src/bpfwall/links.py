@@ -12,8 +12,8 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import libbpf
-from .dispatcher import DIRECTIONS, Dispatcher
+from . import libbpf, owners
+from .dispatcher import DIRECTIONS, HOOKS, Dispatcher
 from .errors import RuntimeFailure
 from .scope import Scope, State
 
@@ -92,6 +92,41 @@ def detach(pin: str) -> bool:
         os.close(fd)
     os.unlink(pin)
     return True
+
+
+def attach_hooks(scope: Scope, disp: Dispatcher) -> None:
+    """Links the dispatcher's connect and sendmsg hooks to the cgroup2 root, where they
+    see every process (once: a link already there stays, pointing at the dispatcher)."""
+    mount = owners.cgroup2_mount()
+    if mount is None:
+        raise RuntimeFailure("cgroup v2 is not mounted: connections cannot be judged at connect()")
+    root = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for hook, attach_type in HOOKS.items():
+            pin = scope.hook_pin(hook)
+            if os.path.exists(pin):
+                point_at_dispatcher(libbpf.obj_get(pin), disp, hook)
+                continue
+            fd = libbpf.link_create(disp.prog_fd(hook), root, attach_type)
+            try:
+                libbpf.obj_pin(fd, pin)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root)
+
+
+def detach_hooks(scope: Scope) -> None:
+    """Removes the connect and sendmsg hooks' links: no connect() pays for them."""
+    for hook in HOOKS:
+        detach(scope.hook_pin(hook))
+
+
+def prune_hooks(scope: Scope, disp: Dispatcher) -> None:
+    """Removes the hooks' links when the generation in force has no hook programs."""
+    active = disp.active()
+    if not any(disp.program_id(hook, active) for hook in HOOKS):
+        detach_hooks(scope)
 
 
 def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,

@@ -53,7 +53,8 @@ class Describer:
         wall = time.time() - (time.clock_gettime_ns(time.CLOCK_MONOTONIC) - rec.time_ns) / 1e9
         out: dict[str, Any] = {
             "time": datetime.fromtimestamp(wall, UTC).isoformat(timespec="microseconds"),
-            "interface": self.ifnames.get(rec.ifindex, str(rec.ifindex)),
+            # ifindex 0: refused at connect() or sendmsg(), before any interface (bpf/sockaddr.h)
+            "interface": self.ifnames.get(rec.ifindex, "(at the call)" if rec.ifindex == 0 else str(rec.ifindex)),
             "direction": direction,
             "rule": rule,
             "action": shared.ACTION_NAMES.get(rec.action, str(rec.action)),

@@ -35,6 +35,11 @@ BPFWALL_MAPS = (
     MapSpec("src6", GENERATION, "the IPv6 source prefixes of the rules"),
     MapSpec("dst6", GENERATION, "the IPv6 destination prefixes of the rules"),
     MapSpec("iface_class", GENERATION, "the interfaces the rules name"),
+    MapSpec("cgroup_class", GENERATION, "the cgroups the egress rules name that exist"),
+    MapSpec("cgroup_wanted", GENERATION, "the paths of the cgroups the egress rules name"),
+    MapSpec("user_class", GENERATION, "the uids the egress rules name"),
+    MapSpec("connect_scope", GENERATION, "the namespace whose connect() and sendmsg() are judged"),
+    MapSpec("local_addrs", GENERATION, "that namespace's own addresses (up to 1,024)"),
     MapSpec("rule_allow", GENERATION, "per CPU, one bit per rule"),
     MapSpec("lpm_scratch", GENERATION, "per CPU, one trie key"),
     MapSpec("set_search_scratch", GENERATION, "per CPU, a set search's keys and state"),
@@ -69,6 +74,10 @@ DISPATCH_MAPS = (
     MapSpec("active", DISPATCHER, "one: the generation in force"),
     MapSpec("ingress_gens", DISPATCHER, "two program slots, by generation parity"),
     MapSpec("egress_gens", DISPATCHER, "two program slots, by generation parity"),
+    MapSpec("connect4_gens", DISPATCHER, "two program slots, by generation parity"),
+    MapSpec("connect6_gens", DISPATCHER, "two program slots, by generation parity"),
+    MapSpec("sendmsg4_gens", DISPATCHER, "two program slots, by generation parity"),
+    MapSpec("sendmsg6_gens", DISPATCHER, "two program slots, by generation parity"),
 )
 
 

@@ -62,3 +62,12 @@ def ifindex(name: str, netns: str | None = None) -> int:
     except OSError:
         where = f" in network namespace '{netns}'" if netns else ""
         raise RuntimeFailure(f"interface '{name}' does not exist{where}") from None
+
+
+SO_NETNS_COOKIE = 71  # include/uapi/asm-generic/socket.h
+
+
+def cookie(name: str | None = None) -> int:
+    """The namespace's cookie, as bpf_get_netns_cookie() gives it to BPF programs."""
+    with enter(name), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        return int.from_bytes(sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), "little")

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import names, shared
 from .cidrset import CidrSet
+from .owners import Owner, cgroup_covers
 from .ruleset import Rule, Ruleset
 
 MAX_VLAN_TAGS = 2
@@ -225,9 +226,14 @@ def _parse_quote(frame: bytes, pkt: Packet) -> tuple | None:
     return proto, src.ljust(16, b"\0"), sport, dst.ljust(16, b"\0"), dport
 
 def matches(rule: Rule, pkt: Packet, ifname: str | None = None, ct_state: int = 0,
-            sets: dict[str, CidrSet] | None = None) -> bool:
-    """Whether every condition of the rule holds for the packet (sets: the CIDR sets' elements)."""
+            sets: dict[str, CidrSet] | None = None, owner: Owner | None = None) -> bool:
+    """Whether every condition of the rule holds for the packet (sets: the CIDR sets'
+    elements; owner: the sending socket's cgroup and uid, None for a packet without one)."""
     if rule.interfaces is not None and ifname not in rule.interfaces:
+        return False
+    if rule.cgroup is not None and (owner is None or not cgroup_covers(rule.cgroup, owner.cgroup)):
+        return False
+    if rule.user is not None and (owner is None or owner.uid != rule.user):
         return False
     if rule.ct is not None and ct_state not in rule.ct:
         return False
@@ -376,8 +382,11 @@ class Decision:
 
 def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction: str = "ingress",
            ct: Conntrack | None = None, now: int = 0, learn: bool = True, guard: Guard | None = None,
-           clock: int | None = None) -> Decision:
+           clock: int | None = None, owner: Owner | None = None) -> Decision:
     """What bpfwall_ingress (or bpfwall_egress) does with this frame on ifname.
+
+    owner: the cgroup and uid of the socket that sent an egress frame (None: no socket,
+    as for a forwarded packet; rules with cgroup or user then do not match).
 
     With ct (and a rule set that uses ct), the packet's connection state is
     found first and an accepted packet updates the table, as in conntrack.h
@@ -404,7 +413,7 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
         lookup.state = shared.CT_NEW  # the handshake's end after a cookie: the kernel checks it
     state = lookup.state if lookup else 0
     for i, rule in enumerate(ruleset.direction(direction)):
-        if matches(rule, pkt, ifname, state, ruleset.cidr_sets) and (
+        if matches(rule, pkt, ifname, state, ruleset.cidr_sets, owner) and (
                 guard is None or guard.passes(rule, i, pkt, t, learn)):
             d = Decision("rule", i, rule.action, _verdict(rule.action, pkt, egress), rule.name, state)
             break
@@ -431,6 +440,43 @@ def decide(ruleset: Ruleset, frame: bytes, ifname: str | None = None, direction:
     if tracking and learn and d.action == "accept":
         ct.accepted(pkt, lookup, now)
     return d
+
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
+            ipaddress.ip_network("0.0.0.0/32"), ipaddress.ip_network("::/128"))
+
+
+def decide_connect(ruleset: Ruleset, proto: int, dst: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                   dport: int, owner: Owner, local: frozenset = frozenset()) -> tuple[str, int | None]:
+    """What the cgroup hooks do with a TCP connect(), a UDP connect() or an unconnected UDP
+    sendmsg() to dst:dport by owner, in the namespace the apply protects (local: its own
+    addresses). Returns ("go", rule or None) when the call goes on and its packets are
+    judged on their way out, or ("drop" | "reject", rule or None for the policy).
+
+    Of a packet of the connection, the call knows the protocol, the destination, for
+    TCP that it opens a connection (its state is new), and who makes it. The first rule
+    that can match on those decides only if it asks nothing else (source, source port,
+    interface, TCP flags, for UDP the connection state, a limit or a ban); the policy
+    decides when no rule can match."""
+    if isinstance(dst, ipaddress.IPv6Address) and dst.ipv4_mapped is not None:
+        dst = dst.ipv4_mapped  # it leaves as IPv4
+    if any(dst in net for net in LOOPBACK if net.version == dst.version) or dst in local:
+        return "go", None
+    pkt = Packet(is_ipv6=dst.version == 6, proto=proto, has_l4=True,
+                 saddr=ipaddress.ip_address("::" if dst.version == 6 else "0.0.0.0"), daddr=dst,
+                 l2_multicast=False, l3_off=0, l4_off=0, l3_end=0, dport=dport)
+    for i, rule in enumerate(ruleset.direction("egress")):
+        unknown = (rule.interfaces is not None or rule.src is not None or rule.sport is not None
+                   or rule.tcp_flags is not None or rule.limit is not None or rule.action == "ban"
+                   or (proto == UDP and rule.ct is not None))
+        known = replace(rule, interfaces=None, src=None, src_sets=(), sport=None, tcp_flags=None,
+                        ct=rule.ct if proto != UDP else None)
+        if matches(known, pkt, None, shared.CT_NEW, ruleset.cidr_sets, owner):
+            if unknown or rule.action not in ("drop", "reject"):
+                return "go", i
+            return rule.action, i
+    action = ruleset.policy["egress"]
+    return (action if action in ("drop", "reject") else "go"), None
 
 
 def _verdict(action: str, pkt: Packet, egress: bool = False) -> int:

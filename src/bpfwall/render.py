@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from . import names, shared
+from . import names, owners, shared
 from .ruleset import IcmpMatch, Limit, Rule, Ruleset
 
 UNITS = {1: "second", 60: "minute", 3600: "hour"}
@@ -43,6 +43,10 @@ def rule_dict(r: Rule) -> dict[str, Any]:
         d.update(_icmp(r.icmp))
     if r.ct is not None:
         d["ct"] = [shared.CT_STATE_NAMES[s] for s in sorted(r.ct)]
+    if r.cgroup is not None:
+        d["cgroup"] = r.cgroup
+    if r.user is not None:
+        d["user"] = owners.user_label(r.user)
     d["action"] = r.action
     if r.ban_for is not None:
         d["ban_for"] = f"{r.ban_for}s"

@@ -69,6 +69,10 @@ class Rule:
     log: float | None = None  # log records a second (the rule's limit), or None
     limit: Limit | None = None
     ban_for: int | None = None  # seconds, with action ban
+    # Egress only: the sending socket's cgroup (a path relative to the cgroup2 mount,
+    # matching it and every cgroup below) and its owner's uid.
+    cgroup: str | None = None
+    user: int | None = None
     implicit: bool = False  # added by bpfwall, not written by the user
 
     def proto_slots(self) -> set[tuple[int, int]] | None:
@@ -159,6 +163,14 @@ class Ruleset:
     def reject_budget(self) -> dict[str, int]:
         """The budget of reject answers (conntrack.reject_budget, else the kernel's limits)."""
         return self.conntrack.get("reject_budget", shared.REJECT_BUDGET_DEFAULT)
+
+    def cgroups(self) -> list[str]:
+        """The cgroup paths the rules name, sorted."""
+        return sorted({r.cgroup for r in self.rules if r.cgroup is not None})
+
+    def users(self) -> list[int]:
+        """The uids the rules name, sorted."""
+        return sorted({r.user for r in self.rules if r.user is not None})
 
     def uses_ct(self) -> bool:
         return any(r.ct is not None for r in self.rules)

@@ -87,6 +87,9 @@ class State:
     # The previous generation, kept loaded in the dispatcher's idle slot so that the next
     # apply of a fitting rule set refills its tables instead of loading: its number and shapes.
     idle: dict[str, Any] = field(default_factory=dict)
+    # Egress rules with owners: "yes" when connect() and sendmsg() are judged too, else why
+    # not (atconnect); "" for a rule set without owners.
+    at_connect: str = ""
 
     def rules(self) -> Ruleset:
         if self.ruleset is None:
@@ -160,7 +163,7 @@ class Scope:
         write_json(self.summary_path, {
             "state": [st.st_ino, st.st_size, st.st_mtime_ns], "generation": state.generation,
             "interfaces": state.interfaces, "dispatcher": state.dispatcher,
-            "inputs": (state.ruleset or {}).get("inputs") or {}}, sync=False)
+            "inputs": (state.ruleset or {}).get("inputs") or {}, "at_connect": state.at_connect}, sync=False)
 
     def _summary(self) -> State | None:
         """The state in force as far as unchanged() looks, from the summary when it names the
@@ -174,7 +177,8 @@ class Scope:
         if not isinstance(data, dict) or data.get("state") != [st.st_ino, st.st_size, st.st_mtime_ns]:
             return None
         return State(netns=self.ns, generation=data["generation"], interfaces=data["interfaces"],
-                     dispatcher=data["dispatcher"], ruleset={"inputs": data["inputs"]})
+                     dispatcher=data["dispatcher"], ruleset={"inputs": data["inputs"]},
+                     at_connect=data.get("at_connect", ""))
 
     def share(self, state: State) -> list[str]:
         """Owners and modes of the generation in force, for the rule file's group."""
@@ -195,6 +199,8 @@ class Scope:
             return None
         if os.path.exists(self.journal_path) or os.path.exists(self.confirm_path):
             return None
+        if state.at_connect:
+            return None  # where connections are judged follows the namespace's interfaces and addresses
         inputs = state.ruleset.get("inputs") or {}
         if os.path.abspath(path) not in inputs or not inputs_unchanged(inputs):
             return None
@@ -266,6 +272,10 @@ class Scope:
 
     def link_pin(self, ifname: str, direction: str = "ingress") -> str:
         return os.path.join(self.pin_dir, f"{'link' if direction == 'ingress' else 'tcx'}-{ifname}")
+
+    def hook_pin(self, hook: str) -> str:
+        """The pin of the link of a cgroup hook (dispatcher.HOOKS) at the cgroup2 root."""
+        return os.path.join(self.pin_dir, f"cgroup-{hook}")
 
     def open_generation(self, state: State | None = None, direction: str = "ingress") -> Generation:
         """The generation in force. A reader without root gets its maps read-only and
@@ -376,6 +386,10 @@ class Scope:
             interfaces=[],
             notice=state.notice,
         )
+        if state.at_connect:
+            out["at_connect"] = state.at_connect == "yes"
+            if state.at_connect != "yes":
+                out["at_connect_why_not"] = state.at_connect
         pending = self.pending_confirm()
         if pending is not None:
             out["awaiting_confirm"] = {"generation": pending["generation"],

@@ -7,6 +7,7 @@ tests/dataplane/test_btf.py checks each struct against the compiled object's BTF
 from __future__ import annotations
 
 import ctypes
+import struct
 from ctypes import Structure, c_uint8, c_uint16, c_uint32, c_uint64
 
 MAX_RULES = 16384
@@ -14,9 +15,11 @@ MAX_WORDS = MAX_RULES // 64
 MAX_SUMMARY = MAX_WORDS // 64
 NO_RULE = 0xFFFFFFFF
 
-F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP, F_CT = range(9)
+F_IFACE, F_PROTO, F_SRC, F_DST, F_SPORT, F_DPORT, F_TCPFLAGS, F_ICMP, F_CT, F_CGROUP, F_USER = range(11)
 TRIES = ("src4", "src6", "dst4", "dst6")  # bit order of Config.trie_root_only
-N_FIELDS = 9
+N_FIELDS = 11
+CGROUP_MAX_LEVEL = 31
+CGROUP_PATH_MAX = 256
 
 PROTO_SLOTS = 512
 PORT_SLOTS = 65537
@@ -258,7 +261,22 @@ class Config(Structure):
         ("dst_sets", SetRef * MAX_FIELD_SETS),
         ("n_blocklists", c_uint32),
         ("blocklist_sets", c_uint32 * MAX_FIELD_SETS),
+        ("cgroup_levels", c_uint32),
+        ("cgroup_default_class", c_uint32),
+        ("user_default_class", c_uint32),
+        ("connect_unsure", c_uint32 * 2),  # AT_CONNECT_TCP, AT_CONNECT_UDP
     ]
+
+
+AT_CONNECT_TCP, AT_CONNECT_UDP = 0, 1
+
+
+class ConnectScope(Structure):
+    _fields_ = [("netns_cookie", c_uint64)]
+
+
+class Addr16(Structure):
+    _fields_ = [("addr", c_uint8 * 16)]
 
 
 class Lpm6Key(Structure):
@@ -267,6 +285,43 @@ class Lpm6Key(Structure):
 
 class Counter(Structure):
     _fields_ = [("packets", c_uint64), ("bytes", c_uint64)]
+
+
+# A test run of bpfwall_egress asks through its skb's cb[] (see shared.h).
+RUN_MAGIC = 0x62776F77
+RUN_NO_SOCKET = 1
+RUN_EXPLAIN = 2
+RUN_REQUEST = 0x80000000
+_SKB_IFINDEX_OFFSET = 40  # struct __sk_buff: ten u32 fields, then ifindex, tc_index, cb[5]
+_SKB_CB_OFFSET = 48
+
+
+def skb_run_ctx(uid: int | None, explain: bool = False, ifindex: int = 0) -> bytes:
+    """The struct __sk_buff head for a test run of bpfwall_egress whose socket is owned by
+    uid (the caller's cgroup is the socket's), or, with None, a packet without a socket.
+    explain: judged quietly, its decision returned in cb[] (explained_skb reads it);
+    ifindex: the device it leaves by (0: loopback)."""
+    flags = (RUN_NO_SOCKET if uid is None else 0) | (RUN_EXPLAIN if explain else 0)
+    head = bytearray(_SKB_CB_OFFSET)
+    struct.pack_into("<I", head, _SKB_IFINDEX_OFFSET, ifindex)
+    return bytes(head) + struct.pack("<5I", RUN_MAGIC, uid or 0, flags, NO_RULE, 0)
+
+
+def explained_skb(ctx_out: bytes) -> Explain:
+    """What an explained test run of bpfwall_egress wrote back into cb[3] and cb[4]."""
+    rule, packed = struct.unpack_from("<2I", ctx_out, _SKB_CB_OFFSET + 12)
+    return Explain(magic=RUN_MAGIC, rule=rule, decision=packed >> 16, action=packed & 0xFFFF)
+
+
+class CgroupPath(Structure):
+    """struct bpfwall_cgroup_path: the key of cgroup_wanted."""
+
+    _fields_ = [("path", ctypes.c_char * CGROUP_PATH_MAX)]
+
+    @classmethod
+    def of(cls, path: str) -> CgroupPath:
+        """The key for a path relative to the cgroup2 mount, as the tracepoints spell it."""
+        return cls(("/" + path).encode())
 
 
 EXPLAIN_MAGIC = 0x6277666C
@@ -310,6 +365,8 @@ class CtEntry(Structure):
 STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_config": Config,
     "bpfwall_lpm6_key": Lpm6Key,
+    "bpfwall_connect_scope": ConnectScope,
+    "bpfwall_addr16": Addr16,
     "bpfwall_counter": Counter,
     "bpfwall_explain": Explain,
     "bpfwall_ct_key": CtKey,
@@ -329,4 +386,5 @@ STRUCTS: dict[str, type[Structure]] = {
     "bpfwall_bucket_key": BucketKey,
     "bpfwall_ban": Ban,
     "bpfwall_scan_state": ScanState,
+    "bpfwall_cgroup_path": CgroupPath,
 }

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import access, counters, faults, generation, ifinfo, libbpf, links, netns, setmaps, shared
+from . import access, atconnect, counters, faults, generation, ifinfo, libbpf, links, netns, setmaps, shared
 from .cidrset import Element, format_element
 from .compiler import Compiled, compile_ruleset
-from .dispatcher import DIRECTIONS, Dispatcher
+from .dispatcher import DIRECTIONS, HOOKS, Dispatcher
 from .errors import InputError, RuntimeFailure
 from .generation import Generation
 from .maps import CT_MAPS, SCOPE_MAPS, SET_MAPS
@@ -40,6 +40,10 @@ from .scope import (
     write_json,
 )
 from .setmaps import Fix, SetTables
+
+# The pins of links: an interface's XDP and tcx links, the cgroup hooks' links.
+IFACE_PINS = ("link-", "tcx-")
+LINK_PINS = (*IFACE_PINS, "cgroup-")
 
 
 def compile_all(ruleset: Ruleset) -> dict[str, Compiled]:
@@ -183,6 +187,9 @@ def apply(scope: Scope, ruleset: Ruleset, interfaces: list[str], mode: str = "na
         faults.step("locked")
         run.prepare(interfaces)
         run.disp, created = Dispatcher.open_or_create(scope.dispatch_dir)
+        if not run.disp.has_hooks:  # made by an older bpfwall: made anew, and the links moved to it
+            run.disp.close()
+            run.disp, created = Dispatcher.create(scope.dispatch_dir), True
         try:
             try:
                 if created and run.old.generation:
@@ -228,6 +235,7 @@ class _Apply:
         self.kinds: dict[str, str] = {}
         self.iface_slots: dict[int, int] = {}
         self.ruleset_text: str | None = None  # the new rule set as JSON, encoded once
+        self.at_connect = atconnect.ConnectScope()  # where connect() and sendmsg() are judged
 
     def prepare(self, interfaces: list[str]) -> None:
         """Repairs what an interrupted run left, and finds the interfaces; nothing changes yet."""
@@ -285,11 +293,24 @@ class _Apply:
             report.reused = True
         else:
             self._load_new()
+        self._judge_connections()
         t1 = time.monotonic()
         setmaps.fill(self.set_fds, self.ruleset.cidr_sets, self.ruleset.set_slots())
         report.set_seconds = time.monotonic() - t1
         report.load_seconds = time.monotonic() - t0
         faults.step("loaded")
+
+    def _judge_connections(self) -> None:
+        """Tells the new egress programs where connections are judged at connect() and
+        sendmsg() (atconnect), or says why they are not."""
+        egress = self.gens.get("egress")
+        at = self.at_connect = atconnect.connect_scope(self.tables.get("egress"), list(self.targets),
+                                                       self.scope.ns, self.disp.has_hooks)
+        if at.why_not:
+            self.report.notes.append(f"connections are judged by their packets only, not at connect(): "
+                                     f"{at.why_not}")
+        if egress is not None and egress.hook_fds:
+            egress.judge_connections_in(at.netns_cookie, at.local)
 
     def open_scope_maps(self) -> None:
         """The scope's connection and log tables that the new programs share, where they fit."""
@@ -361,7 +382,8 @@ class _Apply:
         scope = self.scope
         self.state = State(netns=scope.ns, generation=self.new_n, ruleset=self.ruleset.to_json(),
                            applied_at=time.time(), group=self.ruleset.group,
-                           shapes={d: gen.shape for d, gen in self.gens.items()})
+                           shapes={d: gen.shape for d, gen in self.gens.items()},
+                           at_connect="yes" if self.at_connect.netns_cookie else self.at_connect.why_not)
         if self.confirm is None and _keeps_idle(scope, self.old):
             self.state.idle = {"generation": self.old.generation, "shapes": self.old.shapes}
         new_links = [(name, "ingress") for name in self.targets if not scope.has_link(name, "ingress")]
@@ -376,6 +398,9 @@ class _Apply:
         for direction in DIRECTIONS:
             gen = self.gens.get(direction)
             self.disp.stage(direction, self.new_n, gen.prog_fd if gen else None)
+        hooks = self.gens["egress"].hook_fds if "egress" in self.gens and self.at_connect.netns_cookie else {}
+        for hook in HOOKS:
+            self.disp.stage(hook, self.new_n, hooks.get(hook))
         faults.step("staged")
 
     def attach(self) -> None:
@@ -392,6 +417,9 @@ class _Apply:
             info["undelivered_base"] = before if name in report.swapped else ifinfo.undelivered(name, scope.ns)
             self.state.interfaces[name] = info
             faults.step(f"attached:{name}")
+        if self.at_connect.netns_cookie:
+            links.attach_hooks(scope, self.disp)  # they run the old generation (or nothing) until the flip
+            faults.step("attached:hooks")
         self.state.dispatcher = {d: self.disp.dispatcher_id(d) for d in DIRECTIONS}
         self.state.programs = {d: self.disp.program_id(d, self.new_n) for d in DIRECTIONS}
 
@@ -514,6 +542,7 @@ def finish(scope: Scope, disp: Dispatcher, state: State, previous: int) -> None:
     for name, info in state.interfaces.items():
         if not info.get("egress"):
             links.detach(scope.link_pin(name, "egress"))  # nothing to do on egress now
+    links.prune_hooks(scope, disp)
     if not any(r.get("ct") for r in (state.ruleset or {}).get("rules", [])):
         drop_ct_maps(scope)  # (read from the JSON: a Ruleset of 10,000 rules is slow to rebuild)
     for entry in os.listdir(scope.pin_dir):
@@ -544,6 +573,7 @@ def take_back(scope: Scope, disp: Dispatcher, generation: int, new_links: list[l
         disp.clear(generation)
     for name, direction in new_links:
         links.detach(scope.link_pin(name, direction))
+    links.prune_hooks(scope, disp)
     shutil.rmtree(scope.gen_dir(generation), ignore_errors=True)
 
 
@@ -560,7 +590,7 @@ def down(scope: Scope, interfaces: list[str] | None = None, report: ApplyReport 
         names = list(interfaces) if interfaces else list(state.interfaces)
         if not interfaces and os.path.isdir(scope.pin_dir):
             names += [e.split("-", 1)[1] for e in os.listdir(scope.pin_dir)
-                      if e.startswith(("link-", "tcx-")) and e.split("-", 1)[1] not in names]
+                      if e.startswith(IFACE_PINS) and e.split("-", 1)[1] not in names]
         for name in names:
             detached = links.detach(scope.link_pin(name))
             links.detach(scope.link_pin(name, "egress"))
@@ -578,7 +608,7 @@ def remove_all(scope: Scope) -> None:
     """Everything of this scope: pins (the dispatcher, generations, tables) and state."""
     if os.path.isdir(scope.pin_dir):
         for entry in os.listdir(scope.pin_dir):
-            if entry.startswith(("link-", "tcx-")):
+            if entry.startswith(LINK_PINS):
                 links.detach(os.path.join(scope.pin_dir, entry))
     shutil.rmtree(scope.pin_dir, ignore_errors=True)
     for path in (scope.state_path, scope.summary_path, scope.sets_path, scope.journal_path, scope.confirm_path,
@@ -636,7 +666,7 @@ def _remove_orphans(scope: Scope, report: ApplyReport) -> None:
     """Pins with no state: a first apply killed before its journal. No link points at
     them (links come after the journal), so they go, whole."""
     if os.path.isdir(scope.pin_dir) and not any(
-            e.startswith(("link-", "tcx-")) for e in os.listdir(scope.pin_dir)):
+            e.startswith(LINK_PINS) for e in os.listdir(scope.pin_dir)):
         remove_all(scope)
         report.repairs.append("removed the pins of a first apply that did not finish")
 

@@ -11,11 +11,11 @@ import ipaddress
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bpfwall import reference, shared
+from bpfwall import owners, reference, shared
 from bpfwall.compiler import Compiled, compile_ruleset, ipv4_class
 from bpfwall.ruleset import Rule, Ruleset
 from tests.profile import examples
-from tests.strategies import frames, rulesets
+from tests.strategies import frames, owner_rulesets, rulesets
 
 
 def lookup_trie(entries, addr) -> int:
@@ -30,10 +30,24 @@ def address_class(c: Compiled, field: int, addr) -> int:
     return lookup_trie(c.tries[("src6", "dst6")[field]], addr)
 
 
+def owner_classes(c: Compiled, owner: owners.Owner | None) -> list[int]:
+    """note_owner() of bpf/owner.h: the class of the deepest named cgroup at or above the
+    socket's, and of its uid; the default classes for a packet without a socket."""
+    out = []
+    if shared.F_CGROUP in c.fields_used:
+        named = [p for p in c.cgroup_classes if owner is not None and owners.cgroup_covers(p, owner.cgroup)]
+        deepest = max(named, key=owners.cgroup_level, default=None)
+        out.append(c.cgroup_classes[deepest] if deepest else c.config.cgroup_default_class)
+    if shared.F_USER in c.fields_used:
+        uid_class = c.user_classes.get(owner.uid) if owner is not None else None
+        out.append(c.config.user_default_class if uid_class is None else uid_class)
+    return out
+
+
 def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
-             ruleset: Ruleset) -> int | None:
+             ruleset: Ruleset, owner: owners.Owner | None = None) -> int | None:
     """classify() of bpf/classify.h, in Python, over the compiled tables (and the
-    set tries' contents, taken from ruleset.cidr_sets)."""
+    set tries' contents, taken from ruleset.cidr_sets); owner: the egress packet's socket."""
     by_slot = {slot: ruleset.cidr_sets[name] for name, slot in ruleset.set_slots().items()}
 
     def with_sets(cid: int, refs, addr) -> int:
@@ -69,6 +83,7 @@ def simulate(c: Compiled, pkt: reference.Packet, ifname: str, ct_state: int,
         vectors.append(c.class_of[shared.ICMP_BASE + slot])
     if shared.F_CT in c.fields_used:
         vectors.append(c.class_of[shared.CT_BASE + ct_state])
+    vectors += owner_classes(c, owner)
     acc = -1
     for cid in vectors:
         acc &= cid[1] if isinstance(cid, tuple) else c.bitvectors[cid]
@@ -89,6 +104,35 @@ def test_compiled_tables_agree_with_reference(ruleset: Ruleset, frame: bytes):
     want = reference.decide(ruleset, frame, "lo", ct=reference.Conntrack(), learn=False)
     got = simulate(c, pkt, "lo", want.ct_state or 0, ruleset)
     assert got == want.rule, (got, want)
+
+
+CGROUPS = ["svc", "svc/backup.service", "svc/backup.service/job", "web.slice"]
+OWNERS = st.one_of(st.none(), st.builds(owners.Owner, st.sampled_from(["", "other", *CGROUPS, "svc/x"]),
+                                        st.sampled_from([0, 1000, 1001, 4242])))
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(owner_rulesets(CGROUPS, [0, 1000, 1001]), frames(), OWNERS)
+def test_owner_classes_agree_with_reference(ruleset: Ruleset, frame: bytes, owner: owners.Owner | None):
+    """The egress rules by cgroup and user, through the compiled owner classes: a rule naming a
+    cgroup matches it and those below, and a packet without a socket only owner-less rules."""
+    c = compile_ruleset(ruleset, "egress")
+    try:
+        pkt = reference.parse(frame)
+    except (reference.Malformed, reference.NotIp):
+        return
+    want = reference.decide(ruleset, frame, "lo", "egress", ct=reference.Conntrack(), learn=False, owner=owner)
+    assert simulate(c, pkt, "lo", want.ct_state or 0, ruleset, owner) == want.rule
+
+
+def test_owner_levels_are_those_the_rules_name():
+    rules = [Rule(name="a", action="accept", direction="egress", cgroup="svc/backup.service"),
+             Rule(name="b", action="accept", direction="egress", cgroup="web.slice", user=1000),
+             Rule(name="c", action="reject", direction="egress")]
+    c = compile_ruleset(Ruleset(rules=rules), "egress")
+    assert c.config.cgroup_levels == (1 << 2) | (1 << 1)
+    assert set(c.cgroup_classes) == {"svc/backup.service", "web.slice"} and set(c.user_classes) == {1000}
+    assert compile_ruleset(Ruleset(rules=rules), "ingress").config.cgroup_levels == 0
 
 
 def test_bitvector_layout_summary_then_words():

@@ -33,6 +33,8 @@ rules:
      limit: {rate: 10/second, bytes: true, burst: 20000}}
   - {name: unreach, proto: icmp, icmp_type: destination-unreachable, icmp_code: [3, 4], action: accept}
   - {name: no-smtp, direction: egress, proto: tcp, dport: 25, action: reject}
+  - {name: backup-out, direction: egress, dst: 10.9.0.0/16, cgroup: /system.slice/backup.service/,
+     user: root, action: accept}
 """
 
 
@@ -46,9 +48,8 @@ def test_show_round_trips_every_key(tmp_path):
     rs = config.loads(RICH, "rich.yaml")
     elements, again = round_trip(rs)
     assert [render.rule_dict(r) for r in rs.rules] == [render.rule_dict(r) for r in again.rules]
-    assert [(r.name, r.sport, r.dport, r.icmp, r.limit, r.log, r.ban_for, r.tcp_flags, r.ct)
-            for r in rs.rules] == [(r.name, r.sport, r.dport, r.icmp, r.limit, r.log, r.ban_for, r.tcp_flags, r.ct)
-                                   for r in again.rules]
+    keys = ("name", "sport", "dport", "icmp", "limit", "log", "ban_for", "tcp_flags", "ct", "cgroup", "user")
+    assert [[getattr(r, k) for k in keys] for r in rs.rules] == [[getattr(r, k) for k in keys] for r in again.rules]
     assert rs.conntrack == again.conntrack and rs.policy == again.policy and rs.interfaces == again.interfaces
     change = diff.compare(rs, again, elements, {n: [format_element(e) for e in sorted(s)]
                                                 for n, s in again.cidr_sets.items()})
