@@ -60,6 +60,7 @@ demo: setup build
 bench: setup build
 	$(BIN)/bpfwall bench --out bench/results
 	$(BIN)/python bench/ctcost.py
+	$(BIN)/python bench/ownercost.py
 	$(BIN)/python bench/fleet.py --hosts 20
 
 # A wheel that carries the compiled BPF objects: installing it needs no clang.
