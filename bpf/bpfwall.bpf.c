@@ -296,7 +296,9 @@ static __always_inline int judge(struct packet *pkt, __u32 ifindex, __u32 quiet)
 	return action;
 }
 
-SEC("xdp")
+/* xdp.frags: jumbo frames (an MTU over a page) arrive in fragments, and a
+ * program that says it can take them attaches natively to such interfaces. */
+SEC("xdp.frags")
 int bpfwall_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;

@@ -18,6 +18,15 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* The version of this object's programs and maps (dispatcher.ABI), written
+ * when it is loaded: a dispatcher an older bpfwall made is made anew. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} abi SEC(".maps");
+
 /* The generation in force (its number; its slot is the low bit). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -54,7 +63,9 @@ static __always_inline int active_slot(void)
  * bpf_tail_call_static keeps clang from merging the two into one.
  * An empty slot (a direction the rule set has no program for) passes.
  */
-SEC("xdp")
+/* xdp.frags, as the generations' program it jumps to must be (a program
+ * array holds programs of one kind). */
+SEC("xdp.frags")
 int bpfwall_ingress(struct xdp_md *ctx)
 {
 	if (active_slot())

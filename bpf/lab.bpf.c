@@ -57,7 +57,7 @@ struct {
 	__type(value, __u64);
 } backscatter SEC(".maps");
 
-SEC("xdp")
+SEC("xdp.frags") /* the peer of a jumbo-frame lab too */
 int xdp_pass_peer(struct xdp_md *ctx)
 {
 	struct iphdr *ip = ipv4_of(ctx);

@@ -343,7 +343,10 @@ __noinline int parse_xdp(struct xdp_md *ctx, struct packet *pkt)
 
 	if (!pkt)
 		return PARSE_MALFORMED;
-	return parse_frame(data, data_end, data_end - data, pkt);
+	/* A jumbo frame comes in fragments (xdp.frags): the headers are read
+	 * from the first, the lengths checked against the whole frame. Headers
+	 * that run past the first fragment make the frame malformed. */
+	return parse_frame(data, data_end, bpf_xdp_get_buff_len(ctx), pkt);
 }
 
 /* Headers the skb parser wants in the linear area: Ethernet, two VLAN tags,

@@ -98,9 +98,10 @@ static __always_inline __u32 pseudo_header_sum(const struct packet *pkt, __u8 pr
 	return sum + bpf_htons(proto) + bpf_htons(len);
 }
 
+/* The frame cut to new_len bytes: a jumbo frame's fragments go first. */
 static __always_inline int shrink_to(struct xdp_md *ctx, __u32 new_len)
 {
-	__u32 cur = ctx->data_end - ctx->data;
+	__u32 cur = bpf_xdp_get_buff_len(ctx);
 
 	if (new_len >= cur)
 		return 0;

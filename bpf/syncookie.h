@@ -92,7 +92,7 @@ __noinline int syn_tuple_taken(struct xdp_md *ctx, const struct packet *pkt)
 
 static __always_inline int resize_to(struct xdp_md *ctx, __u32 new_len)
 {
-	__u32 cur = ctx->data_end - ctx->data;
+	__u32 cur = bpf_xdp_get_buff_len(ctx);
 
 	if (new_len == cur)
 		return 0;

@@ -32,6 +32,10 @@ PROGRAMS = {"ingress": "bpfwall_ingress", "egress": "bpfwall_egress",
 SLOTS = {name: f"{name}_gens" for name in (*DIRECTIONS, *HOOKS)}
 MAPS = tuple(m.name for m in DISPATCH_MAPS)
 REQUIRED = (*DIRECTIONS, "active", SLOTS["ingress"], SLOTS["egress"])
+# The dispatcher's version, in its `abi` map. 2: the ingress program takes jumbo frames
+# (xdp.frags), and the connect and sendmsg hooks are there. A dispatcher of another version
+# (or of none: an older bpfwall's) is made anew by the next apply, and the links moved to it.
+ABI = 2
 
 
 def object_path() -> str:
@@ -81,6 +85,7 @@ class Dispatcher:
                 raise RuntimeFailure(f"the kernel refused the dispatcher: {exc}") from None
             for d in (*DIRECTIONS, *HOOKS):
                 libbpf.obj_pin(obj.prog_fd(PROGRAMS[d]), os.path.join(directory, d))
+            libbpf.map_update(obj.map_fd("abi"), c_uint32(0), c_uint32(ABI))
             for name in MAPS:
                 libbpf.obj_pin(obj.map_fd(name), os.path.join(directory, name))
         made = cls.open(directory)
@@ -94,6 +99,15 @@ class Dispatcher:
 
     def prog_fd(self, direction: str) -> int:
         return self.fds[direction]
+
+    @property
+    def current(self) -> bool:
+        """Whether this dispatcher is of this bpfwall's version (ABI)."""
+        if "abi" not in self.fds:
+            return False
+        value = c_uint32()
+        libbpf.map_lookup(self.fds["abi"], c_uint32(0), value)
+        return value.value == ABI and self.has_hooks
 
     @property
     def has_hooks(self) -> bool:

@@ -39,15 +39,17 @@ def run(*cmd: str) -> None:
 class Lab:
     """server namespace <-> client namespace over veth; bpfwall goes on the server side."""
 
-    def __init__(self, tag: str = "lab", queues: int = 1, peer: str = "xdp") -> None:
+    def __init__(self, tag: str = "lab", queues: int = 1, peer: str = "xdp", mtu: int | None = None) -> None:
         """queues > 1 gives each veth end that many queues, transmit queue i steered to
         CPU i, as a multi-queue NIC spreads flows over CPUs. peer: what the client end
         runs, which decides whether frames sent from XDP on the server end reach it:
         "xdp" a trivial XDP program (which also counts backscatter), "gro" no program
-        but GRO on, "none" neither (a veth as made, such as a container's)."""
+        but GRO on, "none" neither (a veth as made, such as a container's). mtu: of both
+        ends (default the veth's 1500; 9000 makes a jumbo-frame lab)."""
         if peer not in ("xdp", "gro", "none"):
             raise ValueError(f"peer must be xdp, gro or none, not {peer!r}")
         self.peer = peer
+        self.mtu = mtu
         pid = os.getpid()
         self.queues = queues
         self.server_ns = f"bpfwall-{tag}-{pid}-srv"
@@ -81,6 +83,8 @@ class Lab:
             run("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
             run("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             run("ip", "-n", ns, "link", "set", "lo", "up")
+            if self.mtu:
+                run("ip", "-n", ns, "link", "set", dev, "mtu", str(self.mtu))
             run("ip", "-n", ns, "link", "set", dev, "up")
             for i in range(self.queues if self.queues > 1 else 0):
                 run("ip", "netns", "exec", ns, "sh", "-c",
@@ -222,7 +226,7 @@ class Lab:
     def _echo_loop(self, s: socket.socket) -> None:
         while not self._stop.is_set():
             try:
-                data, peer = s.recvfrom(2048)
+                data, peer = s.recvfrom(65535)
                 s.sendto(data, peer)
             except (TimeoutError, OSError):
                 continue
@@ -249,8 +253,9 @@ class Lab:
             s.close()
 
     def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client",
-                  src: str | None = None) -> str:
-        """'answered', 'refused' (ICMP port unreachable came back) or 'timeout'."""
+                  src: str | None = None, size: int = 4) -> str:
+        """'answered', 'refused' (ICMP port unreachable came back) or 'timeout'. size: of the
+        datagram sent (the echo servers answer with the same)."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_DGRAM, v6)
         s.settimeout(timeout)
@@ -258,9 +263,33 @@ class Lab:
             if src:
                 s.bind((src, 0))
             s.connect((addr, port))
-            s.send(b"ping")
-            s.recv(2048)
+            s.send(b"ping".ljust(size, b"."))
+            s.recv(65535)
             return "answered"
+        except ConnectionRefusedError:
+            return "refused"
+        except TimeoutError:
+            return "timeout"
+        finally:
+            s.close()
+
+    def tcp_exchange(self, port: int, size: int, v6: bool = False, timeout: float = 2.0,
+                     frm: str = "client") -> str:
+        """Sends size bytes to a tcp_echo_server and reads them back: 'echoed', 'refused' or
+        'timeout'. With a large MTU the segments are as large as the frames allow."""
+        ns, addr = self._peer(frm, v6)
+        s = self._socket(ns, socket.SOCK_STREAM, v6)
+        s.settimeout(timeout)
+        try:
+            s.connect((addr, port))
+            s.sendall(bytes(size))
+            got = 0
+            while got < size:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return "timeout"
+                got += len(chunk)
+            return "echoed"
         except ConnectionRefusedError:
             return "refused"
         except TimeoutError:

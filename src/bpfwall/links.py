@@ -23,32 +23,55 @@ if TYPE_CHECKING:
 MODES = {"native": libbpf.XDP_FLAGS_DRV_MODE, "generic": libbpf.XDP_FLAGS_SKB_MODE}
 
 
-def adopt(scope: Scope, disp: Dispatcher, old: State) -> None:
+def adopt(scope: Scope, disp: Dispatcher, old: State) -> set[str]:
     """Puts the generation in force under a new dispatcher before links move to it,
-    so the move changes nothing a packet sees."""
+    so the move changes nothing a packet sees. Returns the directions whose program the
+    new dispatcher cannot run (an older bpfwall's XDP program without xdp.frags): their
+    links move only once the new generation is in force (move_late)."""
+    late = set()
     for direction in DIRECTIONS:
         path = os.path.join(scope.gen_dir(old.generation), direction, "prog")
         if os.path.exists(path):
             fd = libbpf.obj_get(path)
             try:
                 disp.stage(direction, old.generation, fd)
+            except libbpf.BpfError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                late.add(direction)
             finally:
                 os.close(fd)
     disp.flip(old.generation)
+    return late
+
+
+def move_late(scope: Scope, disp: Dispatcher, names: list[str], late: set[str]) -> None:
+    """Moves the links adopt() could not move early onto the dispatcher, now running the
+    new generation: they switch from the old rule set to the new one in one step."""
+    for direction in late:
+        for name in names:
+            pin = scope.link_pin(name, direction)
+            if os.path.exists(pin):
+                point_at_dispatcher(libbpf.obj_get(pin), disp, direction)
 
 
 def attach(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
-            mode: str, egress: bool, report: ApplyReport) -> dict[str, Any]:
+            mode: str, egress: bool, report: ApplyReport, late: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Links the dispatcher to one interface: XDP always, tcx egress when the rule set
-    has an egress program. A link already there stays (it already runs the dispatcher)."""
-    info = {"ifindex": ifindex, "mode": attach_xdp(scope, disp, name, ifindex, old, mode, report),
+    has an egress program. A link already there stays (it already runs the dispatcher);
+    one of a direction in late is left where it points, for move_late()."""
+    info = {"ifindex": ifindex, "mode": attach_xdp(scope, disp, name, ifindex, old, mode, report,
+                                                   "ingress" in late),
             "egress": egress}
     if not egress:
         return info  # an egress link left from before stays until _finish: a rollback needs it
     pin = scope.link_pin(name, "egress")
     fd = live_link(pin, ifindex)
     if fd is not None:
-        point_at_dispatcher(fd, disp, "egress")
+        if "egress" in late:
+            os.close(fd)
+        else:
+            point_at_dispatcher(fd, disp, "egress")
         return info
     fd = libbpf.link_create(disp.prog_fd("egress"), ifindex, libbpf.BPF_TCX_EGRESS)
     try:
@@ -79,6 +102,30 @@ def live_link(pin: str, ifindex: int) -> int | None:
     os.close(fd)
     os.unlink(pin)
     return None
+
+
+def too_large_for_native(name: str) -> str:
+    """Why the kernel refused native XDP with ERANGE, in words: the interface's frames are
+    larger than its driver takes into an XDP program (bpfwall's takes frames in fragments;
+    a driver without multi-buffer XDP does not)."""
+    mtu = socket_mtu(name)
+    return (f"its MTU{f' ({mtu})' if mtu else ''} is larger than its driver can give a native "
+            "XDP program (one page, about 3,500 bytes of frame, for a driver without multi-buffer "
+            "XDP); lower the MTU to use native mode")
+
+
+def socket_mtu(name: str) -> int | None:
+    """The interface's MTU in the current network namespace (SIOCGIFMTU)."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            got = fcntl.ioctl(s, 0x8921, struct.pack("16si", name.encode()[:15], 0))
+        return struct.unpack("16si", got)[1]
+    except OSError:
+        return None
 
 
 def detach(pin: str) -> bool:
@@ -130,7 +177,7 @@ def prune_hooks(scope: Scope, disp: Dispatcher) -> None:
 
 
 def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
-                mode: str, report: ApplyReport) -> str:
+                mode: str, report: ApplyReport, late: bool = False) -> str:
     pin = scope.link_pin(name)
     fd = live_link(pin, ifindex)
     if fd is not None:
@@ -140,7 +187,10 @@ def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dic
             raise RuntimeFailure(
                 f"{name} is attached in {have} mode; run 'bpfwall down{scope.ns_arg()} -i {name}' first "
                 f"to change to {mode} (it leaves the interface open meanwhile)")
-        point_at_dispatcher(fd, disp, "ingress")
+        if late:
+            os.close(fd)
+        else:
+            point_at_dispatcher(fd, disp, "ingress")
         report.swapped.append(name)
         return have
     tries = ["native", "generic"] if mode == "auto" else [mode]
@@ -153,6 +203,13 @@ def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dic
                 raise RuntimeFailure(
                     f"{name} already has an XDP program that is not bpfwall's; remove it first "
                     f"(ip link set dev {name} xdp off)") from None
+            if m == "native" and exc.errno == errno.ERANGE:
+                why = too_large_for_native(name)
+                if i + 1 == len(tries):
+                    raise RuntimeFailure(f"cannot attach to {name} in native mode: {why} "
+                                         "(try --mode generic)") from None
+                report.notes.append(f"{name}: generic mode, as {why}")
+                continue
             if i + 1 == len(tries):
                 hint = " (try --mode generic)" if m == "native" else ""
                 raise RuntimeFailure(f"cannot attach to {name} in {m} mode: {exc}{hint}") from None

@@ -71,6 +71,7 @@ BPFWALL_MAPS = (
 )
 
 DISPATCH_MAPS = (
+    MapSpec("abi", DISPATCHER, "one: the version of the dispatcher (dispatcher.ABI)"),
     MapSpec("active", DISPATCHER, "one: the generation in force"),
     MapSpec("ingress_gens", DISPATCHER, "two program slots, by generation parity"),
     MapSpec("egress_gens", DISPATCHER, "two program slots, by generation parity"),

@@ -187,13 +187,13 @@ def apply(scope: Scope, ruleset: Ruleset, interfaces: list[str], mode: str = "na
         faults.step("locked")
         run.prepare(interfaces)
         run.disp, created = Dispatcher.open_or_create(scope.dispatch_dir)
-        if not run.disp.has_hooks:  # made by an older bpfwall: made anew, and the links moved to it
+        if not run.disp.current:  # made by an older bpfwall: made anew, and the links moved to it
             run.disp.close()
             run.disp, created = Dispatcher.create(scope.dispatch_dir), True
         try:
             try:
                 if created and run.old.generation:
-                    links.adopt(scope, run.disp, run.old)  # links of an older bpfwall pointed at generations
+                    run.late = links.adopt(scope, run.disp, run.old)  # links of an older bpfwall
                 for step in (run.load, run.pin, run.write_journal, run.stage, run.attach, run.arm,
                              run.complete_journal, run.flip, run.commit):
                     step()
@@ -236,6 +236,7 @@ class _Apply:
         self.iface_slots: dict[int, int] = {}
         self.ruleset_text: str | None = None  # the new rule set as JSON, encoded once
         self.at_connect = atconnect.ConnectScope()  # where connect() and sendmsg() are judged
+        self.late: set[str] = set()  # directions whose links move after the flip (links.adopt)
 
     def prepare(self, interfaces: list[str]) -> None:
         """Repairs what an interrupted run left, and finds the interfaces; nothing changes yet."""
@@ -409,7 +410,7 @@ class _Apply:
         scope, old, report = self.scope, self.old, self.report
         for name, ifindex in self.targets.items():
             info = links.attach(scope, self.disp, name, ifindex, old.interfaces.get(name), self.mode,
-                                "egress" in self.gens, report)
+                                "egress" in self.gens, report, frozenset(self.late))
             info["counter_block"] = self.blocks[name]
             info["kind"] = self.kinds.get(name, "")
             # What the interface had failed to deliver before: stats counts from here.
@@ -441,6 +442,8 @@ class _Apply:
         """The one moment the rule set changes, on every interface and in both directions."""
         self.disp.flip(self.new_n)
         self.flipped = True
+        if self.late:
+            links.move_late(self.scope, self.disp, list(self.targets), self.late)
         faults.step("flipped")
 
     def commit(self) -> None:
