@@ -461,6 +461,8 @@ def status(ns: str | None, as_json: bool) -> None:
         t.add_row(i["name"], i["mode"], str(i.get("program_id", "-")), "yes" if i["egress"] else "no", state)
     out.print(t)
     for i in st["interfaces"]:
+        if i.get("generic_why"):
+            out.print(f"{i['name']}: generic mode: {i['generic_why']}")
         if i.get("answers"):
             out.print(f"[yellow]{i['name']}: {i['answers']}[/yellow]")
     if others:

@@ -56,13 +56,17 @@ def move_late(scope: Scope, disp: Dispatcher, names: list[str], late: set[str]) 
 
 
 def attach(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
-            mode: str, egress: bool, report: ApplyReport, late: frozenset[str] = frozenset()) -> dict[str, Any]:
+            mode: str, egress: bool, report: ApplyReport, late: frozenset[str] = frozenset(),
+            kind: str = "") -> dict[str, Any]:
     """Links the dispatcher to one interface: XDP always, tcx egress when the rule set
     has an egress program. A link already there stays (it already runs the dispatcher);
     one of a direction in late is left where it points, for move_late()."""
     info = {"ifindex": ifindex, "mode": attach_xdp(scope, disp, name, ifindex, old, mode, report,
-                                                   "ingress" in late),
+                                                   "ingress" in late, kind),
             "egress": egress}
+    if info["mode"] == "generic":
+        # why, from this apply, or kept from the one that attached it
+        info["generic_why"] = report.generic_why.get(name) or (old or {}).get("generic_why", "")
     if not egress:
         return info  # an egress link left from before stays until _finish: a rollback needs it
     pin = scope.link_pin(name, "egress")
@@ -102,6 +106,20 @@ def live_link(pin: str, ifindex: int) -> int | None:
     os.close(fd)
     os.unlink(pin)
     return None
+
+
+# Why an interface of a kind has no native XDP, and what to do instead.
+_NO_NATIVE = {
+    "bridge": "a bridge has no native XDP; its ports do: protect the ports instead",
+    "bond": "this bond's slaves' drivers lack native XDP, which a bond needs of every slave",
+    "vlan": "a VLAN sub-interface has no native XDP; protect the interface under it "
+            "(its frames carry the tag, which bpfwall reads)",
+}
+
+
+def no_native_xdp(kind: str) -> str:
+    """Why the kernel refused native XDP with EOPNOTSUPP, in words."""
+    return _NO_NATIVE.get(kind, f"its driver{f' ({kind})' if kind else ''} has no native XDP")
 
 
 def too_large_for_native(name: str) -> str:
@@ -177,7 +195,7 @@ def prune_hooks(scope: Scope, disp: Dispatcher) -> None:
 
 
 def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dict[str, Any] | None,
-                mode: str, report: ApplyReport, late: bool = False) -> str:
+                mode: str, report: ApplyReport, late: bool = False, kind: str = "") -> str:
     pin = scope.link_pin(name)
     fd = live_link(pin, ifindex)
     if fd is not None:
@@ -194,6 +212,8 @@ def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dic
         report.swapped.append(name)
         return have
     tries = ["native", "generic"] if mode == "auto" else [mode]
+    if mode == "generic":
+        report.generic_why[name] = "asked for (--mode generic)"
     for i, m in enumerate(tries):
         try:
             fd = libbpf.link_create(disp.prog_fd("ingress"), ifindex, libbpf.BPF_XDP, MODES[m])
@@ -203,12 +223,14 @@ def attach_xdp(scope: Scope, disp: Dispatcher, name: str, ifindex: int, old: dic
                 raise RuntimeFailure(
                     f"{name} already has an XDP program that is not bpfwall's; remove it first "
                     f"(ip link set dev {name} xdp off)") from None
-            if m == "native" and exc.errno == errno.ERANGE:
-                why = too_large_for_native(name)
+            if m == "native" and exc.errno in (errno.ERANGE, errno.EOPNOTSUPP):
+                why = (too_large_for_native(name) if exc.errno == errno.ERANGE
+                       else no_native_xdp(kind))
                 if i + 1 == len(tries):
                     raise RuntimeFailure(f"cannot attach to {name} in native mode: {why} "
                                          "(try --mode generic)") from None
-                report.notes.append(f"{name}: generic mode, as {why}")
+                report.notes.append(f"{name}: generic mode: {why}")
+                report.generic_why[name] = why
                 continue
             if i + 1 == len(tries):
                 hint = " (try --mode generic)" if m == "native" else ""

@@ -397,6 +397,7 @@ class Scope:
                                        "rollback_to": pending["previous"]["generation"]}
         for name, info in state.interfaces.items():
             entry = {"name": name, "ifindex": info["ifindex"], "mode": info["mode"],
+                     **({"generic_why": info["generic_why"]} if info.get("generic_why") else {}),
                      "egress": info.get("egress", False),
                      "program_id": state.programs.get("ingress", 0)}
             if root:

@@ -78,6 +78,7 @@ class ApplyReport:
     repairs: list[str] = field(default_factory=list)  # what an interrupted run left, and what was done
     confirm_token: str = ""  # of an apply --confirm: what its watchdog and confirm() look for
     reused: bool = False  # the rule set went into the idle generation's tables: no program loaded
+    generic_why: dict[str, str] = field(default_factory=dict)  # interface -> why XDP runs generic there
 
 
 def set_change(scope: Scope, name: str, elements: list[Element], add: bool) -> tuple[int, int]:
@@ -410,7 +411,7 @@ class _Apply:
         scope, old, report = self.scope, self.old, self.report
         for name, ifindex in self.targets.items():
             info = links.attach(scope, self.disp, name, ifindex, old.interfaces.get(name), self.mode,
-                                "egress" in self.gens, report, frozenset(self.late))
+                                "egress" in self.gens, report, frozenset(self.late), self.kinds.get(name, ""))
             info["counter_block"] = self.blocks[name]
             info["kind"] = self.kinds.get(name, "")
             # What the interface had failed to deliver before: stats counts from here.
