@@ -61,6 +61,7 @@ bench: setup build
 	$(BIN)/bpfwall bench --out bench/results
 	$(BIN)/python bench/ctcost.py
 	$(BIN)/python bench/ownercost.py
+	$(BIN)/python bench/jumbo.py
 	$(BIN)/python bench/fleet.py --hosts 20
 
 # A wheel that carries the compiled BPF objects: installing it needs no clang.

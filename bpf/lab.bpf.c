@@ -244,7 +244,7 @@ struct {
 	__type(value, __u64);
 } dropped SEC(".maps");
 
-SEC("xdp")
+SEC("xdp.frags") /* the baseline of a jumbo-frame lab too */
 int xdp_drop_count(struct xdp_md *ctx)
 {
 	__u32 zero = 0;

@@ -62,7 +62,7 @@ class Generation:
     def load(cls, compiled: Compiled, ifindexes: dict[str, int] | None = None,
              ct_fds: dict[str, int] | None = None, set_fds: dict[str, int] | None = None,
              log_fds: dict[str, int] | None = None, iface_slots: dict[int, int] | None = None,
-             generation: int = 0) -> Generation:
+             generation: int = 0, prog_flags_off: int = 0) -> Generation:
         """Loads the object's program for compiled.direction, sized for `compiled`, and fills its tables.
 
         ifindexes maps the interface names that rules mention to their index
@@ -76,12 +76,16 @@ class Generation:
 
         The tables get room to grow (spare()): a later rule set whose layout fits
         (fits()) can be put into this program's tables by refill(), with no new load.
+        prog_flags_off: load flags taken off the program (bench/jumbo.py compares it without
+        BPF_F_XDP_HAS_FRAGS).
         """
         want = layout(compiled, iface_slots or {}, log_fds)
         obj = libbpf.BpfObject(object_path())
         try:
             for direction, prog in PROGRAMS.items():
                 obj.set_autoload(prog, direction == compiled.direction)
+            if prog_flags_off:
+                obj.clear_prog_flags(PROGRAMS[compiled.direction], prog_flags_off)
             for prog in CGROUP_WATCHERS:
                 obj.set_autoload(prog, bool(compiled.cgroup_classes))
             for prog in SOCKADDR_PROGRAMS.values():

@@ -175,6 +175,8 @@ _map_fd = _fn("bpf_map__fd", c_int, [c_void_p])
 _map_reuse_fd = _fn("bpf_map__reuse_fd", c_int, [c_void_p, c_int])
 _prog_set_autoload = _fn("bpf_program__set_autoload", c_int, [c_void_p, ctypes.c_bool])
 _prog_fd = _fn("bpf_program__fd", c_int, [c_void_p])
+_prog_flags = _fn("bpf_program__flags", c_uint32, [c_void_p])
+_prog_set_flags = _fn("bpf_program__set_flags", c_int, [c_void_p, c_uint32])
 _obj_pin = _fn("bpf_obj_pin", c_int, [c_int, c_char_p])
 _obj_get = _fn("bpf_obj_get", c_int, [c_char_p])
 _obj_get_opts = _fn("bpf_obj_get_opts", c_int, [c_char_p, c_void_p])
@@ -309,6 +311,13 @@ class BpfObject:
         if not p:
             raise KeyError(f"BPF object has no program {prog!r}")
         _check(f"set autoload of {prog}", _prog_set_autoload(p, load))
+
+    def clear_prog_flags(self, prog: str, flags: int) -> None:
+        """Takes load flags off a program before load (BPF_F_XDP_HAS_FRAGS, say)."""
+        p = _find_prog(self._ptr, prog.encode())
+        if not p:
+            raise KeyError(f"BPF object has no program {prog!r}")
+        _check(f"set flags of {prog}", _prog_set_flags(p, _prog_flags(p) & ~flags))
 
     def load(self) -> None:
         ret = _obj_load(self._ptr)
