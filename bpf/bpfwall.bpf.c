@@ -422,29 +422,18 @@ static __always_inline int judge_sockaddr(struct bpf_sock_addr *ctx, const int v
 	return 0;
 }
 
-SEC("cgroup/connect4")
-int bpfwall_connect4(struct bpf_sock_addr *ctx)
-{
-	return judge_sockaddr(ctx, 0);
-}
+/* The four hooks; v6: whether the hook's context has IPv6 addresses. */
+#define SOCKADDR_PROGRAM(hook, v6)                    \
+	SEC("cgroup/" #hook)                          \
+	int bpfwall_##hook(struct bpf_sock_addr *ctx) \
+	{                                             \
+		return judge_sockaddr(ctx, v6);       \
+	}
 
-SEC("cgroup/connect6")
-int bpfwall_connect6(struct bpf_sock_addr *ctx)
-{
-	return judge_sockaddr(ctx, 1);
-}
-
-SEC("cgroup/sendmsg4")
-int bpfwall_sendmsg4(struct bpf_sock_addr *ctx)
-{
-	return judge_sockaddr(ctx, 0);
-}
-
-SEC("cgroup/sendmsg6")
-int bpfwall_sendmsg6(struct bpf_sock_addr *ctx)
-{
-	return judge_sockaddr(ctx, 1);
-}
+SOCKADDR_PROGRAM(connect4, 0)
+SOCKADDR_PROGRAM(connect6, 1)
+SOCKADDR_PROGRAM(sendmsg4, 0)
+SOCKADDR_PROGRAM(sendmsg6, 1)
 
 /*
  * The cgroup tracepoints, loaded with an egress program whose rules name

@@ -32,6 +32,19 @@ def lab_object_path() -> str:
     return os.path.join(os.path.dirname(__file__), "bpf", "lab.bpf.o")
 
 
+def _outcome(s: socket.socket, timeout: float, call) -> str:
+    """What call() on socket s returns, or 'refused' or 'timeout'; s is closed after."""
+    s.settimeout(timeout)
+    try:
+        return call()
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    finally:
+        s.close()
+
+
 def run(*cmd: str) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -239,18 +252,14 @@ class Lab:
         address to send from, one of the side's (default: the kernel's choice)."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_STREAM, v6)
-        s.settimeout(timeout)
-        try:
+
+        def call() -> str:
             if src:
                 s.bind((src, 0))
             s.connect((addr, port))
             return "open"
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "timeout"
-        finally:
-            s.close()
+
+        return _outcome(s, timeout, call)
 
     def udp_query(self, port: int, v6: bool = False, timeout: float = 1.0, frm: str = "client",
                   src: str | None = None, size: int = 4) -> str:
@@ -258,20 +267,16 @@ class Lab:
         datagram sent (the echo servers answer with the same)."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_DGRAM, v6)
-        s.settimeout(timeout)
-        try:
+
+        def call() -> str:
             if src:
                 s.bind((src, 0))
             s.connect((addr, port))
             s.send(b"ping".ljust(size, b"."))
             s.recv(65535)
             return "answered"
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "timeout"
-        finally:
-            s.close()
+
+        return _outcome(s, timeout, call)
 
     def tcp_exchange(self, port: int, size: int, v6: bool = False, timeout: float = 2.0,
                      frm: str = "client") -> str:
@@ -279,8 +284,8 @@ class Lab:
         'timeout'. With a large MTU the segments are as large as the frames allow."""
         ns, addr = self._peer(frm, v6)
         s = self._socket(ns, socket.SOCK_STREAM, v6)
-        s.settimeout(timeout)
-        try:
+
+        def call() -> str:
             s.connect((addr, port))
             s.sendall(bytes(size))
             got = 0
@@ -290,12 +295,8 @@ class Lab:
                     return "timeout"
                 got += len(chunk)
             return "echoed"
-        except ConnectionRefusedError:
-            return "refused"
-        except TimeoutError:
-            return "timeout"
-        finally:
-            s.close()
+
+        return _outcome(s, timeout, call)
 
     def ping(self, v6: bool = False, timeout: float = 1.0, frm: str = "client") -> str:
         """One ICMP echo to the other side: 'answered' or 'timeout'."""

@@ -22,6 +22,18 @@ def _bpffs():
     scope_mod.ensure_bpffs()
 
 
+@pytest.fixture(scope="module")
+def tree():
+    """tests.dataplane.cgroups.TREE made, and removed after the module's tests."""
+    from tests.dataplane.cgroups import CgroupTree
+
+    t = CgroupTree()
+    try:
+        yield t
+    finally:
+        t.close()
+
+
 # Loaded programs by layout, refilled for the next rule set that fits: most examples of
 # the property tests then cost table writes instead of a verifier load, and the refill
 # path that apply uses for a shape-preserving change runs under the main guard.

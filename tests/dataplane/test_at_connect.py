@@ -28,8 +28,8 @@ from bpfwall.compiler import compile_ruleset, judges_connections
 from bpfwall.dispatcher import HOOKS
 from bpfwall.lab import CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6, Lab
 from bpfwall.ruleset import Ruleset
+from tests.dataplane.cgroups import NAMED, TREE, UIDS, CgroupTree
 from tests.dataplane.stateful import Pair
-from tests.dataplane.test_owners import NAMED, TREE, UIDS, CgroupTree
 from tests.profile import examples
 from tests.strategies import owner_rulesets
 
@@ -40,15 +40,6 @@ DESTINATIONS = [CLIENT_V4, "10.200.1.5", "10.200.1.200", "10.200.2.1", SERVER_V4
                 CLIENT_V6, "fd42:200::5", "fd42:200::1:0:0:7", SERVER_V6, "::1", f"::ffff:{CLIENT_V4}"]
 PORTS = [53, 80, 443, 8080]
 CALLS = ["tcp-connect", "udp-connect", "udp-sendto"]
-
-
-@pytest.fixture(scope="module")
-def tree():
-    t = CgroupTree()
-    try:
-        yield t
-    finally:
-        t.close()
 
 
 @pytest.fixture(scope="module")

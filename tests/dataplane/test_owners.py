@@ -8,58 +8,17 @@ a packet without any socket) is named through the test run's cb[] (shared.skb_ru
 from __future__ import annotations
 
 import errno
-import os
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpfwall import owners
 from bpfwall.libbpf import BpfError
 from bpfwall.ruleset import Ruleset
+from tests.dataplane.cgroups import BASE, NAMED, TREE, UIDS, CgroupTree
 from tests.dataplane.stateful import Pair
 from tests.profile import examples
 from tests.strategies import frames, owner_rulesets
-
-BASE = f"bpfwall-test-{os.getpid()}"
-# a/b is below a: a rule naming a matches a socket in a/b. gone/ never exists.
-TREE = [BASE, f"{BASE}/a", f"{BASE}/a/b", f"{BASE}/c"]
-NAMED = [f"{BASE}/a", f"{BASE}/a/b", f"{BASE}/c", f"{BASE}/gone"]
-UIDS = [0, 1000, 1001]
-
-
-class CgroupTree:
-    """TREE under the cgroup2 mount, and this process moved between its cgroups."""
-
-    def __init__(self) -> None:
-        mount = owners.cgroup2_mount()
-        if mount is None:
-            pytest.skip("no cgroup2 mount on this host")
-        self.mount = mount
-        self.home = owners.cgroup_of_pid(os.getpid()) or ""
-        self.made: list[str] = []
-        for path in TREE:
-            os.mkdir(os.path.join(mount, path))
-            self.made.append(path)
-
-    def enter(self, path: str) -> None:
-        with open(os.path.join(self.mount, path, "cgroup.procs"), "w", encoding="ascii") as f:
-            f.write(str(os.getpid()))
-
-    def close(self) -> None:
-        self.enter(self.home)
-        for path in reversed(self.made):
-            os.rmdir(os.path.join(self.mount, path))
-
-
-@pytest.fixture(scope="module")
-def tree():
-    t = CgroupTree()
-    try:
-        yield t
-    finally:
-        t.close()
-
 
 OWNERS = st.one_of(st.none(), st.builds(owners.Owner, st.sampled_from(TREE), st.sampled_from(UIDS + [4242])))
 

@@ -79,6 +79,13 @@ def cgroups():
             os.rmdir(os.path.join(mount, path))
 
 
+def serve_on_client(lab, families=(False, True)) -> None:
+    """The TCP and UDP servers the probes reach, on the client side."""
+    for v6 in families:
+        lab.tcp_server(TCP_PORT, v6=v6, on="client")
+        lab.udp_server(UDP_PORT, v6=v6, on="client")
+
+
 def probe(lab, mount: str, cgroup: str, uid: int, v6: bool, udp_how: str = "connect") -> dict:
     """How a TCP connect and a UDP exchange (after connect(), or by sendto()) end."""
     res = subprocess.run(
@@ -91,9 +98,7 @@ def probe(lab, mount: str, cgroup: str, uid: int, v6: bool, udp_how: str = "conn
 
 def test_only_the_named_cgroup_and_user_reach_the_storage_network(lab, cgroups, tmp_path):
     mount, base = cgroups
-    for v6 in (False, True):
-        lab.tcp_server(TCP_PORT, v6=v6, on="client")
-        lab.udp_server(UDP_PORT, v6=v6, on="client")
+    serve_on_client(lab)
     rules = write(tmp_path, f"""
 version: 1
 rules:
@@ -146,9 +151,7 @@ def test_a_refused_connect_or_sendto_fails_at_the_call_and_sends_nothing(lab, cg
     """A drop answers connect() and sendto() with EPERM, a reject with ECONNREFUSED, before
     any packet: the egress program never sees one. Two cgroups, two users, both families."""
     mount, base = cgroups
-    for v6 in (False, True):
-        lab.tcp_server(TCP_PORT, v6=v6, on="client")
-        lab.udp_server(UDP_PORT, v6=v6, on="client")
+    serve_on_client(lab)
     rules = write(tmp_path, f"""
 version: 1
 rules:
@@ -193,8 +196,7 @@ def test_a_dispatcher_without_hooks_is_made_anew_by_the_next_apply(lab, cgroups,
     """A scope whose dispatcher an older bpfwall made (no connect and sendmsg hooks) gets a new
     one at the next apply, its links moved to it, and judges connections from then on."""
     mount, base = cgroups
-    lab.tcp_server(TCP_PORT, on="client")
-    lab.udp_server(UDP_PORT, on="client")
+    serve_on_client(lab, (False,))
     plain = write(tmp_path, """
 version: 1
 rules:
@@ -233,8 +235,7 @@ def hooks_linked() -> int:
 
 def test_a_cgroup_made_after_the_apply_is_matched_without_another(lab, cgroups, tmp_path):
     mount, base = cgroups
-    lab.tcp_server(TCP_PORT, on="client")
-    lab.udp_server(UDP_PORT, on="client")
+    serve_on_client(lab, (False,))
     late = f"{base}/web/late"  # made below, after the apply, as systemd starts a service
     rules = write(tmp_path, f"""
 version: 1
