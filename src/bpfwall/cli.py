@@ -631,14 +631,30 @@ def explain(ns: str | None, iface: str | None, direction: str | None, cgroup: st
         if "reference" not in result:
             out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}{where}  "
                       "(reference model, no kernel)")
+            _print_at_connect(result.get("at_connect"))
             return
         out.print(f"{result['verdict'].upper()} ({result['action']}) by {by}{where}")
         ref = result["reference"]
         ref_by = f"rule '{ref['rule']}'" if ref["rule"] else ref["decided_by"]
         out.print(f"reference model: {ref['verdict'].upper()} by {ref_by}"
                   f"{'' if result['agree'] else '  [red]DISAGREES[/red]'}")
+        _print_at_connect(result.get("at_connect"))
     if "agree" in result and not result["agree"]:
         sys.exit(1)
+
+
+def _print_at_connect(call: dict | None) -> None:
+    """explain's line on the connect() or sendmsg() call that would send the packet (None:
+    the hooks have no say)."""
+    if call is None:
+        return
+    if not call["judged"]:
+        out.print(f"at connect(): not judged ({call['why']}); the packet decides")
+    elif call["outcome"] == "go":
+        out.print("at connect(): goes on, and its packets are judged (reference model)")
+    else:
+        by = f"rule '{call['rule']}'" if call["rule"] else "the egress policy"
+        out.print(f"at connect(): refused with {call['errno']} by {by}, before any packet (reference model)")
 
 
 @main.command()

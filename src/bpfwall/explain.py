@@ -67,6 +67,27 @@ def owner_of(direction: str, cgroup: str | None, uid: int | None) -> owners.Owne
     return owners.Owner(cgroup or "", uid or 0)
 
 
+def at_connect(ruleset, frame: bytes, owner: owners.Owner | None, judged: str) -> dict[str, Any] | None:
+    """What the cgroup hooks do with the connect() or sendmsg() that would send this packet, by
+    the reference model (the hooks cannot be test-run), or None where they have no say: no
+    owner, not TCP or UDP, or a rule set without owner keys. judged: state.at_connect ("yes",
+    or why connections are not judged there)."""
+    if owner is None or not any(r.cgroup is not None or r.user is not None for r in ruleset.direction("egress")):
+        return None
+    try:
+        pkt = reference.parse(frame)
+    except (reference.Malformed, reference.NotIp):
+        return None
+    if pkt.proto not in (names.TCP, reference.UDP):
+        return None
+    if judged != "yes":
+        return {"judged": False, "why": judged}
+    outcome, rule = reference.decide_connect(ruleset, pkt.proto, pkt.daddr, pkt.dport, owner)
+    return {"judged": True, "outcome": outcome,
+            "rule": ruleset.direction("egress")[rule].name if rule is not None else None,
+            "errno": {"drop": "EPERM", "reject": "ECONNREFUSED"}.get(outcome)}
+
+
 def by_file(ruleset, frame: bytes, iface: str | None, path: str, direction: str = "ingress",
             owner: owners.Owner | None = None) -> dict[str, Any]:
     """The reference model alone, judging by a rule file: no kernel, no root."""
@@ -74,9 +95,13 @@ def by_file(ruleset, frame: bytes, iface: str | None, path: str, direction: str 
     ref = reference.decide(ruleset, frame, iface, direction, ct=ct, now=1, learn=False, owner=owner)
     rule = ruleset.direction(direction)[ref.rule] if ref.rule is not None else None
     verdict = egress_verdict(ref.action) if direction == "egress" else shared.XDP_VERDICTS[ref.verdict]
-    return {"direction": direction, "verdict": verdict, "rule": rule.name if rule else None,
-            "line": rule.line if rule else None, "decided_by": ref.kind, "action": ref.action,
-            "file": path, "ct_state": None if ct is None else shared.CT_STATE_NAMES[ref.ct_state]}
+    out = {"direction": direction, "verdict": verdict, "rule": rule.name if rule else None,
+           "line": rule.line if rule else None, "decided_by": ref.kind, "action": ref.action,
+           "file": path, "ct_state": None if ct is None else shared.CT_STATE_NAMES[ref.ct_state]}
+    call = at_connect(ruleset, frame, owner, "yes") if direction == "egress" else None
+    if call is not None:
+        out["at_connect"] = call
+    return out
 
 
 def _judge_egress(gen, frame: bytes, ifindex: int, owner: owners.Owner | None) -> tuple[int, shared.Explain]:
@@ -158,6 +183,7 @@ def live(scope, frame: bytes, iface: str, src: str, direction: str = "ingress",
         ruleset.cidr_sets = {name: tables.view(slot) for name, slot in ruleset.set_slots().items()}
         ref = reference.decide(ruleset, frame, iface, direction, ct=ct, now=conntrack_mod.now_ns(),
                                learn=False, guard=guard, owner=owner)
+        call = at_connect(ruleset, frame, owner, state.at_connect) if egress else None
     kernel_rule = rules[why.rule] if why.rule < len(rules) else None
     ref_rule = rules[ref.rule].name if ref.rule is not None else None
     action = shared.ACTION_NAMES.get(why.action)
@@ -180,4 +206,5 @@ def live(scope, frame: bytes, iface: str, src: str, direction: str = "ingress",
         "file": ruleset.source,
         "reference": {"verdict": ref_verdict, "rule": ref_rule, "decided_by": ref.kind},
         "agree": (kernel["verdict"], kernel["rule"]) == (ref_verdict, ref_rule),
+        **({"at_connect": call} if call is not None else {}),
     }

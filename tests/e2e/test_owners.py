@@ -137,6 +137,12 @@ rules:
             got = json.loads(res.stdout)
             assert (got["rule"], got["verdict"]) == (rule, verdict), (owner, where, got)
             assert got.get("agree", True), got
+            # the call that would send it: the rejecting rule refuses it at connect() already
+            call = got.get("at_connect")
+            if owner:
+                assert (call["outcome"], call["rule"]) == ({"pass": "go", "reject": "reject"}[verdict], rule), got
+            else:
+                assert call is None, got  # no socket: no call
     assert not [p for p in os.listdir(os.path.join(mount, base, "web")) if p.startswith("bpfwall-explain")]
 
     # The exporter names the owner rules, and says whether each one's cgroup exists.
