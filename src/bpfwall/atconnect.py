@@ -26,14 +26,11 @@ class ConnectScope:
     why_not: str = ""  # when the rule set names owners but connections are not judged
 
 
-def connect_scope(egress: Compiled | None, protected: list[str], ns: str | None,
-                  hooks_available: bool) -> ConnectScope:
+def connect_scope(egress: Compiled | None, protected: list[str], ns: str | None) -> ConnectScope:
     """Where an apply of egress to the interfaces `protected` of namespace ns judges
-    connections. hooks_available: the scope's dispatcher has the hooks."""
+    connections (the apply's dispatcher has the hooks: it makes an older one anew)."""
     if egress is None or not judges_connections(egress.config):
         return ConnectScope()
-    if not hooks_available:
-        return ConnectScope(why_not="this scope's dispatcher has no connect and sendmsg hooks")
     if owners.cgroup2_mount() is None:
         return ConnectScope(why_not="cgroup v2 is not mounted")
     links, local = ifinfo.links_and_addresses(ns)

@@ -107,7 +107,7 @@ def apply(path: str, interfaces: tuple[str, ...], ns: str | None, mode: str,
         click.echo(f"note: {note}", err=True)
     from . import neighbours  # pyroute2: only where it is needed
 
-    for warning in neighbours.unexempt(ruleset, ns) + owners.absent(ruleset.rules):
+    for warning in neighbours.unexempt(ruleset, ns) + owners.absent(ruleset):
         click.echo(f"warning: {warning}", err=True)
     ifaces = ", ".join(
         f"{n} ({'attached' if n in report.attached else 'swapped'}, {i['mode']})"
@@ -336,7 +336,7 @@ def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
     }
     from . import neighbours
 
-    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns) + owners.absent(ruleset.rules)
+    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns) + owners.absent(ruleset)
     info["warnings"] = warnings
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -72,7 +72,7 @@ def at_connect(ruleset, frame: bytes, owner: owners.Owner | None, judged: str) -
     the reference model (the hooks cannot be test-run), or None where they have no say: no
     owner, not TCP or UDP, or a rule set without owner keys. judged: state.at_connect ("yes",
     or why connections are not judged there)."""
-    if owner is None or not any(r.cgroup is not None or r.user is not None for r in ruleset.direction("egress")):
+    if owner is None or not (ruleset.cgroups() or ruleset.users()):
         return None
     try:
         pkt = reference.parse(frame)

@@ -27,6 +27,7 @@ NETDEV_FAMILY = "netdev"
 NETDEV_CMD_DEV_GET = 1
 NETDEV_XDP_ACT_NDO_XMIT = 1 << 2
 IFF_LOOPBACK = 0x8  # include/uapi/linux/if.h
+SIOCGIFMTU = 0x8921  # include/uapi/linux/sockios.h
 
 
 @functools.cache
@@ -144,3 +145,17 @@ def links_and_addresses(ns: str | None) -> tuple[list[str], list[bytes]]:
             packed = ipaddress.ip_address(msg.get_attr("IFA_ADDRESS")).packed
             addrs.append(packed if len(packed) == 16 else bytes(10) + b"\xff\xff" + packed)
     return names, addrs
+
+
+def mtu(name: str) -> int | None:
+    """The interface's MTU in the current network namespace (SIOCGIFMTU), or None."""
+    import fcntl
+    import socket
+    import struct
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            got = fcntl.ioctl(s, SIOCGIFMTU, struct.pack("16si", name.encode()[:15], 0))
+        return struct.unpack("16si", got)[1]
+    except OSError:
+        return None

@@ -12,7 +12,7 @@ import errno
 import os
 from typing import TYPE_CHECKING, Any
 
-from . import libbpf, owners
+from . import ifinfo, libbpf, owners
 from .dispatcher import DIRECTIONS, HOOKS, Dispatcher
 from .errors import RuntimeFailure
 from .scope import Scope, State
@@ -126,24 +126,10 @@ def too_large_for_native(name: str) -> str:
     """Why the kernel refused native XDP with ERANGE, in words: the interface's frames are
     larger than its driver takes into an XDP program (bpfwall's takes frames in fragments;
     a driver without multi-buffer XDP does not)."""
-    mtu = socket_mtu(name)
+    mtu = ifinfo.mtu(name)
     return (f"its MTU{f' ({mtu})' if mtu else ''} is larger than its driver can give a native "
             "XDP program (one page, about 3,500 bytes of frame, for a driver without multi-buffer "
             "XDP); lower the MTU to use native mode")
-
-
-def socket_mtu(name: str) -> int | None:
-    """The interface's MTU in the current network namespace (SIOCGIFMTU)."""
-    import fcntl
-    import socket
-    import struct
-
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            got = fcntl.ioctl(s, 0x8921, struct.pack("16si", name.encode()[:15], 0))
-        return struct.unpack("16si", got)[1]
-    except OSError:
-        return None
 
 
 def detach(pin: str) -> bool:

@@ -125,12 +125,11 @@ def user_label(uid: int) -> str:
         return str(uid)
 
 
-def absent(rules: list) -> list[str]:
-    """Warnings for the cgroups and uids the rules name that this host does not have now:
+def absent(ruleset) -> list[str]:
+    """Warnings for the cgroups and uids the rule set names that this host does not have now:
     a cgroup is matched from the moment it is made; a uid without a user still matches."""
     out = []
-    cgroups = sorted({r.cgroup for r in rules if r.cgroup is not None})
-    uids = sorted({r.user for r in rules if r.user is not None})
+    cgroups, uids = ruleset.cgroups(), ruleset.users()
     mount = cgroup2_mount() if cgroups else None
     if cgroups and mount is None:
         out.append("this host has no cgroup v2 mount: rules with cgroup match nothing here")

@@ -39,6 +39,11 @@ LOCK_WAIT = 120.0  # seconds a run waits for another to finish
 STATE_ROOT = "/run/bpfwall"
 
 
+# How the scope's link pins are named: an interface's XDP and tcx links, the cgroup hooks'.
+IFACE_PINS = ("link-", "tcx-")
+HOOK_PIN = "cgroup-"
+LINK_PINS = (*IFACE_PINS, HOOK_PIN)
+
 def scope_name(ns: str | None) -> str:
     return f"netns-{ns}" if ns else "host"
 
@@ -271,11 +276,11 @@ class Scope:
         return os.path.join(self.pin_dir, f"gen-{n}")
 
     def link_pin(self, ifname: str, direction: str = "ingress") -> str:
-        return os.path.join(self.pin_dir, f"{'link' if direction == 'ingress' else 'tcx'}-{ifname}")
+        return os.path.join(self.pin_dir, f"{IFACE_PINS[direction != 'ingress']}{ifname}")
 
     def hook_pin(self, hook: str) -> str:
         """The pin of the link of a cgroup hook (dispatcher.HOOKS) at the cgroup2 root."""
-        return os.path.join(self.pin_dir, f"cgroup-{hook}")
+        return os.path.join(self.pin_dir, f"{HOOK_PIN}{hook}")
 
     def open_generation(self, state: State | None = None, direction: str = "ingress") -> Generation:
         """The generation in force. A reader without root gets its maps read-only and

@@ -29,6 +29,8 @@ from .generation import Generation
 from .maps import CT_MAPS, SCOPE_MAPS, SET_MAPS
 from .ruleset import Ruleset
 from .scope import (
+    IFACE_PINS,
+    LINK_PINS,
     PIN_ROOT,
     Scope,
     State,
@@ -40,10 +42,6 @@ from .scope import (
     write_json,
 )
 from .setmaps import Fix, SetTables
-
-# The pins of links: an interface's XDP and tcx links, the cgroup hooks' links.
-IFACE_PINS = ("link-", "tcx-")
-LINK_PINS = (*IFACE_PINS, "cgroup-")
 
 
 def compile_all(ruleset: Ruleset) -> dict[str, Compiled]:
@@ -307,7 +305,7 @@ class _Apply:
         sendmsg() (atconnect), or says why they are not."""
         egress = self.gens.get("egress")
         at = self.at_connect = atconnect.connect_scope(self.tables.get("egress"), list(self.targets),
-                                                       self.scope.ns, self.disp.has_hooks)
+                                                       self.scope.ns)
         if at.why_not:
             self.report.notes.append(f"connections are judged by their packets only, not at connect(): "
                                      f"{at.why_not}")
