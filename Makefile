@@ -12,6 +12,8 @@ CLANG ?= clang
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/$(ARCH)-linux-gnu
 BPF_HEADERS := $(wildcard bpf/*.h)
 OBJECTS := $(OBJ_DIR)/bpfwall.bpf.o $(OBJ_DIR)/dispatch.bpf.o $(OBJ_DIR)/lab.bpf.o
+# The lab's traffic generator (an AF_PACKET transmit ring), for the demo, the tests and bench.
+SENDER := $(OBJ_DIR)/bpfwall-flood
 PYTEST_ARGS ?=
 
 # make install: the CLI in its own virtual environment under $(PREFIX)/lib/bpfwall, linked
@@ -39,17 +41,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
-build: system $(OBJECTS)
+build: system $(OBJECTS) $(SENDER)
 
 $(OBJ_DIR)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS)
 	@mkdir -p $(OBJ_DIR)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
+$(SENDER): tools/flood.c
+	@mkdir -p $(OBJ_DIR)
+	$(CLANG) -O2 -Wall -Werror -o $@ $<
+
 lint: venv
 	$(BIN)/ruff check src tests bench
 	scripts/check-bpf-includes.sh $(BPF_CFLAGS) -- bpf/*.bpf.c
 	scripts/check-bpf-headers.sh $(BPF_CFLAGS) -- bpf/*.h
-	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h tools/*.c
 
 test: setup build lint
 	$(BIN)/pytest -q $(PYTEST_ARGS) tests
@@ -96,4 +102,4 @@ install: wheel
 	@echo "installed: edit $(SYSCONFDIR)/bpfwall/bpfwall.yaml, then: systemctl daemon-reload && systemctl enable --now bpfwall"
 
 clean:
-	rm -rf $(VENV) $(OBJ_DIR)/*.o build .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OBJ_DIR)/*.o $(SENDER) build .pytest_cache .ruff_cache .hypothesis

@@ -1,6 +1,6 @@
 """Under attack, end to end: bans and unbans through the CLI, SYN cookies checked by apply,
-and a flood of spoofed SYNs and UDP from the project's live-frames generator while a
-legitimate client keeps opening connections to a real server."""
+and a flood of spoofed SYNs and UDP from the lab's sender (an AF_PACKET ring, which every
+kernel has) while a legitimate client keeps opening connections to a real server."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """A legitimate client against a flood: TCP connections per second on the protected host
 with no flood, under a flood with no firewall, and under the same flood with bpfwall.
 
-The flood is the lab's xdp_flood_spoof program run with BPF_PROG_TEST_RUN in live-frames
-mode in the client namespace: batches of TCP SYNs to the service's port and UDP datagrams
-to a closed port, each from a random spoofed source in 10.200.16.0-10.200.255.255. The
+The flood comes from the lab's sender (an AF_PACKET transmit ring, which every kernel has)
+in the client namespace: TCP SYNs to the service's port and UDP datagrams to a closed port
+in turn, each from a random spoofed source in 10.200.16.0-10.200.255.255. The
 legitimate client opens connections to a real server in the other namespace and counts
 those that complete: the server's greeting arrived. The server's kernel answers SYNs
 with its own cookies (net.ipv4.tcp_syncookies=2, which bpfwall's SYN cookies need).
@@ -12,22 +12,20 @@ with its own cookies (net.ipv4.tcp_syncookies=2, which bpfwall's SYN cookies nee
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import socket
-import struct
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from scapy.all import IP, TCP, UDP, Ether
 
-from .. import config, libbpf, netns, transaction
-from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
+from .. import config, netns, transaction
+from ..lab import CLIENT_V4, SERVER_V4, Lab
 from ..scope import Scope
+from ..sender import Sender, Sent
 from ..stats import collect
 from .throughput import _mac
 
@@ -74,60 +72,27 @@ class Attack:
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
-        self.obj = libbpf.BpfObject(lab_object_path())
-        self.obj.load()
         eth = Ether(dst=_mac(lab.server_ns, lab.server_if), src=_mac(lab.client_ns, lab.client_if))
-        # The spoofing program rewrites the source address and port of each copy.
-        self.frames = [
+        # The sender rewrites the source address and port of each copy; it runs on CPU 0.
+        frames = [
             bytes(eth / IP(src=CLIENT_V4, dst=SERVER_V4) / TCP(sport=1024, dport=SERVICE_PORT, flags="S",
                                                                 seq=12345, window=64240)),
             bytes(eth / IP(src=CLIENT_V4, dst=SERVER_V4) / UDP(sport=1024, dport=CLOSED_PORT) / (b"x" * 18)),
         ]
-        with netns.enter(lab.client_ns):
-            self.client_ifindex = netns.ifindex(lab.client_if)
+        self.sender = Sender(lab.client_ns, lab.client_if, frames, spoof=True, cpu=0)
         subprocess.run(["ip", "netns", "exec", lab.server_ns, "sysctl", "-qw", "net.ipv4.tcp_syncookies=2"],
                        check=True)
-        # Without an XDP program of its own, a veth takes XDP_TX frames only with GRO on:
-        # without it the flood would never reach the unprotected server.
-        subprocess.run(["ip", "netns", "exec", lab.server_ns, "ethtool", "-K", lab.server_if, "gro", "on"],
-                       check=True, capture_output=True)
         lab.tcp_server(SERVICE_PORT)
 
     def close(self) -> None:
-        self.obj.close()
+        self.sender.close()
 
     @contextlib.contextmanager
-    def flood(self, batch: int = 200_000) -> Iterator[list[int]]:
-        """Floods until the block ends; yields a one-item list that ends as the packets sent."""
-        sent = [0]
-        stop = threading.Event()
-
-        for i, frame in enumerate(self.frames):
-            template = (ctypes.c_uint8 * 128)()
-            struct.pack_into("I", template, 0, len(frame))
-            template[4 : 4 + len(frame)] = list(frame)
-            libbpf.map_update(self.obj.map_fd("flood_templates"), ctypes.c_uint32(i), template)
-        current = self.obj.map_fd("flood_current")
-
-        def generate() -> None:
-            os.sched_setaffinity(0, {0})  # this thread: the flood's CPU
-            prog = self.obj.prog_fd("xdp_flood_spoof")
-            with netns.enter(self.lab.client_ns):
-                i = 0
-                while not stop.is_set():
-                    libbpf.map_update(current, ctypes.c_uint32(0), ctypes.c_uint32(i % 2))
-                    libbpf.test_run_xdp_live(prog, self.frames[i % 2], self.client_ifindex, batch)
-                    sent[0] += batch
-                    i += 1
-
-        t = threading.Thread(target=generate, daemon=True)
-        t.start()
-        try:
+    def flood(self) -> Iterator[list[Sent]]:
+        """Floods until the block ends; yields a list that then holds what was sent."""
+        with self.sender.running() as result:
             time.sleep(0.2)  # let the flood build up before anything is measured
-            yield sent
-        finally:
-            stop.set()
-            t.join(timeout=30)
+            yield result
 
     def connect_once(self, timeout: float) -> bool:
         """One legitimate connection: True when the server's greeting arrives."""
@@ -146,14 +111,13 @@ class Attack:
         attempts = completed = 0
         # The client on the other CPU, so that its packets take the other queue.
         os.sched_setaffinity(0, {1})
-        with self.flood() if flood else contextlib.nullcontext([0]) as sent:
-            start_sent = sent[0]
+        with self.flood() if flood else contextlib.nullcontext([Sent(0, 1.0)]) as sent:
             t0 = time.monotonic()
             while time.monotonic() - t0 < seconds:
                 attempts += 1
                 completed += self.connect_once(timeout)
             took = time.monotonic() - t0
-            packets = sent[0] - start_sent
+        packets = round(sent[0].pps * took)  # the flood's rate over the measured time
         os.sched_setaffinity(0, range(os.cpu_count() or 1))
         return Phase(name, took, attempts, completed, packets)
 
@@ -197,7 +161,7 @@ def reflection(seconds: float = 2.0, budget: str = DEFAULT_BUDGET) -> dict:
                 lone = lab.tcp_connect(CLOSED_PORT)
         finally:
             attack.close()
-    return {"seconds": round(took, 3), "flood_packets": sent[0], "answers": answers,
+    return {"seconds": round(took, 3), "flood_packets": sent[0].packets, "answers": answers,
             "answers_per_s": round(answers / took), "rejects_sent": data["rejects_sent"],
             "rejects_suppressed": data["rejects_suppressed"], "lone_connect": lone}
 
