@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
 from ctypes import (
     POINTER,
     Structure,
@@ -205,6 +206,11 @@ _rb_free = _fn("ring_buffer__free", None, [c_void_p])
 _test_run = _fn("bpf_prog_test_run_opts", c_int, [c_int, c_void_p])
 _get_info = _fn("bpf_obj_get_info_by_fd", c_int, [c_int, c_void_p, POINTER(c_uint32)])
 _num_cpus = _fn("libbpf_num_possible_cpus", c_int, [])
+_probe_prog_type = _fn("libbpf_probe_bpf_prog_type", c_int, [c_int, c_void_p])
+_probe_map_type = _fn("libbpf_probe_bpf_map_type", c_int, [c_int, c_void_p])
+_enable_stats = _fn("bpf_enable_stats", c_int, [c_int])
+_prog_load = _fn("bpf_prog_load", c_int, [c_int, c_char_p, c_char_p, c_void_p, c_size_t, c_void_p])
+_prog_get_fd_by_id = _fn("bpf_prog_get_fd_by_id", c_int, [c_uint32])
 
 
 def _check(call: str, ret: int) -> int:
@@ -620,6 +626,39 @@ def test_run_xdp_live(prog_fd: int, packet: bytes, ifindex: int, repeat: int, ba
                        ctx_size_in=sizeof(ctx), repeat=repeat, flags=BPF_F_TEST_XDP_LIVE_FRAMES,
                        batch_size=batch_size)
     _check("BPF_PROG_TEST_RUN (live frames)", _test_run(prog_fd, byref(opts)))
+
+
+def probe_prog_type(prog_type: int) -> bool:
+    """Whether this kernel loads programs of the type (libbpf's probe: a trivial program)."""
+    return _probe_prog_type(prog_type, None) == 1
+
+
+def probe_map_type(map_type: int) -> bool:
+    return _probe_map_type(map_type, None) == 1
+
+
+BPF_STATS_RUN_TIME = 0
+
+
+def enable_stats() -> int:
+    """An fd that keeps kernel.bpf_stats_enabled on (run_time_ns, run_cnt in prog_info) for as
+    long as it is open, however the process ends; the sysctl itself is left as it was."""
+    return _check("BPF_ENABLE_STATS", _enable_stats(BPF_STATS_RUN_TIME))
+
+
+BPF_PROG_TYPE_XDP = 6
+XDP_DROP = 1
+
+
+def load_xdp_drop() -> int:
+    """A two-instruction XDP program (r0 = XDP_DROP; exit), for probes; its fd."""
+    insns = struct.pack("<BBhi", 0xB7, 0, 0, XDP_DROP) + struct.pack("<BBhi", 0x95, 0, 0, 0)
+    buf = ctypes.create_string_buffer(insns, len(insns))
+    return _check("BPF_PROG_LOAD", _prog_load(BPF_PROG_TYPE_XDP, b"bpfwall_probe", b"GPL", buf, 2, None))
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    return _check(f"program {prog_id}", _prog_get_fd_by_id(prog_id))
 
 
 def test_run_skb(prog_fd: int, packet: bytes, repeat: int = 1, ctx: bytes = b"") -> tuple[int, int]:
