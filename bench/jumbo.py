@@ -7,11 +7,13 @@ in fragments) through bpfwall_ingress as loaded, and the same object loaded with
 multi-buffer flag taken off (what the program was before it took fragments: the code is
 the same, the kernel only hands it one buffer); trivial XDP_DROP beside them.
 
-Flood: the lab's generator sends 64-byte UDP frames across the MTU-9000 veth pair to a
-trivial counting XDP_DROP (multi-buffer too, or it could not attach) and to bpfwall with the
-1-rule flood rule set, native mode; the best of --trials runs and their spread.
+Flood: the lab's sender sends 64-byte UDP frames across an MTU-9000 veth pair to a trivial
+counting XDP_DROP (multi-buffer too, or it could not attach) and to bpfwall with the 1-rule
+flood rule set, native mode, at one offered rate: the program's run time and the receiving
+CPU's softirq time per packet, medians of --rounds interleaved rounds, as `bpfwall bench`
+measures its floods.
 
-    python bench/jumbo.py [--repeat 300000] [--trials 3] [--packets 50000000]
+    python bench/jumbo.py [--repeat 300000] [--rounds 5] [--rate 400000]
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ import tempfile
 
 from scapy.all import IP, TCP, UDP, Ether, Raw
 
-from bpfwall import config, libbpf
-from bpfwall.bench.throughput import Flood
+from bpfwall import config, kfeatures, libbpf
+from bpfwall.bench.throughput import Rounds, flood_each
 from bpfwall.compiler import compile_ruleset
 from bpfwall.generation import Generation
-from bpfwall.lab import Lab, lab_object_path
+from bpfwall.lab import lab_object_path
 
 RULES = """
 version: 1
@@ -69,41 +71,36 @@ def per_packet(repeat: int, trials: int) -> list[dict]:
              "spread_ns": [min(v), max(v)]} for label, v in times.items()]
 
 
-def flood(packets: int, trials: int) -> list[dict]:
-    rows = []
-    with Lab("jumbo", mtu=9000) as lab, tempfile.TemporaryDirectory(prefix="bpfwall-jumbo-") as work:
-        gen = Flood(lab)
-        try:
-            for name in ("xdp-drop", "bpfwall"):
-                runs = []
-                with gen.variant(name, 1, work) as dropped:
-                    for _ in range(trials):
-                        runs.append(gen.best_of(dropped, packets, 1, 1.0)["pps"])
-                rows.append({"variant": name, "mtu": 9000, "mpps": max(runs) / 1e6,
-                             "spread_mpps": [min(runs) / 1e6, max(runs) / 1e6]})
-        finally:
-            gen.close()
-    for row in rows:
-        row["ratio"] = row["mpps"] / rows[0]["mpps"]
-    return rows
+def flood(rate: float, rounds: int) -> list[dict]:
+    stats = libbpf.enable_stats() if kfeatures.probe()["bpf_stats"].available else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="bpfwall-jumbo-") as work:
+            got = flood_each("at MTU 9000", ("xdp-drop", "bpfwall"), lambda f, name: f.variant(name, 1, work),
+                             Rounds(rate=rate, seconds=4.0, rounds=rounds), lambda msg: print(f"... {msg}"),
+                             mtu=9000)
+    finally:
+        if stats is not None:
+            os.close(stats)
+    return got["rows"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=300_000)
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--packets", type=int, default=50_000_000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rate", type=float, default=400_000, help="frames a second offered to each")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "jumbo.json"))
     args = ap.parse_args()
     packets = per_packet(args.repeat, 7)
-    floods = flood(args.packets, args.trials)
+    floods = flood(args.rate, args.rounds)
     print(f"{'per packet':<44} {'ns':>6} {'x trivial':>10}")
     for row in packets:
         print(f"{row['case']:<44} {row['ns']:>6.1f} {row['ratio']:>10.2f}")
-    print(f"\n{'flood at MTU 9000, native':<30} {'Mpps':>6} {'runs':>12} {'x XDP_DROP':>11}")
+    print(f"\n{'flood at MTU 9000, native':<30} {'kpps':>6} {'program ns':>11} {'softirq ns':>11} {'x XDP_DROP':>11}")
     for row in floods:
-        lo, hi = row["spread_mpps"]
-        print(f"{row['variant']:<30} {row['mpps']:>6.2f} {f'{lo:.2f}-{hi:.2f}':>12} {row['ratio']:>11.2f}")
+        prog = "-" if row["prog_ns"] is None else f"{row['prog_ns']:.1f}"
+        ratio = "-" if row.get("softirq_ratio") is None else f"{row['softirq_ratio']:.2f}"
+        print(f"{row['variant']:<30} {row['pps'] / 1e3:>6.0f} {prog:>11} {row['softirq_ns']:>11.0f} {ratio:>11}")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"per_packet": packets, "flood": floods}, f, indent=2)

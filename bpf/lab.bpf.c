@@ -6,14 +6,25 @@
  *   has GRO on; it also counts the backscatter of spoofed floods.
  * - xdp_drop_all and tc_pass_all are the baselines benchmarks are ratios to;
  *   xdp_drop_count is xdp_drop_all that also counts, for the flood benchmark.
- * - xdp_flood is the traffic generator: run with BPF_PROG_TEST_RUN in live
- *   frames mode on a lab interface, it sends every frame out of it (XDP_TX);
- *   xdp_flood_spoof does too, from a random source in SPOOF_NET.
+ * - xdp_pass_all is the no-op beside which a TCP stream through bpfwall is
+ *   measured; xdp_ref_blocklist is the least any blocklist filter does (one
+ *   hash lookup of the source), the floor the blocklist floods compare with.
+ * - xdp_inject and xdp_inject_cpumap hand the sender's frames to the lab as a
+ *   NIC's driver would: the sender writes into a veth of its own, whose XDP
+ *   program passes each frame through a cpumap to the receiving CPU, where the
+ *   cpumap's program redirects it out of the lab's client end. The server end
+ *   then gets XDP frames (no socket buffer yet), on a CPU of their own.
+ * - xdp_flood is a traffic generator where the kernel allows live-frame test
+ *   runs: run with BPF_PROG_TEST_RUN in that mode on a lab interface, it sends
+ *   every frame out of it (XDP_TX); xdp_flood_spoof does too, from a random
+ *   source in SPOOF_NET. Elsewhere the lab sends with tools/flood.c.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
 #include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <bpf/bpf_helpers.h>
@@ -253,6 +264,95 @@ int xdp_drop_count(struct xdp_md *ctx)
 	if (n)
 		*n += 1;
 	return XDP_DROP;
+}
+
+SEC("xdp.frags") /* as bpfwall's programs are, so that a stream meets the same path */
+int xdp_pass_all(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+/*
+ * The reference blocklist: parse Ethernet and IPv4 or IPv6, look the source up
+ * in one hash table (sized to the list before loading), drop on a hit.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __be32);
+	__type(value, __u8);
+} ref_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+} ref_v6 SEC(".maps");
+
+SEC("xdp")
+int xdp_ref_blocklist(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u32 zero = 0;
+	__u64 *n;
+
+	if ((void *)(eth + 1) > data_end)
+		return XDP_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > data_end || !bpf_map_lookup_elem(&ref_v4, &ip->saddr))
+			return XDP_PASS;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > data_end || !bpf_map_lookup_elem(&ref_v6, &ip6->saddr))
+			return XDP_PASS;
+	} else {
+		return XDP_PASS;
+	}
+	n = bpf_map_lookup_elem(&dropped, &zero);
+	if (n)
+		*n += 1;
+	return XDP_DROP;
+}
+
+/* Index 0: the receiving CPU; index 1: the ifindex of the lab's client end. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u32);
+} inject_conf SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_CPUMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct bpf_cpumap_val);
+} inject_cpus SEC(".maps");
+
+SEC("xdp")
+int xdp_inject(struct xdp_md *ctx)
+{
+	__u32 zero = 0, *cpu = bpf_map_lookup_elem(&inject_conf, &zero);
+
+	if (!cpu)
+		return XDP_ABORTED;
+	return bpf_redirect_map(&inject_cpus, *cpu, XDP_DROP);
+}
+
+SEC("xdp/cpumap")
+int xdp_inject_cpumap(struct xdp_md *ctx)
+{
+	__u32 one = 1, *ifindex = bpf_map_lookup_elem(&inject_conf, &one);
+
+	if (!ifindex)
+		return XDP_DROP;
+	return bpf_redirect(*ifindex, 0);
 }
 
 SEC("xdp")

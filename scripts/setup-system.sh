@@ -3,7 +3,7 @@
 # and mounts bpffs. Idempotent; needs root.
 set -euo pipefail
 
-packages=(python3 python3-venv netbase clang clang-format llvm libbpf-dev libbpf1 bpftool iproute2 ethtool nftables iptables ipset xdp-tools man-db systemd make etcd-server)
+packages=(python3 python3-venv netbase clang clang-format llvm libbpf-dev libbpf1 bpftool iproute2 ethtool nftables iptables ipset xdp-tools iperf3 man-db systemd make etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

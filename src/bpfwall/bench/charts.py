@@ -38,29 +38,31 @@ def draw(results: dict, out_dir: str) -> list[str]:
         files.append(_save(fig, out_dir, "per_packet.png"))
 
     if "flood" in results:
-        rows = results["flood"]["rows"]
-        counts = sorted({r["rules"] for r in rows})
+        rows = [r for r in results["flood"]["rows"] if "skipped" not in r]
+        counts = list(dict.fromkeys(r["rules"] for r in rows))
         variants = list(dict.fromkeys(r["variant"] for r in rows))
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        width = 0.8 / len(counts)
+        width = 0.8 / max(len(counts), 1)
         for k, n in enumerate(counts):
             xs = [i + k * width for i in range(len(variants))]
             by = {r["variant"]: r for r in rows if r["rules"] == n}
-            ax1.bar(xs, [by[v]["pps"] / 1e6 for v in variants], width, label=f"{n} rule{'s' if n > 1 else ''}")
-            ax2.bar(xs, [by[v]["cpu_s_per_mpkt"] for v in variants], width, label=f"{n} rule{'s' if n > 1 else ''}")
-        for ax, label in ((ax1, "Mpps dropped"), (ax2, "CPU seconds per million packets")):
+            label = f"{n} rule{'s' if n > 1 else ''}"
+            ax1.bar(xs, [(by.get(v) or {}).get("prog_ns") or 0 for v in variants], width, label=label)
+            ax2.bar(xs, [(by.get(v) or {}).get("softirq_ns") or 0 for v in variants], width, label=label)
+        for ax, label in ((ax1, "XDP program ns per packet (bpf_stats)"),
+                          (ax2, "receiving CPU's softirq ns per packet")):
             ax.set_xticks([i + width * (len(counts) - 1) / 2 for i in range(len(variants))])
             ax.set_xticklabels(variants, rotation=20, fontsize=8)
             ax.set_ylabel(label)
             ax.legend(fontsize=8)
-        ax1.set_title("Drop rate of a UDP flood (higher is better)")
-        ax2.set_yscale("log")
-        ax2.set_title("CPU cost (lower is better; log scale)")
-        fig.suptitle(f"Dropping a flood across a veth pair ({when})", fontsize=10)
+        ax1.set_title("The program's own cost (XDP programs only)")
+        ax2.set_title("The whole receive path's cost (lower is better)")
+        fig.suptitle(f"A UDP flood across a veth pair at {results['flood']['offered_pps'] / 1e3:.0f} kpps "
+                     f"({when})", fontsize=10)
         fig.tight_layout()
         files.append(_save(fig, out_dir, "flood.png"))
         blocklist = results["flood"].get("blocklist")
-        if blocklist:
+        if blocklist and blocklist.get("rows"):
             files.append(_set_flood_chart(
                 blocklist["rows"], out_dir, "flood-blocklist.png",
                 f"A flood from {blocklist['sources']} addresses of a blocklist of {blocklist['size']}, "
@@ -71,6 +73,14 @@ def draw(results: dict, out_dir: str) -> list[str]:
                     hosts["rows"], out_dir, "flood-hosts.png",
                     f"A flood from a blocklist of {hosts['size']} single addresses; xdp-filter holds at most "
                     f"{hosts['limit']:,} ({when})"))
+
+    if "stream" in results:
+        rows = results["stream"]["rows"]
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar([r["variant"] for r in rows], [r["gbps"] for r in rows])
+        ax.set(ylabel="Gbit/s", title=f"A TCP stream (iperf3) through the server end ({when})")
+        fig.tight_layout()
+        files.append(_save(fig, out_dir, "stream.png"))
 
     if "latency" in results:
         rows = results["latency"]["rows"]
@@ -89,19 +99,22 @@ def draw(results: dict, out_dir: str) -> list[str]:
 
 
 def _set_flood_chart(rows: list[dict], out_dir: str, name: str, title: str) -> str:
-    """Drop rate and CPU cost of each firewall in a flood from a set's addresses."""
+    """The program's and the receiving CPU's cost per packet of each firewall in a flood
+    from a set's addresses."""
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if "skipped" not in r]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = [r["variant"] for r in rows]
-    ax1.bar(names, [r["pps"] / 1e6 for r in rows])
-    ax2.bar(names, [r["cpu_s_per_mpkt"] for r in rows])
-    for ax, label in ((ax1, "Mpps dropped"), (ax2, "CPU seconds per million packets")):
+    ax1.bar(names, [r.get("prog_ns") or 0 for r in rows])
+    ax2.bar(names, [r["softirq_ns"] for r in rows])
+    for ax, label in ((ax1, "XDP program ns per packet (bpf_stats)"),
+                      (ax2, "receiving CPU's softirq ns per packet")):
         ax.set_ylabel(label)
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    ax1.set_title("Drop rate (higher is better)")
+    ax1.set_title("The program's own cost (lower is better)")
     ax2.set_yscale("log")
-    ax2.set_title("CPU cost (lower is better; log scale)")
+    ax2.set_title("The whole receive path (lower is better; log scale)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, out_dir, name)

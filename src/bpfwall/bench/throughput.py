@@ -1,11 +1,22 @@
-"""Packet-dropping throughput end to end: a flood across a veth pair, each firewall in turn.
+"""The flood benchmark: what each firewall costs per packet on real traffic, in one run.
 
-The generator is the lab's xdp_flood program run with BPF_PROG_TEST_RUN in
-live-frames mode in the client namespace: every copy of the frame leaves the
-client's veth end (XDP_TX) and arrives at the server's, where the firewall
-under test drops it. Generator and receiver share a CPU (the receiving NAPI
-poll runs as the generator's batch ends), so packets per second compare the
-receivers' costs; CPU seconds per million packets come from /proc/stat.
+Every firewall gets a lab of its own (a veth pair between two namespaces), all set up before
+the first round. The lab's sender (bpfwall-flood, an AF_PACKET transmit ring, which every
+kernel has) sends 64-byte UDP frames from CPU 0 at one offered rate for every firewall,
+into a veth of its own whose XDP program hands each frame through a cpumap to CPU 1, where
+it is redirected out of the lab's client end. So the server end receives XDP frames on CPU 1,
+as from a NIC's driver: XDP firewalls run before any socket buffer exists, and netfilter gets
+one built from the frame (GRO on, as a driver's NAPI has it). Rounds interleave (each floods
+every firewall once, in a rotated order) and each figure is the median of the rounds:
+
+- prog_ns: the attached XDP program's run time per run (kernel bpf_stats, switched on for
+  the bench): what the program itself costs a packet;
+- softirq_ns: the receiving CPU's softirq time per packet (/proc/stat, sampled at the tick,
+  so rounds of seconds): the whole receive path, the firewall included, for XDP and
+  netfilter alike. (The cpumap's hand-over runs outside softirq, in its own thread.)
+
+Where the kernel allows live-frame test runs (kfeatures), the saturation rate is measured
+beside them with the lab's xdp_flood generator, which sends as fast as the receiver drops.
 """
 
 from __future__ import annotations
@@ -17,31 +28,37 @@ import os
 import random
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from array import array
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from scapy.all import IP, UDP, Ether
 
-from .. import config, libbpf, netns, transaction
+from .. import config, kfeatures, libbpf, netns, transaction
 from ..errors import RuntimeFailure
 from ..lab import CLIENT_V4, SERVER_V4, Lab, lab_object_path
 from ..ruleset import Ruleset
 from ..scope import Scope
+from ..sender import Sender
 from ..stats import collect
 from . import rulesets
 
 VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "nft-input", "iptables-input")
-# The blocklist flood: each peer with the list as its own set, as its experts configure it.
-BLOCKLIST_VARIANTS = ("xdp-drop", "bpfwall", "nft-netdev", "iptables-ipset")
+# The blocklist flood: each peer with the list as its own set, as its experts configure it,
+# beside the reference program: one hash lookup of the source, the least a blocklist does.
+BLOCKLIST_VARIANTS = ("xdp-drop", "reference", "bpfwall", "nft-netdev", "iptables-ipset")
 FLOOD_SOURCES = 1 << 20  # lab.bpf.c's flood_sources
 # xdp-filter (Debian's xdp-tools): its address table has room for 10,000 and no more, so it
 # is measured on a blocklist of that many single addresses, its best case, beside bpfwall.
 XDP_FILTER_ADDRESSES = 10_000
 XDP_FILTER_PINS = "/sys/fs/bpf/xdp-filter"
 LIBXDP_PINS = "/sys/fs/bpf/xdp"  # libxdp's own, for its dispatchers
-HOSTS_VARIANTS = ("xdp-drop", "bpfwall", "xdp-filter")
+HOSTS_VARIANTS = ("xdp-drop", "reference", "bpfwall", "xdp-filter")
+SENDER_CPU, RECEIVER_CPU = 0, 1
+CPUMAP_QUEUE = 2048
 
 
 def _ns(lab: Lab, *cmd: str, stdin: str | None = None) -> str:
@@ -80,42 +97,82 @@ def _mac(ns: str, dev: str) -> str:
     return json.loads(out)[0]["address"]
 
 
-def _busy_jiffies() -> int:
+def _softirq_ticks(cpu: int) -> int:
+    """CPU cpu's softirq time so far, in /proc/stat's USER_HZ ticks."""
     with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    return sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+        for line in f:
+            if line.startswith(f"cpu{cpu} "):
+                return int(line.split()[7])
+    raise RuntimeFailure(f"/proc/stat has no line for cpu{cpu}")
+
+
+@dataclass
+class Sample:
+    """One round of one firewall: per packet costs in ns (prog_ns None: no XDP program)."""
+
+    packets: int
+    seconds: float
+    dropped: int
+    softirq_ns: float
+    prog_ns: float | None
 
 
 class Flood:
-    """One lab, one generator; each variant is set up, flooded and torn down in turn."""
+    """One lab, its sender and the sender's way in; the firewall under test goes on the
+    server end."""
 
     def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.obj = libbpf.BpfObject(lab_object_path())
         self.obj.load()
+        self.ref: libbpf.BpfObject | None = None
+        self.links: list[int] = []
         self.frame = bytes(Ether(dst=_mac(lab.server_ns, lab.server_if), src=_mac(lab.client_ns, lab.client_if))
                            / IP(src=CLIENT_V4, dst=SERVER_V4) / UDP(sport=4321, dport=rulesets.FLOOD_PORT)
                            / (b"x" * 18))
         with netns.enter(lab.client_ns):
             self.client_ifindex = netns.ifindex(lab.client_if)
-        # Without an XDP program of its own, a veth takes XDP_TX frames only with NAPI on, i.e. GRO.
+        with netns.enter(lab.server_ns):
+            self.server_ifindex = netns.ifindex(lab.server_if)
+        # NAPI at the receiving end, as a NIC driver has it: a veth takes XDP frames only
+        # then (and GRO, which netfilter's packets go through as from a driver).
         _ns(lab, "ethtool", "-K", lab.server_if, "gro", "on")
+        self.sender = Sender(lab.client_ns, self._way_in(), [self.frame], cpu=SENDER_CPU)
+
+    def _way_in(self) -> str:
+        """A veth pair of the sender's own in the client namespace: frames sent into one end
+        reach the other's XDP program (xdp_inject), which hands them through a cpumap to
+        RECEIVER_CPU, whose cpumap program redirects them out of the lab's client end.
+        Returns the end to send into."""
+        lab, pid = self.lab, os.getpid()
+        send_end, inject_end = f"bw{pid}i", f"bw{pid}j"
+        subprocess.run(["ip", "-n", lab.client_ns, "link", "add", send_end, "type", "veth", "peer", "name",
+                        inject_end], check=True, capture_output=True)
+        for dev in (send_end, inject_end):
+            subprocess.run(["ip", "-n", lab.client_ns, "link", "set", dev, "up"], check=True, capture_output=True)
+        conf = self.obj.map_fd("inject_conf")
+        libbpf.map_update(conf, ctypes.c_uint32(0), ctypes.c_uint32(RECEIVER_CPU))
+        libbpf.map_update(conf, ctypes.c_uint32(1), ctypes.c_uint32(self.client_ifindex))
+        entry = (ctypes.c_uint32 * 2)(CPUMAP_QUEUE, self.obj.prog_fd("xdp_inject_cpumap"))  # bpf_cpumap_val
+        libbpf.map_update(self.obj.map_fd("inject_cpus"), ctypes.c_uint32(RECEIVER_CPU), entry)
+        with netns.enter(lab.client_ns):
+            self.links.append(libbpf.link_create(self.obj.prog_fd("xdp_inject"), netns.ifindex(inject_end),
+                                                 libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE))
+        return send_end
 
     def close(self) -> None:
+        self.sender.close()
+        for link in self.links:
+            os.close(link)
         self.obj.close()
-
-    def send(self, packets: int, program: str = "xdp_flood") -> float:
-        """Floods (xdp_flood: one frame; xdp_flood_sources: from the sources given to
-        use_sources()); returns the seconds it took."""
-        with netns.enter(self.lab.client_ns):
-            t0 = time.perf_counter()
-            libbpf.test_run_xdp_live(self.obj.prog_fd(program), self.frame, self.client_ifindex, packets)
-            return time.perf_counter() - t0
+        if self.ref is not None:
+            self.ref.close()
 
     def use_sources(self, addresses: list[int]) -> int:
-        """The IPv4 sources (ints) xdp_flood_sources picks from, at most FLOOD_SOURCES; how many."""
+        """Each frame from one of these IPv4 sources (ints) at random, at most FLOOD_SOURCES; how many."""
         n = min(len(addresses), FLOOD_SOURCES)
-        # Network order in the map: each address's bytes as the packet carries them.
+        self.sender.use_sources(addresses[:n])
+        # The live-frame generator's copy (xdp_flood_sources), in network order.
         values = array("I")
         values.frombytes(b"".join(a.to_bytes(4, "big") for a in addresses[:n]))
         keys = array("I", range(n))
@@ -124,41 +181,64 @@ class Flood:
         libbpf.map_update(self.obj.map_fd("flood_source_count"), ctypes.c_uint32(0), ctypes.c_uint32(n))
         return n
 
-    def run_length(self, packets: int, seconds_per_run: float, program: str = "xdp_flood") -> int:
-        """How many packets (at most `packets`) a run of about seconds_per_run sends. Each send
-        has a fixed cost of its own (the test run's setup and teardown, some 30 ms here),
-        so the rate is read from a send long enough that it does not dominate; a short
-        run would charge it to the fastest firewall most."""
+    def _attached_program(self) -> int | None:
+        """An fd of the XDP program attached to the server end (None: none)."""
+        with netns.enter(self.lab.server_ns):
+            prog_id = libbpf.xdp_prog_id(self.server_ifindex)
+        return libbpf.prog_get_fd_by_id(prog_id) if prog_id else None
+
+    def sample(self, dropped: Callable[[], int], count: int, rate: float) -> Sample:
+        """Sends count frames at rate; what the firewall dropped and what it cost a packet
+        (per packet it judged: a receiver slower than the rate loses the rest at the
+        cpumap's queue, as a NIC's ring would)."""
+        prog = self._attached_program()
+        try:
+            p0 = libbpf.prog_info(prog) if prog is not None else None
+            d0 = dropped()
+            s0 = _softirq_ticks(RECEIVER_CPU)
+            sent = self.sender.send(count=count, rate=rate)
+            time.sleep(0.01)  # the cpumap's queue drains
+            s1 = _softirq_ticks(RECEIVER_CPU)
+            d1 = dropped()
+            p1 = libbpf.prog_info(prog) if prog is not None else None
+        finally:
+            if prog is not None:
+                os.close(prog)
+        n = max(d1 - d0, 1)
+        prog_ns = None
+        if p0 is not None and p1 is not None and p1.run_cnt > p0.run_cnt:
+            prog_ns = (p1.run_time_ns - p0.run_time_ns) / (p1.run_cnt - p0.run_cnt)
+        return Sample(packets=sent.packets, seconds=sent.seconds, dropped=d1 - d0,
+                      softirq_ns=(s1 - s0) / os.sysconf("SC_CLK_TCK") * 1e9 / n, prog_ns=prog_ns)
+
+    # --- the saturation rate, where live-frame test runs exist ------------------------------------
+
+    def _live_send(self, packets: int, program: str) -> float:
+        """Floods with the live-frame generator (xdp_flood: one frame; xdp_flood_sources: from
+        the sources given to use_sources()); returns the seconds it took."""
+        with netns.enter(self.lab.client_ns):
+            t0 = time.perf_counter()
+            libbpf.test_run_xdp_live(self.obj.prog_fd(program), self.frame, self.client_ifindex, packets)
+            return time.perf_counter() - t0
+
+    def saturation(self, dropped: Callable[[], int], packets: int, trials: int, seconds_per_run: float,
+                   program: str = "xdp_flood") -> float:
+        """The best drop rate of `trials` live-frame floods of about seconds_per_run each (at
+        most `packets`). Each send has a fixed cost of its own (the test run's setup, some
+        30 ms), so the run length is taken from a send long enough that it does not dominate."""
         count = 20_000
         while True:
-            seconds = self.send(count, program)  # also warms caches and NAPI
+            seconds = self._live_send(count, program)  # also warms caches and NAPI
             if seconds >= 0.2 or count >= packets:
                 break
             count = min(packets, count * 4)
-        return min(packets, max(count, int(count / seconds * seconds_per_run)))
-
-    def best_of(self, dropped: Callable[[], int], packets: int, trials: int, seconds_per_run: float,
-                program: str = "xdp_flood") -> dict:
-        """The best of `trials` runs of about seconds_per_run each (at most `packets`)."""
-        count = self.run_length(packets, seconds_per_run, program)
-        best: dict = {}
+        count = min(packets, max(count, int(count / seconds * seconds_per_run)))
+        best = 0.0
         for _ in range(trials):
-            before, jiffies = dropped(), _busy_jiffies()
-            seconds = self.send(count, program)
-            got = dropped() - before
-            cpu = (_busy_jiffies() - jiffies) / os.sysconf("SC_CLK_TCK")
-            pps = got / seconds
-            if not best or pps > best["pps"]:
-                best = {"pps": pps, "dropped": got, "sent": count, "seconds": seconds,
-                        "cpu_s_per_mpkt": cpu / max(got, 1) * 1e6}
+            before = dropped()
+            seconds = self._live_send(count, program)
+            best = max(best, (dropped() - before) / seconds)
         return best
-
-    def from_sources(self, name: str, ruleset: Ruleset, v4: list[tuple[int, int, int]], workdir: str,
-                     packets: int, trials: int, seconds_per_run: float, progress: Callable[[str], None]) -> dict:
-        """The row of peer `name` (see blocklist_variant) in a flood from the sources in use."""
-        progress(name)
-        with self.blocklist_variant(name, ruleset, v4, workdir) as dropped:
-            return {"variant": name, **self.best_of(dropped, packets, trials, seconds_per_run, "xdp_flood_sources")}
 
     @contextlib.contextmanager
     def blocklist_variant(self, name: str, ruleset: Ruleset, v4: list[tuple[int, int, int]],
@@ -168,6 +248,9 @@ class Flood:
         lab = self.lab
         if name == "xdp-drop":
             with self.variant("xdp-drop", 1, workdir) as read:
+                yield read
+        elif name == "reference":
+            with self._reference_dropping(v4) as read:
                 yield read
         elif name == "bpfwall":
             scope = Scope(lab.server_ns)
@@ -204,6 +287,36 @@ class Flood:
                 _ns(lab, "ipset", "destroy", "bwbench")
         else:
             raise ValueError(name)
+
+    @contextlib.contextmanager
+    def _reference_dropping(self, v4: list[tuple[int, int, int]]) -> Iterator[Callable[[], int]]:
+        """The reference blocklist program (lab.bpf.c's xdp_ref_blocklist) on the server end,
+        its hash table holding the flood's sources: the elements' own addresses and, for a
+        network, the one address of it that the flood sends from."""
+        addresses = sorted({net | (1 if plen < 32 else 0) for _, net, plen in v4})
+        self.ref = libbpf.BpfObject(lab_object_path())
+        self.ref.set_max_entries("ref_v4", max(len(addresses), 1))
+        self.ref.load()
+        n = len(addresses)
+        keys = array("I")
+        keys.frombytes(b"".join(a.to_bytes(4, "big") for a in addresses))
+        values = (ctypes.c_uint8 * n)()
+        libbpf.map_update_batch_raw(self.ref.map_fd("ref_v4"), (ctypes.c_uint32 * n).from_buffer(keys), values,
+                                    4, 1, n)
+        with netns.enter(self.lab.server_ns):
+            link = libbpf.link_create(self.ref.prog_fd("xdp_ref_blocklist"), self.server_ifindex,
+                                      libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
+        fd, ncpu = self.ref.map_fd("dropped"), libbpf.num_possible_cpus()
+
+        def read() -> int:
+            values = (ctypes.c_uint64 * ncpu)()
+            libbpf.map_lookup(fd, ctypes.c_uint32(0), values)
+            return sum(values)
+
+        try:
+            yield read
+        finally:
+            os.close(link)
 
     @contextlib.contextmanager
     def _xdp_filter_dropping(self, v4: list[tuple[int, int, int]]) -> Iterator[Callable[[], int]]:
@@ -308,53 +421,122 @@ class Flood:
             raise ValueError(name)
 
 
-def measure(rule_counts: list[int], packets: int, trials: int, workdir: str,
-            progress: Callable[[str], None], seconds_per_run: float = 1.0, blocklist_size: int = 0) -> dict:
-    """packets: the most one run sends; fewer when the firewall is slow (see seconds_per_run).
-    blocklist_size: also a flood from the addresses of a blocklist that large, which every
-    peer drops by its set (0: not)."""
-    rows = []
-    blocklist: dict = {}
-    with Lab("bench") as lab:
-        flood = Flood(lab)
-        try:
-            for n in rule_counts:
-                for name in VARIANTS:
-                    progress(f"flood: {name}, {n} rules")
-                    with flood.variant(name, n, workdir) as dropped:
-                        rows.append({"variant": name, "rules": n,
-                                     **flood.best_of(dropped, packets, trials, seconds_per_run)})
-            if blocklist_size:
-                blocklist = _blocklist_flood(flood, blocklist_size, packets, trials, workdir, progress,
-                                             seconds_per_run)
-        finally:
-            flood.close()
-    for n in rule_counts:
-        _ratios([r for r in rows if r["rules"] == n])
-    return {"rows": rows, "packets": packets, "trials": trials, "seconds_per_run": seconds_per_run,
-            **({"blocklist": blocklist} if blocklist else {})}
+@dataclass
+class Rounds:
+    """How each flood is sent: at `rate` frames a second, `seconds` a round, `rounds` rounds."""
+
+    rate: float
+    seconds: float
+    rounds: int
+    saturation_packets: int = 0  # with live frames: the most one saturation run sends (0: none)
+
+    @property
+    def count(self) -> int:
+        return max(1000, int(self.rate * self.seconds))
 
 
-def _blocklist_flood(flood: Flood, size: int, packets: int, trials: int, workdir: str,
-                     progress: Callable[[str], None], seconds_per_run: float) -> dict:
+Setup = Callable[[Flood, str], contextlib.AbstractContextManager]
+
+
+def flood_each(title: str, names: tuple[str, ...], setup: Setup, plan: Rounds, progress: Callable[[str], None],
+               sources: list[int] | None = None, live_program: str = "xdp_flood", mtu: int | None = None) -> dict:
+    """Every firewall of `names` in a lab of its own (of MTU mtu), set up by setup(flood,
+    name), then plan.rounds interleaved rounds; the rows of their medians, and those
+    skipped and why."""
+    rows: list[dict] = []
+    skipped: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        ready: dict[str, tuple[Flood, Callable[[], int]]] = {}
+        for k, name in enumerate(names):
+            progress(f"flood {title}: setting up {name}")
+            try:
+                lab = stack.enter_context(Lab(f"fl{k}", mtu=mtu))
+                flood = Flood(lab)
+                stack.callback(flood.close)
+                if sources:
+                    flood.use_sources(sources)
+                ready[name] = (flood, stack.enter_context(setup(flood, name)))
+            except Exception as exc:  # a peer missing or refusing: the others are still measured
+                skipped[name] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                progress(f"flood {title}: {name} skipped: {skipped[name]}")
+        samples: dict[str, list[Sample]] = {name: [] for name in ready}
+        order = list(ready)
+        for flood, dropped in ready.values():  # warm caches, tables and NAPI
+            flood.sample(dropped, max(1000, plan.count // 10), plan.rate)
+        for r in range(plan.rounds):
+            progress(f"flood {title}: round {r + 1} of {plan.rounds}")
+            for name in order[r % len(order):] + order[: r % len(order)]:
+                flood, dropped = ready[name]
+                samples[name].append(flood.sample(dropped, plan.count, plan.rate))
+        for name in order:
+            rows.append({"variant": name, **_summary(samples[name], plan)})
+            if plan.saturation_packets:
+                flood, dropped = ready[name]
+                rows[-1]["saturation_pps"] = flood.saturation(dropped, plan.saturation_packets, 3, 1.0, live_program)
+    _ratios(rows)
+    return {"rows": rows, **({"skipped": skipped} if skipped else {})}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _summary(samples: list[Sample], plan: Rounds) -> dict:
+    """Medians of the rounds, with the spread of the per-packet figures."""
+    progs = [s.prog_ns for s in samples if s.prog_ns is not None]
+    out = {"offered_pps": plan.rate, "pps": _median([s.dropped / s.seconds for s in samples]),
+           "packets": sum(s.packets for s in samples), "dropped": sum(s.dropped for s in samples),
+           "softirq_ns": _median([s.softirq_ns for s in samples]),
+           "softirq_spread_ns": [min(s.softirq_ns for s in samples), max(s.softirq_ns for s in samples)],
+           "prog_ns": _median(progs) if progs else None}
+    if progs:
+        out["prog_spread_ns"] = [min(progs), max(progs)]
+    return out
+
+
+def measure(rule_counts: list[int], plan: Rounds, workdir: str, progress: Callable[[str], None],
+            blocklist_size: int = 0) -> dict:
+    """The service-rule floods (rule_counts), and with blocklist_size the floods from a
+    blocklist's addresses: that many elements, and xdp-filter's 10,000 single addresses."""
+    features = kfeatures.probe()
+    if not features["live_frames"].available:
+        plan.saturation_packets = 0
+    stats_fd = libbpf.enable_stats() if features["bpf_stats"].available else None
+    try:
+        rows = []
+        for n in rule_counts:
+            got = flood_each(f"{n} rules", VARIANTS, lambda flood, name, n=n: flood.variant(name, n, workdir),
+                         plan, progress)
+            rows += [{**r, "rules": n} for r in got["rows"]]
+            for name, why in got.get("skipped", {}).items():
+                rows.append({"variant": name, "rules": n, "skipped": why})
+        out = {"rows": rows, "offered_pps": plan.rate, "seconds_per_round": plan.seconds, "rounds": plan.rounds,
+               "sender": "an AF_PACKET ring on CPU 0, handed to CPU 1 through a cpumap",
+               "bpf_stats": stats_fd is not None, "live_frames": features["live_frames"].available}
+        if blocklist_size:
+            out["blocklist"] = _blocklist_flood(blocklist_size, plan, workdir, progress)
+        return out
+    finally:
+        if stats_fd is not None:
+            os.close(stats_fd)
+
+
+def _blocklist_flood(size: int, plan: Rounds, workdir: str, progress: Callable[[str], None]) -> dict:
     ruleset = rulesets.blocklist_ruleset(random.Random(size), size)
     v4 = sorted(e for e in ruleset.cidr_sets["blocklist"].elements if e[0] == 4)
     # Each frame from an address of the list (an element's own, or one inside its network),
     # leaving out those the kernel drops as martians before iptables' INPUT could count them.
     sources = [a for a in (net | (1 if plen < 32 else 0) for _, net, plen in v4)
-               if a >> 24 not in (0, 127) and a >> 24 < 224]
+               if a >> 24 not in (0, 127) and a >> 24 < 224][:FLOOD_SOURCES]
     random.Random(1).shuffle(sources)
-    n_sources = flood.use_sources(sources)
-    rows = [flood.from_sources(name, ruleset, v4, workdir, packets, trials, seconds_per_run,
-                               lambda name: progress(f"flood from a blocklist of {size}: {name}"))
-            for name in BLOCKLIST_VARIANTS]
-    _ratios(rows)
-    return {"size": size, "ipv4_elements": len(v4), "sources": n_sources, "rows": rows,
-            "hosts": _hosts_flood(flood, sources, packets, trials, workdir, progress, seconds_per_run)}
+    got = flood_each(f"from a blocklist of {size}", BLOCKLIST_VARIANTS,
+                 lambda flood, name: flood.blocklist_variant(name, ruleset, v4, workdir),
+                 plan, progress, sources, "xdp_flood_sources")
+    return {"size": size, "ipv4_elements": len(v4), "sources": len(sources), **got,
+            "hosts": _hosts_flood(sources, plan, workdir, progress)}
 
 
-def _hosts_flood(flood: Flood, sources: list[int], packets: int, trials: int, workdir: str,
-                 progress: Callable[[str], None], seconds_per_run: float) -> dict:
+def _hosts_flood(sources: list[int], plan: Rounds, workdir: str, progress: Callable[[str], None]) -> dict:
     """xdp-filter against bpfwall on a blocklist of single addresses as large as
     xdp-filter's table allows, the flood coming from those addresses."""
     skipped = xdp_filter_unavailable()
@@ -363,18 +545,24 @@ def _hosts_flood(flood: Flood, sources: list[int], packets: int, trials: int, wo
         return {"skipped": skipped}
     hosts = [(4, a, 32) for a in sources[:XDP_FILTER_ADDRESSES]]
     ruleset = rulesets.ruleset_dropping(set(hosts))
-    n_sources = flood.use_sources(sources[:XDP_FILTER_ADDRESSES])
-    rows = [flood.from_sources(name, ruleset, hosts, workdir, packets, trials, seconds_per_run,
-                               lambda name: progress(f"flood from a blocklist of {len(hosts)} addresses: {name}"))
-            for name in HOSTS_VARIANTS]
-    _ratios(rows)
-    return {"size": len(hosts), "sources": n_sources, "limit": XDP_FILTER_ADDRESSES, "rows": rows}
+    got = flood_each(f"from {len(hosts)} addresses", HOSTS_VARIANTS,
+                 lambda flood, name: flood.blocklist_variant(name, ruleset, hosts, workdir),
+                 plan, progress, sources[:XDP_FILTER_ADDRESSES], "xdp_flood_sources")
+    return {"size": len(hosts), "sources": len(hosts), "limit": XDP_FILTER_ADDRESSES, **got}
 
 
 def _ratios(rows: list[dict]) -> None:
-    """Each row's rate and CPU as ratios to the trivial XDP_DROP's among them."""
-    base = next(r for r in rows if r["variant"] == "xdp-drop")
-    for r in rows:
-        r["pps_ratio"] = r["pps"] / base["pps"]
-        # A short run's CPU can round to no jiffy at all: then there is no ratio to give.
-        r["cpu_ratio"] = r["cpu_s_per_mpkt"] / base["cpu_s_per_mpkt"] if base["cpu_s_per_mpkt"] else None
+    """Each row's per-packet figures as ratios to the trivial XDP_DROP's among them, and
+    to the reference program's where it was measured ("ratio" None: nothing to divide by)."""
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    for base_name, suffix in (("xdp-drop", "ratio"), ("reference", "vs_reference")):
+        base = next((r for r in rows if r["variant"] == base_name), None)
+        if base is None:
+            continue
+        for r in rows:
+            for key in ("softirq_ns", "prog_ns"):
+                r[f"{key[:-3]}_{suffix}"] = ratio(r[key], base[key])
+            if "saturation_pps" in r and base.get("saturation_pps"):
+                r[f"saturation_{suffix}"] = r["saturation_pps"] / base["saturation_pps"]
