@@ -14,6 +14,9 @@
  *   program passes each frame through a cpumap to the receiving CPU, where the
  *   cpumap's program redirects it out of the lab's client end. The server end
  *   then gets XDP frames (no socket buffer yet), on a CPU of their own.
+ * - net_rx_entry and net_rx_exit time each CPU's network receive softirq to
+ *   the nanosecond, whatever context runs it: what a firewall costs the CPU
+ *   that receives, beside the tick-sampled figure of /proc/stat.
  * - xdp_flood is a traffic generator where the kernel allows live-frame test
  *   runs: run with BPF_PROG_TEST_RUN in that mode on a lab interface, it sends
  *   every frame out of it (XDP_TX); xdp_flood_spoof does too, from a random
@@ -353,6 +356,47 @@ int xdp_inject_cpumap(struct xdp_md *ctx)
 	if (!ifindex)
 		return XDP_DROP;
 	return bpf_redirect(*ifindex, 0);
+}
+
+#define NET_RX_SOFTIRQ 3 /* include/linux/interrupt.h, not a uapi header */
+
+/* Per CPU: index 0 when its NET_RX softirq began (0: not running), 1 its total ns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} net_rx_time SEC(".maps");
+
+SEC("raw_tracepoint/softirq_entry")
+int net_rx_entry(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 began = 0;
+	__u64 *t;
+
+	if (ctx->args[0] != NET_RX_SOFTIRQ)
+		return 0;
+	t = bpf_map_lookup_elem(&net_rx_time, &began);
+	if (t)
+		*t = bpf_ktime_get_ns();
+	return 0;
+}
+
+SEC("raw_tracepoint/softirq_exit")
+int net_rx_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u32 began = 0, total = 1;
+	__u64 *start, *sum;
+
+	if (ctx->args[0] != NET_RX_SOFTIRQ)
+		return 0;
+	start = bpf_map_lookup_elem(&net_rx_time, &began);
+	sum = bpf_map_lookup_elem(&net_rx_time, &total);
+	if (!start || !sum || !*start)
+		return 0;
+	*sum += bpf_ktime_get_ns() - *start;
+	*start = 0;
+	return 0;
 }
 
 SEC("xdp")

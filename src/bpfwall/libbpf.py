@@ -509,9 +509,10 @@ def link_update(link_fd: int, prog_fd: int) -> None:
     _check("bpf_link_update", _link_update(link_fd, prog_fd, byref(opts)))
 
 
-def raw_tracepoint_open(prog_fd: int) -> int:
-    """Attaches a tp_btf program to the tracepoint it was loaded for; the link's fd."""
-    return _check("bpf_raw_tracepoint_open", _raw_tp_open(None, prog_fd))
+def raw_tracepoint_open(prog_fd: int, name: str | None = None) -> int:
+    """Attaches a tp_btf program to the tracepoint it was loaded for, or a raw_tracepoint
+    program to tracepoint `name`; the link's fd."""
+    return _check("bpf_raw_tracepoint_open", _raw_tp_open(name.encode() if name else None, prog_fd))
 
 
 def link_detach(link_fd: int) -> None:

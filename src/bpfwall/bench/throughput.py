@@ -11,9 +11,11 @@ every firewall once, in a rotated order) and each figure is the median of the ro
 
 - prog_ns: the attached XDP program's run time per run (kernel bpf_stats, switched on for
   the bench): what the program itself costs a packet;
-- softirq_ns: the receiving CPU's softirq time per packet (/proc/stat, sampled at the tick,
-  so rounds of seconds): the whole receive path, the firewall included, for XDP and
-  netfilter alike. (The cpumap's hand-over runs outside softirq, in its own thread.)
+- softirq_ns: the receiving CPU's network receive softirq time per packet, timed to the
+  nanosecond by two tracepoint programs (lab.bpf.c's net_rx_entry/exit): the whole receive
+  path, the firewall included, for XDP and netfilter alike. (The cpumap's hand-over runs
+  outside softirq, in its own thread.) softirq_tick_ns is the same from /proc/stat, sampled
+  at the tick, as a cross-check.
 
 Where the kernel allows live-frame test runs (kfeatures), the saturation rate is measured
 beside them with the lab's xdp_flood generator, which sends as fast as the receiver drops.
@@ -106,6 +108,33 @@ def _softirq_ticks(cpu: int) -> int:
     raise RuntimeFailure(f"/proc/stat has no line for cpu{cpu}")
 
 
+class NetRxClock:
+    """Each CPU's NET_RX softirq time, exact: the lab object's two tracepoint programs
+    on softirq_entry and softirq_exit, attached for as long as the clock is open."""
+
+    def __init__(self) -> None:
+        self.obj = libbpf.BpfObject(lab_object_path())
+        self.obj.load()
+        self.links: list[int] = []
+        try:
+            for prog, tracepoint in (("net_rx_entry", "softirq_entry"), ("net_rx_exit", "softirq_exit")):
+                self.links.append(libbpf.raw_tracepoint_open(self.obj.prog_fd(prog), tracepoint))
+        except OSError:
+            self.close()
+            raise
+
+    def ns(self, cpu: int) -> int:
+        values = (ctypes.c_uint64 * libbpf.num_possible_cpus())()
+        libbpf.map_lookup(self.obj.map_fd("net_rx_time"), ctypes.c_uint32(1), values)
+        return values[cpu]
+
+    def close(self) -> None:
+        for link in self.links:
+            os.close(link)
+        self.links.clear()
+        self.obj.close()
+
+
 @dataclass
 class Sample:
     """One round of one firewall: per packet costs in ns (prog_ns None: no XDP program)."""
@@ -114,6 +143,7 @@ class Sample:
     seconds: float
     dropped: int
     softirq_ns: float
+    softirq_tick_ns: float
     prog_ns: float | None
 
 
@@ -121,8 +151,9 @@ class Flood:
     """One lab, its sender and the sender's way in; the firewall under test goes on the
     server end."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, clock: NetRxClock) -> None:
         self.lab = lab
+        self.clock = clock
         self.obj = libbpf.BpfObject(lab_object_path())
         self.obj.load()
         self.ref: libbpf.BpfObject | None = None
@@ -195,10 +226,10 @@ class Flood:
         try:
             p0 = libbpf.prog_info(prog) if prog is not None else None
             d0 = dropped()
-            s0 = _softirq_ticks(RECEIVER_CPU)
+            s0, t0 = _softirq_ticks(RECEIVER_CPU), self.clock.ns(RECEIVER_CPU)
             sent = self.sender.send(count=count, rate=rate)
             time.sleep(0.01)  # the cpumap's queue drains
-            s1 = _softirq_ticks(RECEIVER_CPU)
+            s1, t1 = _softirq_ticks(RECEIVER_CPU), self.clock.ns(RECEIVER_CPU)
             d1 = dropped()
             p1 = libbpf.prog_info(prog) if prog is not None else None
         finally:
@@ -209,7 +240,8 @@ class Flood:
         if p0 is not None and p1 is not None and p1.run_cnt > p0.run_cnt:
             prog_ns = (p1.run_time_ns - p0.run_time_ns) / (p1.run_cnt - p0.run_cnt)
         return Sample(packets=sent.packets, seconds=sent.seconds, dropped=d1 - d0,
-                      softirq_ns=(s1 - s0) / os.sysconf("SC_CLK_TCK") * 1e9 / n, prog_ns=prog_ns)
+                      softirq_ns=(t1 - t0) / n, softirq_tick_ns=(s1 - s0) / os.sysconf("SC_CLK_TCK") * 1e9 / n,
+                      prog_ns=prog_ns)
 
     # --- the saturation rate, where live-frame test runs exist ------------------------------------
 
@@ -446,12 +478,14 @@ def flood_each(title: str, names: tuple[str, ...], setup: Setup, plan: Rounds, p
     rows: list[dict] = []
     skipped: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
+        clock = NetRxClock()
+        stack.callback(clock.close)
         ready: dict[str, tuple[Flood, Callable[[], int]]] = {}
         for k, name in enumerate(names):
             progress(f"flood {title}: setting up {name}")
             try:
                 lab = stack.enter_context(Lab(f"fl{k}", mtu=mtu))
-                flood = Flood(lab)
+                flood = Flood(lab, clock)
                 stack.callback(flood.close)
                 if sources:
                     flood.use_sources(sources)
@@ -488,6 +522,7 @@ def _summary(samples: list[Sample], plan: Rounds) -> dict:
            "packets": sum(s.packets for s in samples), "dropped": sum(s.dropped for s in samples),
            "softirq_ns": _median([s.softirq_ns for s in samples]),
            "softirq_spread_ns": [min(s.softirq_ns for s in samples), max(s.softirq_ns for s in samples)],
+           "softirq_tick_ns": _median([s.softirq_tick_ns for s in samples]),
            "prog_ns": _median(progs) if progs else None}
     if progs:
         out["prog_spread_ns"] = [min(progs), max(progs)]
