@@ -48,7 +48,7 @@ class Plan:
     def full(cls) -> Plan:
         return cls(rule_counts=[1, 10, 100, 1000, 10000], set_sizes=[1000, 100_000, 1_000_000],
                    repeat=200_000, trials=5, flood_rules=[1, 1000],
-                   flood=Rounds(rate=400_000, seconds=4.0, rounds=5, saturation_packets=100_000_000),
+                   flood=Rounds(rate=300_000, seconds=4.0, rounds=5, saturation_packets=100_000_000),
                    stream=Streams(seconds=5.0, rounds=5),
                    latency_rules=10000, latency_set=1_000_000, flood_blocklist=1_000_000)
 
