@@ -13,7 +13,7 @@ flood rule set, native mode, at one offered rate: the program's run time and the
 CPU's softirq time per packet, medians of --rounds interleaved rounds, as `bpfwall bench`
 measures its floods.
 
-    python bench/jumbo.py [--repeat 300000] [--rounds 5] [--rate 400000]
+    python bench/jumbo.py [--repeat 300000] [--rounds 5] [--rate 300000]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=300_000)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--rate", type=float, default=400_000, help="frames a second offered to each")
+    ap.add_argument("--rate", type=float, default=300_000, help="frames a second offered to each")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "jumbo.json"))
     args = ap.parse_args()
     packets = per_packet(args.repeat, 7)
