@@ -335,10 +335,17 @@ class Flood:
         values = (ctypes.c_uint8 * n)()
         libbpf.map_update_batch_raw(self.ref.map_fd("ref_v4"), (ctypes.c_uint32 * n).from_buffer(keys), values,
                                     4, 1, n)
+        with self._counting(self.ref, "xdp_ref_blocklist") as read:
+            yield read
+
+    @contextlib.contextmanager
+    def _counting(self, obj: libbpf.BpfObject, prog: str) -> Iterator[Callable[[], int]]:
+        """A lab program that counts its drops in its object's `dropped`, attached natively
+        to the server end; yields the count's reader."""
         with netns.enter(self.lab.server_ns):
-            link = libbpf.link_create(self.ref.prog_fd("xdp_ref_blocklist"), self.server_ifindex,
-                                      libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
-        fd, ncpu = self.ref.map_fd("dropped"), libbpf.num_possible_cpus()
+            link = libbpf.link_create(obj.prog_fd(prog), self.server_ifindex, libbpf.BPF_XDP,
+                                      libbpf.XDP_FLAGS_DRV_MODE)
+        fd, ncpu = obj.map_fd("dropped"), libbpf.num_possible_cpus()
 
         def read() -> int:
             values = (ctypes.c_uint64 * ncpu)()
@@ -394,21 +401,8 @@ class Flood:
         """Puts variant `name` with n_rules in place; yields a function that reads its drop count."""
         lab = self.lab
         if name == "xdp-drop":
-            with netns.enter(lab.server_ns):
-                link = libbpf.link_create(self.obj.prog_fd("xdp_drop_count"), netns.ifindex(lab.server_if),
-                                          libbpf.BPF_XDP, libbpf.XDP_FLAGS_DRV_MODE)
-            fd = self.obj.map_fd("dropped")
-            ncpu = libbpf.num_possible_cpus()
-
-            def read() -> int:
-                values = (ctypes.c_uint64 * ncpu)()
-                libbpf.map_lookup(fd, ctypes.c_uint32(0), values)
-                return sum(values)
-
-            try:
+            with self._counting(self.obj, "xdp_drop_count") as read:
                 yield read
-            finally:
-                os.close(link)
         elif name == "bpfwall":
             path = os.path.join(workdir, f"flood-{n_rules}.yaml")
             with open(path, "w") as f:
