@@ -743,7 +743,9 @@ def unban(address: str, ns: str | None) -> None:
               help="Detach only from IFACE (repeatable). Default: everything.")
 @handle_errors
 def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
-    """Detach bpfwall; with no -i, remove every link, pin and map it left."""
+    """Detach bpfwall; with no -i, remove every link, pin and map it left (nothing there:
+    exit 0). An interface named with -i that bpfwall does not protect is exit 1, after the
+    others named are detached: a typo must not pass for a detach."""
     ApplyReport = transaction.ApplyReport  # noqa: N806
 
     scope = Scope(ns)
@@ -752,10 +754,13 @@ def down(ns: str | None, interfaces: tuple[str, ...]) -> None:
     removed = transaction.down(scope, list(interfaces) or None, report)
     for repair in report.repairs:
         click.echo(f"repaired: {repair}", err=True)
-    for name in interfaces:
-        if name not in removed:
-            click.echo(f"note: {name} was not protected", err=True)
-    out.print(f"detached from {', '.join(removed)}" if removed else "nothing was attached")
+    if removed or not interfaces:
+        out.print(f"detached from {', '.join(removed)}" if removed else "nothing was attached")
+    unprotected = [name for name in interfaces if name not in removed]
+    if unprotected:
+        where = f" in network namespace '{ns}'" if ns else ""
+        raise RuntimeFailure(f"{', '.join(unprotected)}: not protected by bpfwall{where} "
+                             "('bpfwall status' lists what is)")
 
 
 @main.group(name="set")

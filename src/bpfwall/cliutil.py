@@ -67,6 +67,26 @@ def handle_errors(fn):
     return wrapper
 
 
-netns_option = click.option("--netns", "ns", metavar="NS",
+NETNS_NAME_MAX = 255  # a file name under /run/netns
+
+
+def netns_name(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str | None:
+    """--netns as given, checked before anything runs: an empty name (a script's unset
+    variable) must never fall back to the host, and a name that is no namespace (nor one
+    that bpfwall left a scope for, which `down` and `status` still reach) is a typo."""
+    from . import netns, scope
+
+    if value is None:
+        return None
+    if not value:
+        raise click.BadParameter("the name is empty; leave --netns out to mean the host")
+    if "/" in value or value in (".", "..") or len(value) > NETNS_NAME_MAX or not value.isprintable():
+        raise click.BadParameter(f"{clip(repr(value))} is not a network namespace name")
+    if not netns.exists(value) and value not in scope.namespace_scopes():
+        raise click.BadParameter(f"network namespace '{value}' does not exist ('ip netns list' names those that do)")
+    return value
+
+
+netns_option = click.option("--netns", "ns", metavar="NS", callback=netns_name,
                             help="Network namespace of the interfaces (by its name in /run/netns).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

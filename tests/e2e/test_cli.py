@@ -348,3 +348,34 @@ def test_show_diff_and_status_know_what_is_in_force(lab, tmp_path):
     # a hint names the namespace it is about
     res = bpfwall("show", "--netns", lab.client_ns)
     assert res.returncode == 1 and f"'bpfwall apply --netns {lab.client_ns}'" in res.stderr, res.stderr
+
+
+BAD_NAMESPACES = ("", "..", ".", "a/b", "x" * 300, "tab\there")
+
+
+def test_an_empty_unknown_or_malformed_namespace_is_refused_before_anything_runs(tmp_path):
+    """A script's unset variable (`--netns "$NS"`) must never mean the host: an empty,
+    malformed or unknown name is exit 2 on every verb, and no lock file is left for it."""
+    unknown = f"bpfwall-nosuch-{os.getpid()}"
+    rules = write(tmp_path, "version: 1\npolicy: {ingress: drop}\n")
+    host_before = json.loads(bpfwall("status", "--json").stdout)["running"]
+    verbs = (("apply", "-f", rules, "-i", "lo"), ("status",), ("stats",), ("show",), ("conntrack",), ("bans",),
+             ("down",), ("set", "list", "s"), ("log",), ("check", "-f", rules, "--diff"))
+    for name in (*BAD_NAMESPACES, unknown):
+        for verb in verbs:
+            res = bpfwall(*verb, "--netns", name)
+            assert res.returncode == 2, (verb, name, res.stdout, res.stderr)
+            assert "--netns" in res.stderr and "Traceback" not in res.stderr, res.stderr
+    left = os.listdir(STATE_ROOT) if os.path.isdir(STATE_ROOT) else []
+    assert not [f for f in left if unknown in f or f.startswith("netns-.")]
+    assert json.loads(bpfwall("status", "--json").stdout)["running"] == host_before  # the host untouched
+
+
+def test_down_of_an_interface_bpfwall_does_not_protect_fails(lab, tmp_path):
+    apply(lab, write(tmp_path, "version: 1\npolicy: {ingress: accept}\n"))
+    res = bpfwall("down", "--netns", lab.server_ns, "-i", "nosuch0")
+    assert res.returncode == 1 and "nosuch0: not protected by bpfwall" in res.stderr, res.stderr
+    assert json.loads(bpfwall("status", "--netns", lab.server_ns, "--json").stdout)["running"]
+    res = bpfwall("down", "--netns", lab.server_ns, "-i", lab.server_if, "-i", "nosuch0")
+    assert res.returncode == 1 and f"detached from {lab.server_if}" in res.stdout  # the real one still goes
+    assert bpfwall("down", "--netns", lab.server_ns).returncode == 0  # nothing left: idempotent
