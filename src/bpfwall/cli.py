@@ -376,7 +376,18 @@ def _live_elements(scope: Scope, ruleset) -> dict[str, list[str]]:
 def _check_diff(ruleset, scope: Scope, as_json: bool) -> None:
     from . import diff as diff_mod
 
-    state = scope.require_state()
+    state = scope.read_state()
+    if state is None or not state.interfaces:
+        # Not "differs" (exit 1), which a script takes as "apply would change something":
+        # there is nothing to compare with, which is the request's fault (exit 2).
+        where = f" in network namespace '{scope.ns}'" if scope.ns else ""
+        problem = (f"nothing is applied{where}, so there is nothing to compare {ruleset.source} with "
+                   f"('bpfwall apply{scope.ns_arg()}' puts it in force)")
+        if as_json:
+            click.echo(json.dumps({"errors": [{"file": ruleset.source, "line": None, "message": problem}]},
+                                  indent=2))
+            sys.exit(2)
+        raise InputError(f"bpfwall: {problem}")
     live = state.rules()
     changes = diff_mod.compare(live, ruleset, _live_elements(scope, live), _file_elements(ruleset))
     different = diff_mod.differs(changes)

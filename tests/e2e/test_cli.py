@@ -379,3 +379,14 @@ def test_down_of_an_interface_bpfwall_does_not_protect_fails(lab, tmp_path):
     res = bpfwall("down", "--netns", lab.server_ns, "-i", lab.server_if, "-i", "nosuch0")
     assert res.returncode == 1 and f"detached from {lab.server_if}" in res.stdout  # the real one still goes
     assert bpfwall("down", "--netns", lab.server_ns).returncode == 0  # nothing left: idempotent
+
+
+def test_check_diff_with_nothing_applied_is_not_a_difference(lab, tmp_path):
+    """Exit 1 means "an apply would change something"; nothing in force is another answer."""
+    rules = write(tmp_path, "version: 1\npolicy: {ingress: accept}\n")
+    res = bpfwall("check", "-f", rules, "--diff", "--netns", lab.server_ns)
+    assert res.returncode == 2 and "nothing is applied in network namespace" in res.stderr, res.stderr
+    res = bpfwall("check", "-f", rules, "--diff", "--json", "--netns", lab.server_ns)
+    assert res.returncode == 2 and "nothing is applied" in json.loads(res.stdout)["errors"][0]["message"]
+    apply(lab, rules)
+    assert bpfwall("check", "-f", rules, "--diff", "--netns", lab.server_ns).returncode == 0
