@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -193,9 +194,26 @@ def loads(text: str, filename: str = "<rules>") -> Ruleset:
     return from_data(data, lines, filename)
 
 
+@dataclass(frozen=True)
+class FileFence:
+    """Where the set files of a rule set that came over the network (a fleet policy) may be
+    read from. Such a policy's author may not read the host's files: a policy naming
+    /etc/shadow must neither make the agent read it nor bring its lines back in an error.
+    root: the only directory set files may be in (the agent's --files-dir; None: no set
+    file at all); names are relative to it, without '..', and may not lead out of it by
+    a link. read: False checks the names only (a policy checked before it is pushed, on
+    a machine that does not hold the hosts' files). Lines of these files are never
+    quoted in an error."""
+
+    root: str | None
+    read: bool = True
+
+
 def from_data(data: dict[str, Any], lines: dict[yamlsrc.Path, int], filename: str,
-              origins: dict[yamlsrc.Path, str] | None = None) -> Ruleset:
-    """A rule file's parsed data (yamlsrc.parse) to a Ruleset; origins as for _Problems."""
+              origins: dict[yamlsrc.Path, str] | None = None, fence: FileFence | None = None) -> Ruleset:
+    """A rule file's parsed data (yamlsrc.parse) to a Ruleset; origins as for _Problems.
+    fence: set files come only from there (None: a local rule file, whose set files are
+    relative to it and which its author can read)."""
     problems = _Problems(filename, lines, origins)
     try:
         model = FileModel.model_validate(data)
@@ -203,7 +221,7 @@ def from_data(data: dict[str, Any], lines: dict[yamlsrc.Path, int], filename: st
         for err in exc.errors():
             problems.add(err["loc"], _pydantic_message(err))
         raise InputError(problems.items) from None
-    ruleset = _Normaliser(model, data, problems, filename).run()
+    ruleset = _Normaliser(model, data, problems, filename, fence).run()
     if problems.items:
         raise InputError(problems.items)
     return ruleset
@@ -237,15 +255,40 @@ def _where(where: Any) -> str:
 
 
 class _Normaliser:
-    def __init__(self, model: FileModel, raw: dict[str, Any], problems: _Problems, filename: str):
+    def __init__(self, model: FileModel, raw: dict[str, Any], problems: _Problems, filename: str,
+                 fence: FileFence | None = None):
         self.model = model
         self.raw = raw
         self.p = problems
         self.filename = filename
+        self.fence = fence
         self.base_dir = os.path.dirname(os.path.abspath(filename))
         self.cidr_sets: dict[str, CidrSet] = {}
         self.port_sets: dict[str, list[PortRange]] = {}
         self.inputs: dict[str, str] = {}  # set files read: absolute path -> digest
+
+    def _fenced_path(self, name: str, where: tuple) -> str | None:
+        """The path of set file `name` under the fence, or None (a problem added, or the
+        fence only checks names)."""
+        fence = self.fence
+        assert fence is not None
+        parts = name.replace("\\", "/").split("/")
+        if os.path.isabs(name) or ".." in parts or not name.strip():
+            self.p.add(where, f"set file '{excerpt(name)}': a fleet policy names set files relative to the "
+                              "agent's --files-dir, without '..'")
+            return None
+        if not fence.read:
+            return None
+        if fence.root is None:
+            self.p.add(where, f"set file '{excerpt(name)}': this agent reads no set files (it was given no "
+                              "--files-dir)")
+            return None
+        root = os.path.realpath(fence.root)
+        full = os.path.join(root, name)
+        if os.path.commonpath([root, os.path.realpath(full)]) != root:
+            self.p.add(where, f"set file '{excerpt(name)}': leads out of the agent's --files-dir (a link)")
+            return None
+        return full
 
     def run(self) -> Ruleset:
         m = self.model
@@ -404,9 +447,15 @@ class _Normaliser:
             where = path + ("elements", i)
             entries.append((e, f"{self.p.file_of(where)}:{self.p.line_of(where)}"))
         for i, f in enumerate(s.files):
-            full = os.path.join(self.base_dir, f)
+            if self.fence is None:
+                full = os.path.join(self.base_dir, f)
+            else:
+                fenced = self._fenced_path(f, path + ("files", i))
+                if fenced is None:
+                    continue
+                full = fenced
             try:
-                raw = read_regular_file(full, SET_FILE_MAX_BYTES, "set file")
+                raw = read_regular_file(full, SET_FILE_MAX_BYTES, "set file", nofollow=self.fence is not None)
                 self.inputs[os.path.abspath(full)] = digest(raw)
                 text = raw.decode("utf-8")
             except OSError as exc:
@@ -431,7 +480,11 @@ class _Normaliser:
                     self.p.add_raw(f"{_where(where)}: set '{name}': {value!r} is not an address or CIDR")
                     continue
                 element, err = parse(value)
-                if err:
+                if err and self.fence is not None and not isinstance(where, str):
+                    # A line of a file on the host: its author may not read it, so it is not shown.
+                    self.p.add_raw(f"{_where(where)}: set '{name}': not an address or CIDR (the line "
+                                   "is not shown: it is a file of the host's)")
+                elif err:
                     self.p.add_raw(f"{_where(where)}: set '{name}': {err}")
                 else:
                     add(element)

@@ -74,9 +74,12 @@ class StoreSpec:
               help="XDP mode, as for apply.")
 @click.option("--state-dir", default="/var/lib/bpfwall/agent", show_default=True, metavar="DIR",
               help="Where the last applied policy is kept, for a start while etcd is away.")
+@click.option("--files-dir", type=click.Path(exists=True, file_okay=False), metavar="DIR",
+              help="The only directory the policies' set files may be read from, by names relative to "
+                   "it. Default: none, and a policy that names a set file fails on this host.")
 @handle_errors
-def agent(store: StoreSpec, host: str,
-          labels: tuple[str, ...], interfaces: tuple[str, ...], ns: str | None, mode: str, state_dir: str) -> None:
+def agent(store: StoreSpec, host: str, labels: tuple[str, ...], interfaces: tuple[str, ...], ns: str | None,
+          mode: str, state_dir: str, files_dir: str | None) -> None:
     """Keep this host's firewall equal to its effective policy in etcd (runs in the foreground).
 
     The policies under PREFIX/policies/ that select this host's labels are merged and put in
@@ -88,7 +91,7 @@ def agent(store: StoreSpec, host: str,
     from .fleet.agent import Agent, AgentConfig, parse_labels
 
     cfg = AgentConfig(host=host, labels=parse_labels(labels), interfaces=list(interfaces), ns=ns,
-                      state_dir=state_dir, mode=mode)
+                      state_dir=state_dir, mode=mode, files_dir=files_dir)
     etcd = store.open()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,11 +14,13 @@ RULE_FILE_MAX_BYTES = 32 << 20  # 10,000 rules are about 1 MiB; big sets belong 
 SET_FILE_MAX_BYTES = 256 << 20  # a million-prefix netset is about 18 MiB
 
 
-def read_regular_file(path: str, limit: int, what: str) -> bytes:
+def read_regular_file(path: str, limit: int, what: str, nofollow: bool = False) -> bytes:
     """The bytes of a regular file of at most limit bytes. A FIFO, a device (/dev/zero) or
     a larger file is refused at once, without reading it: an agent reads rule files that
-    came over the network, and a careless path must not hang or exhaust the host."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # OSError: the caller says it
+    came over the network, and a careless path must not hang or exhaust the host.
+    nofollow: a symbolic link as the file itself is refused (ELOOP)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (os.O_NOFOLLOW if nofollow else 0)
+    fd = os.open(path, flags)  # OSError: the caller says it
     with os.fdopen(fd, "rb") as f:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

@@ -50,10 +50,11 @@ def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str) -> Iterator[subprocess.Popen]:
+def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str,
+          extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
     log = open(tmp_path / f"agent-{host}.log", "a")
     cmd = [sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix", prefix, "--host", host,
-           "-i", lab.server_if, "--netns", lab.server_ns, "--state-dir", str(tmp_path / f"state-{host}")]
+           "-i", lab.server_if, "--netns", lab.server_ns, "--state-dir", str(tmp_path / f"state-{host}"), *extra]
     for label in labels:
         cmd += ["--label", label]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -394,3 +395,55 @@ def test_a_policy_that_would_cut_an_ssh_session_is_refused_on_that_host(tmp_path
             sshd.stdin.close()
             sshd.kill()
             sshd.wait()
+
+
+SECRET = "root:$y$j9T$notarealhash:20228:0:99999:7:::"
+
+
+def test_a_policy_reads_no_file_of_the_host_outside_its_files_dir(labs, tmp_path):
+    """Who may write to the store must not read the hosts' files: a policy naming a root-only
+    file fails on the host without the file being read, and no error brings a line of any
+    host file back into the store; files under the agent's --files-dir are read, links out
+    of it are not."""
+    lab = labs[0]
+    secret = tmp_path / "shadow"
+    secret.write_text(SECRET + "\n")
+    secret.chmod(0o600)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "good.netset").write_text("# a list\n192.0.2.0/24\n198.51.100.7\n")
+    (files / "bad.netset").write_text("192.0.2.9\n" + SECRET + "\n")
+    (files / "leak.netset").symlink_to(secret)
+    prefix = f"/bwtest-files-{os.getpid()}"
+
+    def policy_with(path: str) -> str:
+        return (f"version: 1\npolicy: {{ingress: accept}}\nsets:\n  s: {{type: cidr, files: [{json.dumps(path)}]}}\n"
+                "rules:\n  - {name: drop-s, src: '@s', action: drop}\n")
+
+    with Etcd() as etcd:
+        store = Store(etcd.url, prefix)
+        # The CLI refuses such a policy before it is written ...
+        res = fleet(etcd, prefix, "push", write(tmp_path, policy_with(str(secret)), "p.yaml"), "--name", "p")
+        assert res.returncode == 2 and "relative to the agent's --files-dir" in res.stderr, res.stderr
+        # ... and whoever writes to the store directly gets no further on a host.
+        revision = store.put("policies/p", policy_with(str(secret)))
+        with agent(etcd, prefix, "h1", lab, tmp_path, extra=("--files-dir", str(files))):
+            def reported(at: int) -> Callable[[], bool]:
+                return lambda: "h1" in (s := statuses(etcd, prefix)) and s["h1"]["revision"] >= at
+
+            until("the host reports the absolute path refused", reported(revision))
+            status = statuses(etcd, prefix)["h1"]
+            assert not status["ok"] and "relative to the agent's --files-dir" in json.dumps(status)
+            for name, why in (("leak.netset", "leads out of the agent's --files-dir"),
+                              ("../shadow", "without '..'"), ("bad.netset", "the line is not shown")):
+                revision = store.put("policies/p", policy_with(name))
+                until(f"the host reports {name} refused", reported(revision))
+                status = statuses(etcd, prefix)["h1"]
+                assert not status["ok"] and why in json.dumps(status), status
+                _, kvs = store.read("")
+                assert not any(b"notarealhash" in v for v in kvs.values()), "a host file's line reached the store"
+            revision = store.put("policies/p", policy_with("good.netset"))
+            until("the host applies the file under --files-dir", reported(revision))
+            assert statuses(etcd, prefix)["h1"]["ok"]
+            listed = bpfwall("set", "list", "s", "--netns", lab.server_ns).stdout.split()
+            assert listed == ["192.0.2.0/24", "198.51.100.7"], listed

@@ -36,9 +36,21 @@ def test_apply_without_interface_is_bad_input(tmp_path, monkeypatch):
     p = tmp_path / "r.yaml"
     p.write_text("version: 1\nrules:\n  - {name: a, action: drop}\n")
     monkeypatch.setattr("bpfwall.scope.STATE_ROOT", str(tmp_path / "run"))
-    res = CliRunner().invoke(main, ["apply", "-f", str(p), "--netns", "no-such-ns-for-sure"])
+    monkeypatch.setattr("bpfwall.netns.exists", lambda name: name == "a-namespace")  # touch no real one
+    res = CliRunner().invoke(main, ["apply", "-f", str(p), "--netns", "a-namespace"])
     assert res.exit_code == 2
     assert "no interface" in res.output
+
+
+def test_a_namespace_name_is_checked_before_anything_runs(tmp_path, monkeypatch):
+    """An empty --netns (a script's unset variable) must never mean the host."""
+    monkeypatch.setattr("bpfwall.scope.STATE_ROOT", str(tmp_path / "run"))
+    for name, why in (("", "the name is empty"), ("..", "not a network namespace name"),
+                      ("a/b", "not a network namespace name"), ("x" * 256, "not a network namespace name"),
+                      ("nl\nin", "not a network namespace name"), ("no-such-ns-for-sure", "does not exist")):
+        res = CliRunner().invoke(main, ["status", "--netns", name])
+        assert res.exit_code == 2 and why in res.output, (name, res.output)
+    assert not (tmp_path / "run").exists()  # no lock or state file made for any of them
 
 
 def test_check_json_gives_errors_as_records(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bpfwall import config
 from bpfwall.errors import InputError
 from bpfwall.fleet import policy
 
@@ -91,3 +92,37 @@ def test_the_digest_follows_the_selected_texts():
     a = policy.digest(both(), {"role": "web"})
     assert a == policy.digest(list(reversed(both())), {"role": "web"})
     assert a != policy.digest(both(), {"role": "db"})
+
+
+def _with_file(name: str) -> list[policy.Policy]:
+    return [policy.parse("p", f"version: 1\nsets:\n  s: {{type: cidr, files: ['{name}']}}\n"
+                              "rules:\n  - {name: d, src: '@s', action: drop}\n")]
+
+
+def _problems(name: str, fence: config.FileFence) -> str:
+    with pytest.raises(InputError) as exc:
+        policy.effective(_with_file(name), {}, {}, fence)
+    return "\n".join(exc.value.problems)
+
+
+def test_fleet_set_files_come_only_from_the_files_dir(tmp_path):
+    outside = tmp_path / "secret"
+    outside.write_text("root:x:0:0\n")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "ok.netset").write_text("192.0.2.1\n")
+    (files / "bad.netset").write_text("hunter2-password\n")
+    (files / "link.netset").symlink_to(outside)
+    fence = config.FileFence(str(files))
+    got = policy.effective(_with_file("ok.netset"), {}, {}, fence).ruleset
+    assert len(got.cidr_sets["s"].elements) == 1
+    assert "given no --files-dir" in _problems("ok.netset", config.FileFence(None))
+    assert "given no --files-dir" in _problems("ok.netset", policy.NO_FILES)
+    assert "relative to the agent's --files-dir" in _problems(str(outside), fence)
+    assert "without '..'" in _problems("../secret", fence)
+    assert "leads out of the agent's --files-dir" in _problems("link.netset", fence)
+    bad = _problems("bad.netset", fence)
+    assert "not shown" in bad and "hunter2" not in bad
+    # checked before a push, where the hosts' files are not: names only
+    policy.effective(_with_file("not-here.netset"), {}, {}, config.FileFence(None, read=False))
+    assert "without '..'" in _problems("a/../../x", config.FileFence(None, read=False))

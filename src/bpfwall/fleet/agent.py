@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import transaction
+from .. import config, transaction
 from ..cidrset import Element
 from ..errors import BpfwallError, InputError, RuntimeFailure
 from ..scope import Scope
@@ -48,6 +48,7 @@ class AgentConfig:
     ns: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
     mode: str = "native"
+    files_dir: str | None = None  # the only place policies' set files may be read from (None: none)
 
 
 def parse_labels(values: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -245,7 +246,7 @@ class Agent:
             self.report()
             return
         try:
-            result = policy.effective(policies, self.cfg.labels, self.sets)
+            result = policy.effective(policies, self.cfg.labels, self.sets, config.FileFence(self.cfg.files_dir))
             self.warnings = result.warnings
             ruleset = result.ruleset
             report, tables = self.apply(ruleset)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import config
 from ..cidrset import format_element, parse_element
 from ..errors import InputError, RuntimeFailure
 from . import policy
@@ -33,7 +34,8 @@ def check_policy(store: Store, name: str, text: str) -> policy.Policy:
             continue  # its own problem, which the hosts report
         if not parsed.select:
             others.append(parsed)
-    policy.effective([new, *others], dict(new.select), {})
+    # The set files are the hosts' (each agent's --files-dir): here only their names are checked.
+    policy.effective([new, *others], dict(new.select), {}, config.FileFence(None, read=False))
     return new
 
 

@@ -145,6 +145,9 @@ def _unite(p: Policy, name: str, spec: Any, sets: dict[str, Any], lines: dict[ya
         first["fleet"] = True
 
 
+NO_FILES = config.FileFence(None)  # a host that reads no set file for the fleet
+
+
 @dataclass
 class Effective:
     """A host's rule set from its policies, and what the agent needs to keep its fleet sets."""
@@ -154,16 +157,17 @@ class Effective:
     fleet_static: dict[str, set[Element]]  # each fleet set in force -> its elements from the policies
 
 
-def effective(policies: list[Policy], labels: dict[str, str], fleet_sets: dict[str, set[str]]) -> Effective:
+def effective(policies: list[Policy], labels: dict[str, str], fleet_sets: dict[str, set[str]],
+              fence: config.FileFence = NO_FILES) -> Effective:
     """The host's rule set from the policies that select it, with the elements the store
-    holds for its fleet sets. InputError for a problem of the merged file (a clash, a set
-    the host lacks)."""
+    holds for its fleet sets; set files only from within the fence. InputError for a
+    problem of the merged file (a clash, a set the host lacks)."""
     chosen = [p for p in policies if p.selects(labels)]
     if not chosen:
         raise InputError("no policy selects this host (its labels: "
                          f"{', '.join(f'{k}={v}' for k, v in sorted(labels.items())) or 'none'})")
     data, lines, origins = merge(chosen)
-    ruleset = config.from_data(data, lines, "policies", origins)
+    ruleset = config.from_data(data, lines, "policies", origins, fence)
     ruleset.source = "fleet: " + ", ".join(sorted(p.name for p in chosen))
     warnings: list[str] = []
     fleet_static: dict[str, set[Element]] = {}
