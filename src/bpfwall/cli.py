@@ -812,38 +812,47 @@ def _read_elements(values: tuple[str, ...]) -> list:
     return elements
 
 
-def _set_change(name: str, values: tuple[str, ...], ns: str | None, add: bool) -> None:
+def _set_change(name: str, values: tuple[str, ...], ns: str | None, add: bool, force: bool) -> None:
 
     scope = Scope(ns)
     with netns.enter(ns):
         scope.cidr_set_slot(name)  # a missing or port set is the first thing to say
     elements = _read_elements(values)
     t0 = time.monotonic()
-    changed, unchanged = transaction.set_change(scope, name, elements, add)
+    changed, unchanged = transaction.set_change(scope, name, elements, add, guard=not force)
     ms = (time.monotonic() - t0) * 1000
     verb = "added" if add else "removed"
     extra = f" ({unchanged} already there)" if add and unchanged else ""
     out.print(f"set '{name}': {verb} {changed} element{'s' if changed != 1 else ''}{extra} in {ms:.1f} ms")
 
 
+_set_force = click.option("--force", is_flag=True,
+                          help="Skip the lockout guard, which refuses a change that would cut an SSH session "
+                               "of this host.")
+
+
 @set_group.command(name="add")
 @click.argument("name")
 @click.argument("elements", nargs=-1, required=True)
 @netns_option
+@_set_force
 @handle_errors
-def set_add(name: str, elements: tuple[str, ...], ns: str | None) -> None:
-    """Add ELEMENTS (addresses or CIDRs, or '-' for stdin) to set NAME."""
-    _set_change(name, elements, ns, add=True)
+def set_add(name: str, elements: tuple[str, ...], ns: str | None, force: bool) -> None:
+    """Add ELEMENTS (addresses or CIDRs, or '-' for stdin) to set NAME. Refused, as apply
+    is, when the set would then cut one of this host's SSH sessions (--force: go ahead)."""
+    _set_change(name, elements, ns, add=True, force=force)
 
 
 @set_group.command(name="del")
 @click.argument("name")
 @click.argument("elements", nargs=-1, required=True)
 @netns_option
+@_set_force
 @handle_errors
-def set_del(name: str, elements: tuple[str, ...], ns: str | None) -> None:
-    """Remove ELEMENTS from set NAME; every one must be in it, or nothing changes."""
-    _set_change(name, elements, ns, add=False)
+def set_del(name: str, elements: tuple[str, ...], ns: str | None, force: bool) -> None:
+    """Remove ELEMENTS from set NAME; every one must be in it, or nothing changes. Refused
+    when an SSH session of this host would then be cut (an allow list), as for add."""
+    _set_change(name, elements, ns, add=False, force=force)
 
 
 @set_group.command(name="list")

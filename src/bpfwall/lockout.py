@@ -248,22 +248,31 @@ APPLY_ADVICE = ("apply with --force to go ahead without the lockout guard (with 
                 "rules back if you lose the session)")
 
 
+SET_ADVICE = "run it again with --force to go ahead without the lockout guard"
+
+
+def sessions_here() -> list[Session]:
+    """The SSH sessions of this host (the caller's own, and sshd's); LookupFailed when they
+    cannot be looked for."""
+    return from_environment(dict(os.environ)) + from_sshd()
+
+
 def guard_apply(ruleset: Ruleset, targets: list[str], ct: Callable[[], reference.Conntrack] | None,
-                now: int, advice: str = APPLY_ADVICE) -> None:
+                now: int, advice: str = APPLY_ADVICE, doing: str = "apply") -> None:
     """What apply runs first, in the scope's namespace: RuntimeFailure naming every SSH
     session of this host that the rule set would cut on the targets, or saying that the
     sessions could not be looked for. ct gives the live connection table as the reference
     model takes it (None: the rule set tracks nothing). advice: how to go ahead anyway."""
     try:
-        sessions = from_environment(dict(os.environ)) + from_sshd()
+        sessions = sessions_here()
         if not sessions:
             return
         found = threats(ruleset, sessions, targets, ct() if ct else None, now)
     except LookupFailed as exc:
-        raise RuntimeFailure(f"refusing to apply: cannot look for SSH sessions the rules might cut ({exc})\n"
+        raise RuntimeFailure(f"refusing to {doing}: cannot look for SSH sessions the rules might cut ({exc})\n"
                              f"{advice}") from None
     if found:
-        raise RuntimeFailure("refusing to apply: it would lock out SSH\n" + "\n".join(str(t) for t in found)
+        raise RuntimeFailure(f"refusing to {doing}: it would lock out SSH\n" + "\n".join(str(t) for t in found)
                              + f"\nadd a rule that accepts it, or {advice}")
 
 
@@ -288,7 +297,8 @@ def check_warnings(ruleset: Ruleset) -> list[str]:
     return found
 
 
-def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str], advice: str = APPLY_ADVICE) -> None:
+def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str], advice: str = APPLY_ADVICE,
+                doing: str = "apply") -> None:
     """guard_apply for an apply in scope (a scope.Scope): in its namespace, against its live
     connection table when the rule set tracks connections."""
     from . import conntrack, netns
@@ -297,4 +307,4 @@ def guard_scope(scope: Any, ruleset: Ruleset, targets: list[str], advice: str = 
         return conntrack.reference_table(scope, ruleset.conntrack.get("timeouts", {}))
 
     with netns.enter(scope.ns):
-        guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack.now_ns(), advice)
+        guard_apply(ruleset, targets, live_table if ruleset.uses_ct() else None, conntrack.now_ns(), advice, doing)

@@ -384,3 +384,21 @@ class PinnedSet:
         value = c_uint32()
         key = _key(self.slot * 2 + (v & 1), (family, a, bits))
         return libbpf.map_lookup(self.tables.fds[TRIES[family]], key, value)
+
+
+class ChangedSet:
+    """A set in force as a change would leave it, asked as the reference model asks
+    (contains): the lockout guard of `set add` and `set del` judges the host's SSH sessions
+    by it before the change is made. A removal is taken at its worst: an address that a
+    removed element holds counts as out of the set, even if another element holds it too."""
+
+    def __init__(self, pinned: PinnedSet, elements: list[Element], add: bool) -> None:
+        self.pinned, self.elements, self.add = pinned, elements, add
+
+    def contains(self, family: int, addr: bytes) -> bool:
+        bits = WIDTH[family] * 8
+        a = int.from_bytes(addr[: WIDTH[family]], "big")
+        hit = any(f == family and a >> (bits - p) == net >> (bits - p) for f, net, p in self.elements)
+        if self.add:
+            return hit or self.pinned.contains(family, addr)
+        return not hit and self.pinned.contains(family, addr)

@@ -79,12 +79,14 @@ class ApplyReport:
     generic_why: dict[str, str] = field(default_factory=dict)  # interface -> why XDP runs generic there
 
 
-def set_change(scope: Scope, name: str, elements: list[Element], add: bool) -> tuple[int, int]:
+def set_change(scope: Scope, name: str, elements: list[Element], add: bool,
+               guard: bool = True) -> tuple[int, int]:
     """Adds (or removes) elements of a CIDR set in force, all at once.
 
     Returns (changed, unchanged): elements already present (for add) are
     left alone; removing an element that is not in the set changes nothing
-    and is an error.
+    and is an error. guard: first the lockout guard of apply, which refuses a
+    change that would cut one of the host's SSH sessions (RuntimeFailure).
     """
     require_root()
     with scope.lock(), netns.enter(scope.ns):
@@ -104,18 +106,39 @@ def set_change(scope: Scope, name: str, elements: list[Element], add: bool) -> t
             present = {e for e in elements if tables.contains(slot, e, set_state)}
             if add:
                 todo = list(dict.fromkeys(e for e in elements if e not in present))
-                tables.change(slot, todo, [], record)
             else:
                 missing = [e for e in elements if e not in present]
                 if missing:
                     raise InputError(f"not in set '{name}': " + ", ".join(
                         format_element(e) for e in missing[:5]) + (" ..." if len(missing) > 5 else ""))
                 todo = list(dict.fromkeys(elements))
-                tables.change(slot, [], todo, record)
+            if guard and todo:
+                _guard_set_change(scope, state, tables, name, todo, add)
+            tables.change(slot, todo if add else [], [] if add else todo, record)
         meta["size"] = meta.get("size", 0) + (len(todo) if add else -len(todo))
         write_json(scope.sets_path, {"generation": state.generation, "sets": changes},
                     access.group_id(state.group))
     return len(todo), len(elements) - len(todo)
+
+
+def _guard_set_change(scope: Scope, state: State, tables: SetTables, name: str, todo: list[Element],
+                      add: bool) -> None:
+    """apply's lockout guard for a set change: the rule set in force, its sets as the
+    kernel's tables hold them and this one as the change would leave it, judged for every
+    SSH session of the host. The rule file is read only when there is a session to cut."""
+    from . import lockout  # the reference model it judges by: only for a set change
+
+    try:
+        if not lockout.sessions_here():
+            return
+    except lockout.LookupFailed:
+        pass  # the guard says it cannot look, and refuses
+    ruleset = state.rules()
+    views: dict[str, Any] = {n: tables.view(s) for n, s in ruleset.set_slots().items()}
+    views[name] = setmaps.ChangedSet(views[name], todo, add)
+    ruleset.cidr_sets = views
+    lockout.guard_scope(scope, ruleset, state.interfaces, lockout.SET_ADVICE,
+                        f"{'add to' if add else 'remove from'} set '{name}'")
 
 
 def _scope_maps_for(scope: Scope, compiled: Compiled, report: ApplyReport) -> dict[str, int] | None:

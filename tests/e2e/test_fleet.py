@@ -51,13 +51,14 @@ def until(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
 
 @contextlib.contextmanager
 def agent(etcd: Etcd, prefix: str, host: str, lab: Lab, tmp_path, *labels: str,
-          extra: tuple[str, ...] = ()) -> Iterator[subprocess.Popen]:
+          extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     log = open(tmp_path / f"agent-{host}.log", "a")
     cmd = [sys.executable, "-m", "bpfwall.cli", "agent", "--etcd", etcd.url, "--prefix", prefix, "--host", host,
            "-i", lab.server_if, "--netns", lab.server_ns, "--state-dir", str(tmp_path / f"state-{host}"), *extra]
     for label in labels:
         cmd += ["--label", label]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
         yield proc
     finally:
@@ -447,3 +448,35 @@ def test_a_policy_reads_no_file_of_the_host_outside_its_files_dir(labs, tmp_path
             assert statuses(etcd, prefix)["h1"]["ok"]
             listed = bpfwall("set", "list", "s", "--netns", lab.server_ns).stdout.split()
             assert listed == ["192.0.2.0/24", "198.51.100.7"], listed
+
+
+GUARDED = """\
+version: 1
+policy: {ingress: drop}
+sets:
+  blocked: {type: cidr, fleet: true}
+rules:
+  - {name: no-blocked, src: "@blocked", action: drop}
+  - {name: ssh, proto: tcp, dport: 22, action: accept}
+"""
+
+
+def test_a_fleet_set_element_that_would_cut_the_hosts_ssh_is_refused_and_reported(labs, tmp_path):
+    lab = labs[0]
+    lab.tcp_server(22)
+    prefix = f"/bwtest-guard-{os.getpid()}"
+    operator = {"SSH_CONNECTION": f"{CLIENT_V4} 40022 10.200.0.1 22"}  # the host's session, from the client
+    with Etcd() as etcd:
+        assert fleet(etcd, prefix, "push", write(tmp_path, GUARDED, "g.yaml"), "--name", "g").returncode == 0
+        with agent(etcd, prefix, "h1", lab, tmp_path, env=operator):
+            until("the host applies", lambda: statuses(etcd, prefix).get("h1", {}).get("ok") is True)
+            assert fleet(etcd, prefix, "set", "add", "blocked", "10.200.0.0/24").returncode == 0
+            until("the host reports the refusal", lambda: statuses(etcd, prefix)["h1"]["ok"] is False)
+            error = statuses(etcd, prefix)["h1"]["error"]
+            assert "refusing to add to set 'blocked': it would lock out SSH" in json.dumps(error), error
+            assert lab.tcp_connect(22) == "open"
+            assert fleet(etcd, prefix, "set", "del", "blocked", "10.200.0.0/24").returncode == 0
+            assert fleet(etcd, prefix, "set", "add", "blocked", "10.200.9.0/24").returncode == 0
+            until("the host is ok again", lambda: statuses(etcd, prefix)["h1"]["ok"] is True)
+            listed = bpfwall("set", "list", "blocked", "--netns", lab.server_ns).stdout.split()
+            assert listed == ["10.200.9.0/24"], listed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -133,3 +134,42 @@ def test_an_unchanged_file_applies_as_a_no_op(lab, tmp_path):
     assert set_cmd(lab, "add", "blocked", CLIENT_V4).returncode == 0  # a live change since
     assert apply(lab, rules).stdout.startswith("applied") and generation() == 3
     assert lab.udp_query(53) == "answered"  # the apply put the file's elements back
+
+
+ALLOWED = """\
+version: 1
+policy: {ingress: drop}
+sets:
+  admins: {type: cidr, elements: [10.200.0.2, 10.200.0.77]}
+  blocked: {type: cidr, elements: [192.0.2.0/24]}
+rules:
+  - {name: drop-blocked, src: "@blocked", action: drop}
+  - {name: ssh, proto: tcp, dport: 22, src: "@admins", action: accept}
+"""
+
+
+def test_a_set_change_that_would_cut_an_ssh_session_is_refused(lab, tmp_path):
+    """The operator's SSH session comes from the client: blocking its network, or taking its
+    address out of the allow list, is refused as an apply that cut it would be; --force
+    goes ahead; changes that spare it pass."""
+    apply(lab, write(tmp_path, ALLOWED))
+    env = {**os.environ, "SSH_CONNECTION": f"{CLIENT_V4} 40022 10.200.0.1 22"}
+
+    def as_operator(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bpfwall.cli", "set", *args, "--netns", lab.server_ns],
+                              capture_output=True, text=True, timeout=120, env=env)
+
+    res = as_operator("add", "blocked", "10.200.0.0/24")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "refusing to add to set 'blocked': it would lock out SSH" in res.stderr and "--force" in res.stderr
+    assert "10.200.0.0/24" not in set_cmd(lab, "list", "blocked").stdout  # nothing changed
+    res = as_operator("del", "admins", "10.200.0.2")
+    assert res.returncode == 1 and "refusing to remove from set 'admins'" in res.stderr, res.stderr
+    assert lab.tcp_connect(22) == "open"
+    # what spares the session goes through, guarded
+    assert as_operator("add", "blocked", "10.200.5.0/24").returncode == 0
+    assert as_operator("del", "admins", "10.200.0.77").returncode == 0
+    # --force: the operator's own call
+    res = as_operator("add", "blocked", "10.200.0.0/24", "--force")
+    assert res.returncode == 0, res.stderr
+    assert lab.tcp_connect(22, timeout=0.5) == "timeout"

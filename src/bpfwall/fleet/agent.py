@@ -77,6 +77,9 @@ class Agent:
         self.fleet_static: dict[str, set[Element]] = {}  # fleet sets in force -> the policies' own elements
         self.error: str | None = None
         self.warnings: list[str] = []
+        # Store elements the lockout guard kept out of a fleet set: the host reports an error
+        # while any is still in the store.
+        self.refused: dict[str, set[Element]] = {}
         self.lease = 0
         self._kept_alive = 0.0
         self._last_status = ""
@@ -191,6 +194,8 @@ class Agent:
             return
         if added or removed:
             self.change_sets(added, removed)
+            if self.error and self.error.startswith("sets/") and not any(self.refused.values()):
+                self.error = None  # every refused element has left the store
         if revision != self.revision and not (added or removed):
             return  # only other hosts' status changed: nothing of ours to report
         self.revision = revision
@@ -257,6 +262,7 @@ class Agent:
         self.applied = {"digest": digest, "policies": names, "generation": report.generation,
                         "rules": len([r for r in ruleset.rules if not r.implicit]), "applied_at": time.time()}
         self.fleet_static = result.fleet_static
+        self.refused = {}  # the apply took every store element, past apply's own guard
         self.error = None
         self.revision = revision
         self.save_cache(policies, names)
@@ -304,6 +310,7 @@ class Agent:
                 elements, bad = policy.store_elements(sorted(texts))
                 self.warnings += [f"sets/{name}/{text}: {err}" for text, err in bad]
                 if not add:
+                    self.refused.get(name, set()).difference_update(elements)
                     elements = [e for e in elements if e not in static]
                 if elements:
                     self._set_change(name, elements, add)
@@ -315,8 +322,11 @@ class Agent:
             if add:
                 self.warnings += exc.problems
             # a removal of what is not there: the set is as the store says already
-        except RuntimeFailure as exc:
-            self.warnings.append(f"sets/{name}: {exc}")
+        except RuntimeFailure as exc:  # the lockout guard, say: reported as a failed policy is
+            if add:
+                self.refused.setdefault(name, set()).update(elements)
+            self.error = f"sets/{name}: {exc}"
+            self.say(self.error)
 
     def resync_sets(self) -> None:
         """After a fresh read, the fleet sets in force made equal to the store's elements
