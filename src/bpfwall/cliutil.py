@@ -78,12 +78,16 @@ def netns_name(ctx: click.Context | None, param: click.Parameter | None, value: 
 
     if value is None:
         return None
+    problem = None
     if not value:
-        raise click.BadParameter("the name is empty; leave --netns out to mean the host")
-    if "/" in value or value in (".", "..") or len(value) > NETNS_NAME_MAX or not value.isprintable():
-        raise click.BadParameter(f"{clip(repr(value))} is not a network namespace name")
-    if not netns.exists(value) and value not in scope.namespace_scopes():
-        raise click.BadParameter(f"network namespace '{value}' does not exist ('ip netns list' names those that do)")
+        problem = "the name is empty; leave --netns out to mean the host"
+    elif "/" in value or value in (".", "..") or len(value) > NETNS_NAME_MAX or not value.isprintable():
+        problem = f"{clip(repr(value))} is not a network namespace name"
+    elif not netns.exists(value) and value not in scope.namespace_scopes():
+        problem = f"network namespace '{value}' does not exist ('ip netns list' names those that do)"
+    if problem:  # bad input, one line, as every other error: exit 2 before anything runs
+        click.echo(f"bpfwall: --netns: {problem}", err=True)
+        (ctx or click.get_current_context()).exit(2)
     return value
 
 

@@ -86,7 +86,8 @@ def test_exporter_serves_the_counters_and_follows_applies(lab, tmp_path):
 def test_exporter_refuses_a_namespace_that_does_not_exist():
     res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "exporter", "--netns", "bpfwall-nosuch-ns"],
                          capture_output=True, text=True, timeout=30)
-    assert res.returncode == 1 and res.stderr.strip() == "bpfwall: network namespace 'bpfwall-nosuch-ns' does not exist"
+    assert res.returncode == 2 and res.stderr.strip() == (
+        "bpfwall: --netns: network namespace 'bpfwall-nosuch-ns' does not exist ('ip netns list' names those that do)")
 
 
 def test_exporter_refuses_a_bad_listen_address():
