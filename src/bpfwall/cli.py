@@ -956,9 +956,10 @@ def exporter(listen: str, ns: str | None) -> None:
     (the kernel counts those when sysctl kernel.bpf_stats_enabled=1). Runs until
     interrupted and follows every apply."""
     from .exporter import serve
+    from .exporter import url as exporter_url
 
     serve(ns, listen, lambda host, port: click.echo(
-        f"serving http://{host}:{port}/metrics for {f'netns {ns}' if ns else 'every scope'}", err=True))
+        f"serving {exporter_url(host, port)} for {f'netns {ns}' if ns else 'every scope'}", err=True))
 
 
 @main.command()

@@ -7,10 +7,14 @@ scrape finds the generation in force) and while bpfwall is down (bpfwall_up 0).
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -174,6 +178,38 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def url(host: str, port: int) -> str:
+    """Where the metrics are, an IPv6 address in brackets as URLs write it."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, fmt: str, *args) -> None:
+        pass  # a scrape every few seconds is no news
+
+
+def _server_class(host: str) -> type[WSGIServer]:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    class Server(ThreadingMixIn, WSGIServer):
+        address_family = family
+        daemon_threads = True
+
+    return Server
+
+
+def _only_metrics(app):
+    """The WSGI app of prometheus_client, at /metrics only: any other path is 404, so that a
+    typo in a scrape config fails instead of scraping the same page under another name."""
+    def wrapped(environ, start_response):
+        if environ.get("PATH_INFO", "") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"bpfwall serves its metrics at /metrics\n"]
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def serve(ns: str | None, listen: str, ready=None) -> None:
     """Serves /metrics until interrupted: the scope of namespace ns, or with ns None every
     scope. ready(host, port) is called once it listens."""
@@ -184,9 +220,11 @@ def serve(ns: str | None, listen: str, ready=None) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BpfwallCollector(every_scope if ns is None else lambda: [ns]))
     try:
-        server, _thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, _only_metrics(make_wsgi_app(registry)), _server_class(host),
+                             _QuietHandler)
     except OSError as exc:
-        raise RuntimeFailure(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise RuntimeFailure(f"cannot listen on {url(host, port)}: {exc.strerror or exc}") from None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     if ready:
         ready(host, port)
     try:

@@ -7,8 +7,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import apply, write
@@ -109,3 +111,20 @@ def test_grafana_dashboard_uses_only_metrics_the_exporter_has():
                 "bpfwall_program_runs_total"}
     used = {m for p in dash["panels"] for t in p["targets"] for m in re.findall(r"bpfwall_\w+", t["expr"])}
     assert used and used <= exported
+
+
+def test_exporter_answers_404_off_metrics_and_listens_on_ipv6():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bpfwall.cli", "exporter", "--listen", f"[::1]:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline().startswith(f"serving http://[::1]:{port}/metrics"), "the URL, bracketed"
+        with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=10) as r:
+            assert r.status == 200 and b"bpfwall_up" in r.read()
+        for path in ("/", "/metric", "/metrics/x"):
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(f"http://[::1]:{port}{path}", timeout=10)
+            assert exc.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
