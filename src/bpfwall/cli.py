@@ -601,14 +601,14 @@ def _undelivered(data: dict[str, Any]) -> str:
 @click.option("--sport", type=click.IntRange(0, 65535), default=40000, show_default=True)
 @click.option("--dport", type=click.IntRange(0, 65535), default=0)
 @click.option("--flags", default="syn", show_default=True, help="TCP flags set, e.g. syn or syn,ack.")
-@click.option("--icmp-type", type=click.IntRange(0, 255), default=None,
-              help="ICMP type (default echo request).")
-@click.option("--icmp-code", type=click.IntRange(0, 255), default=0)
+@click.option("--icmp-type", default=None, metavar="TYPE",
+              help="ICMP type, a name as rule files take it (echo-request) or a number (default echo request).")
+@click.option("--icmp-code", default="0", show_default=True, metavar="CODE", help="ICMP code, a name or a number.")
 @json_option
 @handle_errors
 def explain(ns: str | None, iface: str | None, direction: str | None, cgroup: str | None, user: str | None,
             path: str | None, proto: str, src: str, dst: str, sport: int, dport: int, flags: str,
-            icmp_type: int | None, icmp_code: int, as_json: bool) -> None:
+            icmp_type: str | None, icmp_code: str, as_json: bool) -> None:
     """Run one packet through the loaded program and say which rule decides it.
 
     The packet goes through the running bpfwall_ingress (or, with --direction

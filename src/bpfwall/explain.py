@@ -17,13 +17,30 @@ from .errors import InputError, RuntimeFailure
 from .setmaps import SetTables
 
 
+def _icmp_word(text: str | int | None, table: dict[str, int], option: str) -> int | None:
+    """An ICMP type or code as a rule file takes it: a number 0-255 or a name of the
+    protocol's table (echo-request is 8 for ICMP, 128 for ICMPv6)."""
+    if text is None or isinstance(text, int):
+        return text
+    word = text.strip().lower()
+    if word.isdigit() and int(word) <= 255:
+        return int(word)
+    if word in table:
+        return table[word]
+    raise InputError(f"{option}: '{text}' is neither a number 0-255 nor one of {', '.join(table)}")
+
+
 def frame(proto: str, src: str, dst: str, sport: int, dport: int, flags: str,
-          icmp_type: int | None, icmp_code: int) -> bytes:
+          icmp_type: str | int | None, icmp_code: str | int) -> bytes:
     """The frame to explain, from the command line's words: a protocol name or number,
-    TCP flags as 'syn,ack'; an InputError names the option that is wrong."""
+    TCP flags as 'syn,ack', ICMP types and codes by name or number; an InputError names
+    the option that is wrong."""
     proto_num = names.protocol_number(proto) if not proto.isdigit() else int(proto)
     if proto_num is None or not 0 <= proto_num <= 255:
         raise InputError(f"--proto: unknown protocol '{proto}'")
+    v6 = proto_num == names.ICMPV6
+    icmp_type = _icmp_word(icmp_type, names.ICMPV6_TYPES if v6 else names.ICMP_TYPES, "--icmp-type")
+    icmp_code = _icmp_word(icmp_code, names.ICMPV6_CODES if v6 else names.ICMP_CODES, "--icmp-code") or 0
     flag_bits = 0
     for f in filter(None, (x.strip().lower() for x in flags.split(","))):
         if f not in names.TCP_FLAGS:

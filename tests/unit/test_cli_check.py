@@ -102,3 +102,21 @@ def test_new_user_mistakes_are_one_line_errors(tmp_path):
             {"accept": None}]}}]}))
     assert res.exit_code == 0, res.stderr
     assert "proto: ipv6-icmp" in res.stdout
+
+
+def test_explain_takes_icmp_types_by_name_per_family(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("version: 1\npolicy: {ingress: drop}\nrules:\n"
+                 "  - {name: ping, proto: [icmp, icmpv6], icmp_type: echo-request, action: accept}\n")
+
+    def verdict(proto: str, src: str, dst: str, icmp_type: str) -> tuple[int, dict | str]:
+        res = CliRunner().invoke(main, ["explain", "-f", str(p), "-i", "lo", "--proto", proto, "--src", src,
+                                        "--dst", dst, "--icmp-type", icmp_type, "--json"])
+        return res.exit_code, json.loads(res.stdout)["rule"] if res.exit_code == 0 else res.output
+
+    assert verdict("icmp", "192.0.2.1", "192.0.2.2", "echo-request") == (0, "ping")
+    assert verdict("icmp", "192.0.2.1", "192.0.2.2", "8") == (0, "ping")
+    assert verdict("icmpv6", "2001:db8::1", "2001:db8::2", "echo-request") == (0, "ping")  # 128 there
+    assert verdict("icmp", "192.0.2.1", "192.0.2.2", "echo-reply") == (0, None)
+    code, out = verdict("icmp", "192.0.2.1", "192.0.2.2", "pong")
+    assert code == 2 and "--icmp-type: 'pong' is neither" in out
