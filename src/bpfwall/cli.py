@@ -158,7 +158,18 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
             return True
         return False
 
-    rolled_back = transaction.await_confirmation(scope, report.confirm_token, enter_pressed)
+    try:
+        rolled_back = transaction.await_confirmation(scope, report.confirm_token, enter_pressed)
+    except KeyboardInterrupt:
+        # The watchdog, in a session of its own, still rolls back at the deadline: say so,
+        # or an operator who pressed Ctrl-C believes the new rules stay.
+        pending = scope.pending_confirm()
+        if pending is not None and pending.get("token") == report.confirm_token:
+            left = max(0, round(pending["deadline"] - time.time()))
+            click.echo(f"interrupted: the rollback stays armed: generation {report.generation} goes back to "
+                       f"{f'generation {previous}' if previous else 'no firewall'} in {left} s unless "
+                       f"'bpfwall confirm{ns_arg}' keeps it", err=True)
+        raise
     if rolled_back:
         raise RuntimeFailure(rolled_back)
     state = scope.read_state()

@@ -215,6 +215,27 @@ def test_unconfirmed_apply_rolls_back_after_the_cli_is_killed(lab, tmp_path):
             cli.kill()
 
 
+def test_ctrl_c_while_confirming_says_the_rollback_stays_armed(lab, tmp_path):
+    old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
+    apply(lab, old)
+    before = status(lab)[0]["generation"]
+    cli = start_apply(lab, new, "--confirm", "3")
+    try:
+        wait_for_line(cli, "keeping generation")
+        cli.send_signal(signal.SIGINT)
+        _, err = cli.communicate(timeout=10)
+        assert cli.returncode == 130
+        assert "the rollback stays armed" in err and f"back to generation {before}" in err, err
+        assert "bpfwall confirm" in err
+        deadline = time.monotonic() + 15  # and it does roll back
+        while status(lab)[0]["generation"] != before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert in_force(lab) == "old"
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
 def test_confirm_keeps_the_new_rule_set(lab, tmp_path):
     old, new = write(tmp_path, OLD, "old.yaml"), write(tmp_path, NEW, "new.yaml")
     apply(lab, old)
