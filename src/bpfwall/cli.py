@@ -315,10 +315,14 @@ def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
     """Validate and compile FILE; touches nothing, needs no root.
 
     Exit 0 when it would apply, 2 when it has errors (with --json:
-    {"errors": [{"file", "line", "message"}]} on stdout). Warns of SSH sessions
-    the rules would cut. With --diff: the rules added, removed and changed (by name,
-    with the keys that changed), policies and settings, and set elements added and
-    removed, against what is in force; exit 0 when equal, 1 when different."""
+    {"errors": [{"file", "line", "message"}]} on stdout), 1 when it is valid but
+    apply would refuse it here (in --netns NS): a group or an interface it names is
+    missing, or, as root, the lockout guard would refuse it against the live
+    connection table, exactly as apply judges (with --json: "refused"). Without root
+    it warns of SSH sessions the rules might cut. With --diff: the rules added,
+    removed and changed (by name, with the keys that changed), policies and settings,
+    and set elements added and removed, against what is in force; exit 0 when
+    equal, 1 when different."""
     _without_cycle_collection()
     try:
         ruleset = _load(path)
@@ -347,16 +351,24 @@ def check(path: str, as_json: bool, diff: bool, ns: str | None) -> None:
     }
     from . import neighbours
 
-    warnings = _session_warnings(ruleset) + neighbours.unexempt(ruleset, ns) + owners.absent(ruleset)
+    refused, session_warnings = _apply_refusals(ruleset, Scope(ns))
+    warnings = session_warnings + neighbours.unexempt(ruleset, ns) + owners.absent(ruleset)
     info["warnings"] = warnings
+    info["refused"] = refused
     from . import kfeatures
 
     info["features"] = kfeatures.report()  # None without root: the probes load programs
     for warning in warnings:
         click.echo(f"warning: {warning}", err=True)
+    for line in refused:
+        click.echo(clip(f"bpfwall: apply would refuse it: {line}"), err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
+        if refused:
+            sys.exit(1)
         return
+    if refused:
+        sys.exit(1)
     out.print(f"{path}: OK: {info['rules']} rules, policy ingress {ruleset.policy['ingress']} egress "
               f"{ruleset.policy['egress']}, {len(ruleset.sets)} sets, connection tracking "
               f"{'on' if ruleset.uses_ct() else 'off'}")
@@ -423,10 +435,40 @@ def _error_record(problem: str, path: str) -> dict[str, Any]:
     return {"file": path, "line": None, "message": clip(problem)}
 
 
-def _session_warnings(ruleset) -> list[str]:
-    from . import lockout
+def _apply_refusals(ruleset, scope: Scope) -> tuple[list[str], list[str]]:
+    """What apply would refuse in scope that the file itself does not say, and warnings.
+    As root: the group, the file's interfaces in the scope's namespace, and the lockout
+    guard as apply runs it (the live connection table, the sessions of that namespace).
+    Without root the namespace cannot be entered: the sessions are only warned of, and
+    only for the host."""
+    from . import access, lockout
 
-    return lockout.check_warnings(ruleset)
+    refused: list[str] = []
+    try:
+        access.group_id(ruleset.group)
+    except RuntimeFailure as exc:
+        refused.append(str(exc))
+    if os.geteuid() != 0:
+        if scope.ns:
+            return refused, [f"the SSH sessions of network namespace '{scope.ns}' are looked for as root only: "
+                             "apply will judge them"]
+        return refused, lockout.check_warnings(ruleset)
+    missing = []
+    with netns.enter(scope.ns):  # (sysfs shows the host's interfaces whatever namespace asks)
+        for name in ruleset.interfaces:
+            try:
+                netns.ifindex(name)
+            except RuntimeFailure:
+                missing.append(name)
+    where = f" in network namespace '{scope.ns}'" if scope.ns else ""
+    refused += [f"interface '{i}' (interfaces:) does not exist{where}" for i in missing]
+    state = scope.read_state()
+    targets = [i for i in ruleset.interfaces if i not in missing] or (state.interfaces if state else None)
+    try:
+        lockout.guard_scope(scope, ruleset, targets, "apply with --force to go ahead without the guard")
+    except RuntimeFailure as exc:
+        refused.append(str(exc).replace("\n", "; "))
+    return refused, []
 
 
 _FIELD_NAMES = {shared.F_IFACE: "interface", shared.F_PROTO: "protocol", shared.F_SRC: "src",

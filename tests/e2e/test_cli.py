@@ -391,3 +391,20 @@ def test_check_diff_with_nothing_applied_is_not_a_difference(lab, tmp_path):
     assert res.returncode == 2 and "nothing is applied" in json.loads(res.stdout)["errors"][0]["message"]
     apply(lab, rules)
     assert bpfwall("check", "-f", rules, "--diff", "--netns", lab.server_ns).returncode == 0
+
+
+def test_check_refuses_what_apply_would_refuse_in_the_namespace(lab, tmp_path):
+    """A valid file that apply would still refuse here is exit 1 from check too, with why."""
+    group = write(tmp_path, "version: 1\ngroup: bpfwall-no-such-group\npolicy: {ingress: accept}\n", "g.yaml")
+    iface = write(tmp_path, "version: 1\ninterfaces: [bwnosuch0]\npolicy: {ingress: accept}\n", "i.yaml")
+    for path, why in ((group, "group 'bpfwall-no-such-group'"),
+                      (iface, f"interface 'bwnosuch0' (interfaces:) does not exist in network namespace "
+                              f"'{lab.server_ns}'")):
+        res = bpfwall("check", "-f", path, "--netns", lab.server_ns)
+        assert res.returncode == 1 and f"apply would refuse it: {why}" in res.stderr, res.stderr
+        res = bpfwall("check", "-f", path, "--netns", lab.server_ns, "--json")
+        assert res.returncode == 1 and why in json.loads(res.stdout)["refused"][0]
+        assert bpfwall("apply", "-f", path, "--netns", lab.server_ns, *(
+            ("-i", lab.server_if) if path == group else ())).returncode == 1  # as apply says
+    ok = write(tmp_path, f"version: 1\ninterfaces: [{lab.server_if}]\npolicy: {{ingress: accept}}\n", "ok.yaml")
+    assert bpfwall("check", "-f", ok, "--netns", lab.server_ns).returncode == 0

@@ -330,11 +330,12 @@ def test_apply_refuses_to_cut_the_ssh_session(lab, tmp_path, how):
         assert f"{CLIENT_V4}:" in res.stderr and "ingress policy" in res.stderr
         assert not status(lab)[0]["running"], "nothing was applied"
         check = bpfwall("check", "-f", old)
-        assert check.returncode == 0
-        if env_only:
-            check = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", old], capture_output=True,
-                                   text=True, env={**os.environ, **env})
-            assert "warning: SSH session" in check.stderr
+        assert check.returncode == 0  # the host's own namespace has no session to cut
+        # check refuses what apply refuses, judged in the same namespace
+        check = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", old, "--netns", lab.server_ns],
+                               capture_output=True, text=True, env={**os.environ, **env})
+        assert check.returncode == 1 and "apply would refuse it: refusing to apply: it would lock out SSH" \
+            in check.stderr and f"{CLIENT_V4}:" in check.stderr, check.stderr
         ssh_ok = write(tmp_path, SSH_OPEN.replace("22", "22" if env_only else "2222"), "ssh.yaml")
         assert run_apply(lab, ssh_ok, env).returncode == 0
         res = run_apply(lab, old, env, "--force")
@@ -356,5 +357,5 @@ def test_apply_refuses_when_it_cannot_look_for_sessions(lab, tmp_path):
     assert not status(lab)[0]["running"]
     check = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", old], capture_output=True,
                            text=True, env={**os.environ, **env})
-    assert check.returncode == 0 and "warning: cannot look for SSH sessions" in check.stderr
+    assert check.returncode == 1 and "cannot look for SSH sessions" in check.stderr  # as apply
     assert run_apply(lab, old, env, "--force").returncode == 0

@@ -71,12 +71,14 @@ def test_version():
 
 def test_check_warns_of_a_session_a_first_apply_would_cut(tmp_path, monkeypatch):
     """A file that accepts only tracked connections: apply on a host whose connection table
-    starts empty refuses it, so check warns."""
+    starts empty refuses it, so check, without root (which cannot read the live table, and
+    where apply's exact guard does not run), warns."""
     p = tmp_path / "r.yaml"
     p.write_text("version: 1\npolicy: {ingress: drop}\nrules:\n"
                  "  - {name: replies, ct: [established], action: accept}\n")
     monkeypatch.setenv("SSH_CONNECTION", "10.200.9.9 50000 10.200.9.1 22")
     monkeypatch.setattr("bpfwall.lockout.from_sshd", lambda: [])
+    monkeypatch.setattr("os.geteuid", lambda: 1000)  # the same whether the suite runs as root or not
     res = CliRunner().invoke(main, ["check", "-f", str(p)])
     assert res.exit_code == 0
     assert "warning: SSH session 10.200.9.9:50000 -> 10.200.9.1:22" in res.stderr and "first apply" in res.stderr
