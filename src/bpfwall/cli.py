@@ -690,6 +690,8 @@ def explain(ns: str | None, iface: str | None, direction: str | None, cgroup: st
     owner = explain_mod.owner_of(direction, cgroup, uid)
     frame = explain_mod.frame(proto, src, dst, sport, dport, flags, icmp_type, icmp_code)
     if path is not None:
+        if ns is not None:
+            raise InputError("--netns: explain -f judges by the file alone, in no namespace; leave one out")
         ruleset = _load(path)
         _compile(ruleset, path)  # what apply would refuse, explain refuses too
         result = explain_mod.by_file(ruleset, frame, iface, path, direction, owner)

@@ -24,9 +24,16 @@ class _LazyConsole:
     @property
     def console(self) -> Any:
         if self._console is None:
+            import os
+
             from rich.console import Console
 
-            self._console = Console(**self._options)
+            options = dict(self._options)
+            if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+                # A pipe or a file: no wrap at 80 columns in mid-phrase, and tables as wide
+                # as they need (a script greps a line; a bench log keeps its names whole).
+                options.update(soft_wrap=True, width=200)
+            self._console = Console(**options)
         return self._console
 
     def __getattr__(self, name: str) -> Any:

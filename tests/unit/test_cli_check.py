@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from click.testing import CliRunner
 
@@ -122,3 +125,23 @@ def test_explain_takes_icmp_types_by_name_per_family(tmp_path):
     assert verdict("icmp", "192.0.2.1", "192.0.2.2", "echo-reply") == (0, None)
     code, out = verdict("icmp", "192.0.2.1", "192.0.2.2", "pong")
     assert code == 2 and "--icmp-type: 'pong' is neither" in out
+
+
+def test_piped_output_is_not_wrapped_at_80_columns(tmp_path):
+    p = tmp_path / "a-rather-long-name-for-a-rule-file-so-that-the-line-is-long.yaml"
+    p.write_text("version: 1\npolicy: {ingress: accept}\nrules:\n  - {name: a, proto: tcp, dport: 22, action: drop}\n")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "bpfwall.cli", "check", "-f", str(p)], capture_output=True,
+                         text=True, env=env, timeout=60)
+    first = res.stdout.splitlines()[0]
+    assert first.startswith(str(p)) and first.endswith("connection tracking off"), res.stdout
+
+
+def test_explain_with_a_file_refuses_a_namespace(tmp_path, monkeypatch):
+    """explain -f judges by the file alone: a --netns given with it is refused, not ignored."""
+    p = tmp_path / "r.yaml"
+    p.write_text("version: 1\npolicy: {ingress: accept}\n")
+    monkeypatch.setattr("bpfwall.netns.exists", lambda name: name == "a-namespace")
+    res = CliRunner().invoke(main, ["explain", "-f", str(p), "--netns", "a-namespace", "-i", "lo", "--proto",
+                                    "tcp", "--src", "192.0.2.1", "--dst", "192.0.2.2"])
+    assert res.exit_code == 2 and "judges by the file alone" in res.output
