@@ -143,8 +143,6 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
 
     ns_arg = f" --netns {scope.ns}" if scope.ns else ""
     tty = sys.stdin.isatty()
-    out.print(f"keeping generation {report.generation} for {seconds} s: "
-              f"{'press Enter here or ' if tty else ''}run 'bpfwall confirm{ns_arg}' to keep it")
     scope.on_wait = None  # the watchdog holds the lock for a moment when it rolls back
     armed = scope.pending_confirm() or {}
     previous = armed.get("previous", {}).get("generation", 0)
@@ -159,16 +157,21 @@ def _await_confirmation(scope: Scope, report, seconds: int) -> None:
         return False
 
     try:
+        out.print(f"keeping generation {report.generation} for {seconds} s: "
+                  f"{'press Enter here or ' if tty else ''}run 'bpfwall confirm{ns_arg}' to keep it")
         rolled_back = transaction.await_confirmation(scope, report.confirm_token, enter_pressed)
     except KeyboardInterrupt:
         # The watchdog, in a session of its own, still rolls back at the deadline: say so,
         # or an operator who pressed Ctrl-C believes the new rules stay.
         pending = scope.pending_confirm()
+        back_to = f"generation {previous}" if previous else "no firewall"
         if pending is not None and pending.get("token") == report.confirm_token:
             left = max(0, round(pending["deadline"] - time.time()))
             click.echo(f"interrupted: the rollback stays armed: generation {report.generation} goes back to "
-                       f"{f'generation {previous}' if previous else 'no firewall'} in {left} s unless "
-                       f"'bpfwall confirm{ns_arg}' keeps it", err=True)
+                       f"{back_to} in {left} s unless 'bpfwall confirm{ns_arg}' keeps it", err=True)
+        else:
+            click.echo(f"interrupted: generation {report.generation} awaits no confirmation any more "
+                       f"(kept, or rolled back to {back_to}: see 'bpfwall status{ns_arg}')", err=True)
         raise
     if rolled_back:
         raise RuntimeFailure(rolled_back)
