@@ -104,7 +104,7 @@ def _variant(name: str, lab: Lab, workdir: str) -> Iterator[StreamLab]:
                 with netns.enter(lab.server_ns):
                     link = libbpf.link_create(obj.prog_fd("xdp_pass_all"), ifindex, libbpf.BPF_XDP,
                                               libbpf.XDP_FLAGS_DRV_MODE)
-                s.programs.append(libbpf.prog_get_fd_by_id(libbpf.prog_info(obj.prog_fd("xdp_pass_all")).id))
+                s.programs.append(os.dup(obj.prog_fd("xdp_pass_all")))  # outlives the object, as the link does
             try:
                 yield s
             finally:

@@ -505,19 +505,15 @@ def flood_each(title: str, names: tuple[str, ...], setup: Setup, plan: Rounds, p
     return {"rows": rows, **({"skipped": skipped} if skipped else {})}
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
 def _summary(samples: list[Sample], plan: Rounds) -> dict:
     """Medians of the rounds, with the spread of the per-packet figures."""
     progs = [s.prog_ns for s in samples if s.prog_ns is not None]
-    out = {"offered_pps": plan.rate, "pps": _median([s.dropped / s.seconds for s in samples]),
+    out = {"offered_pps": plan.rate, "pps": statistics.median([s.dropped / s.seconds for s in samples]),
            "packets": sum(s.packets for s in samples), "dropped": sum(s.dropped for s in samples),
-           "softirq_ns": _median([s.softirq_ns for s in samples]),
+           "softirq_ns": statistics.median([s.softirq_ns for s in samples]),
            "softirq_spread_ns": [min(s.softirq_ns for s in samples), max(s.softirq_ns for s in samples)],
-           "softirq_tick_ns": _median([s.softirq_tick_ns for s in samples]),
-           "prog_ns": _median(progs) if progs else None}
+           "softirq_tick_ns": statistics.median([s.softirq_tick_ns for s in samples]),
+           "prog_ns": statistics.median(progs) if progs else None}
     if progs:
         out["prog_spread_ns"] = [min(progs), max(progs)]
     return out
